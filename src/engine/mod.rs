@@ -1,0 +1,16 @@
+//! The inference engine: devices, model sources (GGUF file, Hugging Face folder or hub id),
+//! tokenizers, one llama-family transformer, the precision ladder and the next-token
+//! distributions the study samples from.
+
+pub mod device;
+pub mod fetch;
+pub mod model;
+pub mod quant;
+pub mod sample;
+pub mod source;
+pub mod tokenizer;
+
+pub use device::select_device;
+pub use model::{KvCache, ModelConfig, RopeStyle, Transformer};
+pub use quant::{Compute, Precision, Scheme};
+pub use source::{ModelSpec, SourceModel, resolve_model};

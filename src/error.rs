@@ -1,0 +1,24 @@
+//! The crate's error type. Every variant carries a message that names what was wrong and
+//! where (file, line, item, tensor), so the binary can print it as it is and exit with 2.
+
+/// An error of stereoscope, with a message meant for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad user input: flags, BBQ files, folders.
+    #[error("{0}")]
+    Input(String),
+    /// A model that cannot be found, read or run.
+    #[error("{0}")]
+    Model(String),
+    /// The results folder cannot be read or written.
+    #[error("{0}")]
+    Store(String),
+    /// The run was cancelled; what finished is on disk.
+    #[error("cancelled")]
+    Cancelled,
+    /// A tensor operation failed.
+    #[error("model computation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,28 @@
+//! stereoscope measures how quantizing an instruct LLM changes its answers on the BBQ bias
+//! benchmark. Data flows one way: `bbq → prompt → engine → study → store → analysis → cli`.
+
+pub mod analysis;
+pub mod bbq;
+pub mod cli;
+pub mod engine;
+pub mod error;
+pub mod prompt;
+pub mod store;
+pub mod study;
+
+pub use error::{Error, Result};
+
+use std::path::PathBuf;
+
+/// The root of stereoscope's caches: `STEREOSCOPE_CACHE` when set, else the platform cache
+/// folder (for example `~/.cache/stereoscope` on Linux).
+pub fn cache_root() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("STEREOSCOPE_CACHE") {
+        return Ok(PathBuf::from(dir));
+    }
+    directories::ProjectDirs::from("org", "stereoscope", "stereoscope")
+        .map(|d| d.cache_dir().to_path_buf())
+        .ok_or_else(|| {
+            Error::Input("no home folder to hold the cache; set STEREOSCOPE_CACHE".into())
+        })
+}

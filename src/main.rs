@@ -1,0 +1,4 @@
+//! The `stereoscope` binary.
+fn main() {
+    std::process::exit(stereoscope::cli::main());
+}

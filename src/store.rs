@@ -1,0 +1,464 @@
+//! The results folder: `manifest.json`, `items.parquet` and hive-partitioned record parts
+//! `records/model=…/scheme=…/precision=…/part-NNNNN.parquet`. Parts are written under a
+//! hidden temporary name and renamed, so a crash leaves either a whole part or none (readers
+//! such as pyarrow skip hidden files). A folder made by a different plan is refused.
+
+use crate::bbq::Item;
+use crate::error::{Error, Result};
+use arrow::array::{
+    Array, ArrayRef, Float64Array, Int8Array, Int64Array, RecordBatch, StringArray, UInt8Array,
+};
+use arrow::datatypes::{DataType, Field, Schema};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The version of the folder layout and columns.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// One record: one (model, scheme, precision, seed, item) answer. Model, scheme and
+/// precision live in the partition path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub category: String,
+    pub example_id: i64,
+    pub context_condition: String,
+    pub question_polarity: String,
+    pub seed: i64,
+    pub prob: [f64; 3],
+    pub letter_mass: f64,
+    pub samp_prob: [f64; 3],
+    pub seed_set: String,
+    pub option_order: String,
+    pub sampled_text: String,
+    pub answer: Option<u8>,
+    pub role: String,
+    pub latency_ms: f64,
+}
+
+/// A record read back with its partition values.
+#[derive(Debug, Clone)]
+pub struct StoredRecord {
+    pub model: String,
+    pub scheme: String,
+    pub precision: String,
+    pub rec: Record,
+}
+
+fn store_err(path: &Path, what: impl std::fmt::Display) -> Error {
+    Error::Store(format!("{}: {what}", path.display()))
+}
+
+fn record_schema() -> Arc<Schema> {
+    let s = |n: &str| Field::new(n, DataType::Utf8, false);
+    let f = |n: &str| Field::new(n, DataType::Float64, false);
+    Arc::new(Schema::new(vec![
+        s("category"),
+        Field::new("example_id", DataType::Int64, false),
+        s("context_condition"),
+        s("question_polarity"),
+        Field::new("seed", DataType::Int64, false),
+        f("prob_a"),
+        f("prob_b"),
+        f("prob_c"),
+        f("letter_mass"),
+        f("samp_prob_a"),
+        f("samp_prob_b"),
+        f("samp_prob_c"),
+        s("seed_set"),
+        s("option_order"),
+        s("sampled_text"),
+        Field::new("answer", DataType::Int8, true),
+        s("role"),
+        f("latency_ms"),
+    ]))
+}
+
+fn strings<'a>(it: impl Iterator<Item = &'a str>) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(it))
+}
+
+fn floats(it: impl Iterator<Item = f64>) -> ArrayRef {
+    Arc::new(Float64Array::from_iter_values(it))
+}
+
+fn write_batch(path: &Path, batch: &RecordBatch) -> Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| store_err(path, "no parent folder"))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| store_err(dir, format!("cannot create folder: {e}")))?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("part");
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let file =
+        std::fs::File::create(&tmp).map_err(|e| store_err(&tmp, format!("cannot write: {e}")))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let mut w =
+        ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(|e| store_err(&tmp, e))?;
+    w.write(batch).map_err(|e| store_err(&tmp, e))?;
+    let file = w.into_inner().map_err(|e| store_err(&tmp, e))?;
+    file.sync_all().map_err(|e| store_err(&tmp, e))?;
+    std::fs::rename(&tmp, path)
+        .map_err(|e| store_err(path, format!("cannot rename part into place: {e}")))?;
+    Ok(())
+}
+
+/// Write one part file atomically.
+pub fn write_records(path: &Path, records: &[Record]) -> Result<()> {
+    let r = records;
+    let cols: Vec<ArrayRef> = vec![
+        strings(r.iter().map(|x| x.category.as_str())),
+        Arc::new(Int64Array::from_iter_values(r.iter().map(|x| x.example_id))),
+        strings(r.iter().map(|x| x.context_condition.as_str())),
+        strings(r.iter().map(|x| x.question_polarity.as_str())),
+        Arc::new(Int64Array::from_iter_values(r.iter().map(|x| x.seed))),
+        floats(r.iter().map(|x| x.prob[0])),
+        floats(r.iter().map(|x| x.prob[1])),
+        floats(r.iter().map(|x| x.prob[2])),
+        floats(r.iter().map(|x| x.letter_mass)),
+        floats(r.iter().map(|x| x.samp_prob[0])),
+        floats(r.iter().map(|x| x.samp_prob[1])),
+        floats(r.iter().map(|x| x.samp_prob[2])),
+        strings(r.iter().map(|x| x.seed_set.as_str())),
+        strings(r.iter().map(|x| x.option_order.as_str())),
+        strings(r.iter().map(|x| x.sampled_text.as_str())),
+        Arc::new(Int8Array::from(
+            r.iter()
+                .map(|x| x.answer.map(|a| a as i8))
+                .collect::<Vec<_>>(),
+        )),
+        strings(r.iter().map(|x| x.role.as_str())),
+        floats(r.iter().map(|x| x.latency_ms)),
+    ];
+    let batch = RecordBatch::try_new(record_schema(), cols).map_err(|e| store_err(path, e))?;
+    write_batch(path, &batch)
+}
+
+/// Write `items.parquet`.
+pub fn write_items(path: &Path, items: &[Item]) -> Result<()> {
+    let s = |n: &str| Field::new(n, DataType::Utf8, false);
+    let u = |n: &str| Field::new(n, DataType::UInt8, false);
+    let schema = Arc::new(Schema::new(vec![
+        s("category"),
+        Field::new("example_id", DataType::Int64, false),
+        s("context_condition"),
+        s("question_polarity"),
+        s("context"),
+        s("question"),
+        s("ans0"),
+        s("ans1"),
+        s("ans2"),
+        u("label"),
+        u("biased_index"),
+        u("unknown_index"),
+    ]));
+    let i = items;
+    let u8s = |f: fn(&Item) -> u8| -> ArrayRef {
+        Arc::new(UInt8Array::from_iter_values(i.iter().map(f)))
+    };
+    let cols: Vec<ArrayRef> = vec![
+        strings(i.iter().map(|x| x.category.as_str())),
+        Arc::new(Int64Array::from_iter_values(i.iter().map(|x| x.example_id))),
+        strings(i.iter().map(|x| x.context_condition.as_str())),
+        strings(i.iter().map(|x| x.question_polarity.as_str())),
+        strings(i.iter().map(|x| x.context.as_str())),
+        strings(i.iter().map(|x| x.question.as_str())),
+        strings(i.iter().map(|x| x.answers[0].as_str())),
+        strings(i.iter().map(|x| x.answers[1].as_str())),
+        strings(i.iter().map(|x| x.answers[2].as_str())),
+        u8s(|x| x.label),
+        u8s(|x| x.biased_index),
+        u8s(|x| x.unknown_index),
+    ];
+    let batch = RecordBatch::try_new(schema, cols).map_err(|e| store_err(path, e))?;
+    write_batch(path, &batch)
+}
+
+fn col<'a, T: 'static>(batch: &'a RecordBatch, name: &str, path: &Path) -> Result<&'a T> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| {
+            store_err(
+                path,
+                format!("column `{name}` is missing or has the wrong type"),
+            )
+        })
+}
+
+fn read_batches(path: &Path) -> Result<Vec<RecordBatch>> {
+    let file =
+        std::fs::File::open(path).map_err(|e| store_err(path, format!("cannot open: {e}")))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.build())
+        .map_err(|e| store_err(path, format!("not a readable Parquet file: {e}")))?;
+    reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| store_err(path, e))
+}
+
+/// Read one part file.
+pub fn read_records(path: &Path) -> Result<Vec<Record>> {
+    let mut out = Vec::new();
+    for b in read_batches(path)? {
+        let s = |n: &str| col::<StringArray>(&b, n, path);
+        let f = |n: &str| col::<Float64Array>(&b, n, path);
+        let i = |n: &str| col::<Int64Array>(&b, n, path);
+        let (cat, cond, pol, set, order, text, role) = (
+            s("category")?,
+            s("context_condition")?,
+            s("question_polarity")?,
+            s("seed_set")?,
+            s("option_order")?,
+            s("sampled_text")?,
+            s("role")?,
+        );
+        let (id, seed) = (i("example_id")?, i("seed")?);
+        let (pa, pb, pc, lm) = (f("prob_a")?, f("prob_b")?, f("prob_c")?, f("letter_mass")?);
+        let (sa, sb, sc, lat) = (
+            f("samp_prob_a")?,
+            f("samp_prob_b")?,
+            f("samp_prob_c")?,
+            f("latency_ms")?,
+        );
+        let ans = col::<Int8Array>(&b, "answer", path)?;
+        for r in 0..b.num_rows() {
+            out.push(Record {
+                category: cat.value(r).to_string(),
+                example_id: id.value(r),
+                context_condition: cond.value(r).to_string(),
+                question_polarity: pol.value(r).to_string(),
+                seed: seed.value(r),
+                prob: [pa.value(r), pb.value(r), pc.value(r)],
+                letter_mass: lm.value(r),
+                samp_prob: [sa.value(r), sb.value(r), sc.value(r)],
+                seed_set: set.value(r).to_string(),
+                option_order: order.value(r).to_string(),
+                sampled_text: text.value(r).to_string(),
+                answer: (!ans.is_null(r)).then(|| ans.value(r) as u8),
+                role: role.value(r).to_string(),
+                latency_ms: lat.value(r),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Read `items.parquet`.
+pub fn read_items(path: &Path) -> Result<Vec<Item>> {
+    let mut out = Vec::new();
+    for b in read_batches(path)? {
+        let s = |n: &str| col::<StringArray>(&b, n, path);
+        let u = |n: &str| col::<UInt8Array>(&b, n, path);
+        let id = col::<Int64Array>(&b, "example_id", path)?;
+        let (cat, cond, pol, ctx, q) = (
+            s("category")?,
+            s("context_condition")?,
+            s("question_polarity")?,
+            s("context")?,
+            s("question")?,
+        );
+        let (a0, a1, a2) = (s("ans0")?, s("ans1")?, s("ans2")?);
+        let (label, bi, ui) = (u("label")?, u("biased_index")?, u("unknown_index")?);
+        for r in 0..b.num_rows() {
+            out.push(Item {
+                category: cat.value(r).into(),
+                example_id: id.value(r),
+                context_condition: cond.value(r).into(),
+                question_polarity: pol.value(r).into(),
+                context: ctx.value(r).into(),
+                question: q.value(r).into(),
+                answers: [a0.value(r).into(), a1.value(r).into(), a2.value(r).into()],
+                label: label.value(r),
+                biased_index: bi.value(r),
+                unknown_index: ui.value(r),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// A results folder.
+#[derive(Debug, Clone)]
+pub struct ResultsDir {
+    pub root: PathBuf,
+}
+
+impl ResultsDir {
+    pub fn manifest_path(&self) -> PathBuf {
+        self.root.join("manifest.json")
+    }
+
+    pub fn items_path(&self) -> PathBuf {
+        self.root.join("items.parquet")
+    }
+
+    pub fn records_dir(&self) -> PathBuf {
+        self.root.join("records")
+    }
+
+    /// The path of part `index` of one model, scheme and precision.
+    pub fn part_path(&self, model: &str, scheme: &str, precision: &str, index: usize) -> PathBuf {
+        self.records_dir()
+            .join(format!("model={model}"))
+            .join(format!("scheme={scheme}"))
+            .join(format!("precision={precision}"))
+            .join(format!("part-{index:05}.parquet"))
+    }
+
+    /// Open `root` for a run of `plan`: create it, or resume it when its manifest holds the
+    /// same plan. A folder with another plan, or a non-empty folder that is not a results
+    /// folder, is refused.
+    pub fn prepare(root: &Path, plan: &serde_json::Value) -> Result<ResultsDir> {
+        let dir = ResultsDir {
+            root: root.to_path_buf(),
+        };
+        let out_err = |what: String| Error::Store(format!("--out {}: {what}", root.display()));
+        if root.exists() && !root.is_dir() {
+            return Err(out_err("exists and is not a folder".into()));
+        }
+        if dir.manifest_path().is_file() {
+            let old = read_manifest(&dir.manifest_path())?;
+            let old_plan = old.get("plan").cloned().unwrap_or_default();
+            let diff = plan_diff(&old_plan, plan);
+            if !diff.is_empty() {
+                return Err(out_err(format!(
+                    "holds a run of a different plan ({}); choose another --out or remove it",
+                    diff.join("; ")
+                )));
+            }
+        } else if root.is_dir() {
+            let non_empty = std::fs::read_dir(root)
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(false);
+            if non_empty {
+                return Err(out_err(
+                    "is not empty and has no manifest.json: not a stereoscope results folder"
+                        .into(),
+                ));
+            }
+        }
+        std::fs::create_dir_all(root).map_err(|e| out_err(format!("cannot create: {e}")))?;
+        let probe = root.join(format!(".write-probe.{}", std::process::id()));
+        std::fs::write(&probe, b"").map_err(|e| out_err(format!("is not writable: {e}")))?;
+        let _ = std::fs::remove_file(&probe);
+        Ok(dir)
+    }
+}
+
+/// Keys whose values differ between two plans, each with both values.
+pub fn plan_diff(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
+    let (Some(o), Some(n)) = (old.as_object(), new.as_object()) else {
+        return if old == new {
+            vec![]
+        } else {
+            vec!["plan".into()]
+        };
+    };
+    let mut keys: Vec<&String> = o.keys().chain(n.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| o.get(*k) != n.get(*k))
+        .map(|k| {
+            let show = |v: Option<&serde_json::Value>| {
+                v.map(|v| v.to_string()).unwrap_or_else(|| "absent".into())
+            };
+            format!("{k}: {} there, {} now", show(o.get(k)), show(n.get(k)))
+        })
+        .collect()
+}
+
+/// Read a manifest, checking its format version.
+pub fn read_manifest(path: &Path) -> Result<serde_json::Value> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| store_err(path, format!("cannot read: {e}")))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| store_err(path, format!("invalid JSON: {e}")))?;
+    let version = v
+        .get("format_version")
+        .and_then(|x| x.as_u64())
+        .unwrap_or(0);
+    if version == 0 || version > FORMAT_VERSION as u64 {
+        return Err(store_err(
+            path,
+            format!(
+                "format_version {version} is not one this stereoscope reads (it reads 1..={FORMAT_VERSION})"
+            ),
+        ));
+    }
+    Ok(v)
+}
+
+/// Write the manifest atomically.
+pub fn write_manifest(dir: &ResultsDir, manifest: &serde_json::Value) -> Result<()> {
+    let path = dir.manifest_path();
+    let tmp = dir
+        .root
+        .join(format!(".manifest.json.{}.tmp", std::process::id()));
+    let text = serde_json::to_string_pretty(manifest).map_err(|e| store_err(&path, e))?;
+    std::fs::write(&tmp, text).map_err(|e| store_err(&tmp, format!("cannot write: {e}")))?;
+    std::fs::rename(&tmp, &path)
+        .map_err(|e| store_err(&path, format!("cannot rename into place: {e}")))
+}
+
+/// Every record of a results folder, with its partition values.
+pub fn read_all_records(dir: &ResultsDir) -> Result<Vec<StoredRecord>> {
+    let mut out = Vec::new();
+    let root = dir.records_dir();
+    if !root.is_dir() {
+        return Ok(out);
+    }
+    let list = |p: &Path| -> Result<Vec<PathBuf>> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(p)
+            .map_err(|e| store_err(p, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                !p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with('.'))
+            })
+            .collect();
+        v.sort();
+        Ok(v)
+    };
+    let value = |p: &Path, key: &str| -> Option<String> {
+        p.file_name()?
+            .to_str()?
+            .strip_prefix(&format!("{key}="))
+            .map(String::from)
+    };
+    for m in list(&root)? {
+        let Some(model) = value(&m, "model") else {
+            continue;
+        };
+        for s in list(&m)? {
+            let Some(scheme) = value(&s, "scheme") else {
+                continue;
+            };
+            for p in list(&s)? {
+                let Some(precision) = value(&p, "precision") else {
+                    continue;
+                };
+                for part in list(&p)? {
+                    if part.extension().is_some_and(|e| e == "parquet") {
+                        for rec in read_records(&part)? {
+                            out.push(StoredRecord {
+                                model: model.clone(),
+                                scheme: scheme.clone(),
+                                precision: precision.clone(),
+                                rec,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,466 @@
+//! The study job: the plan (models × scheme × precisions × seeds × items) and the run that
+//! executes it on a background thread, reporting progress over a channel, checking a cancel
+//! flag between items, writing each finished part and skipping parts already on disk.
+//!
+//! Determinism: items are processed in plan order, in parts of `part_size`; the KV cache of
+//! a shared prompt prefix is reused only within a part, and each record's RNG depends only
+//! on the record's identity. So resuming after a crash recomputes exactly what was lost.
+
+use crate::bbq::{Item, Selection};
+use crate::engine::quant::{self, Built};
+use crate::engine::sample::{Letters, Rng, softmax};
+use crate::engine::source::{self, Resolved, SourceModel};
+use crate::engine::{Compute, KvCache, Precision, Scheme};
+use crate::error::{Error, Result};
+use crate::prompt::{self, ChatTemplate};
+use crate::store::{self, Record, ResultsDir};
+use serde_json::json;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::time::Instant;
+
+/// Everything that defines a run besides the items.
+#[derive(Debug, Clone)]
+pub struct StudySpec {
+    pub models: Vec<Resolved>,
+    pub scheme: Scheme,
+    pub precisions: Vec<Precision>,
+    pub seeds: Vec<u64>,
+    pub compute: Compute,
+    pub device: String,
+    pub part_size: usize,
+}
+
+/// Progress reported by a running study.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// What the run will do: records in the plan and records already on disk.
+    Planned { total: u64, done: u64 },
+    /// A stage starts (loading, quantizing, scoring).
+    Stage(String),
+    /// Records finished, with the prompt tokens they took.
+    Progress { records: u64, prompt_tokens: u64 },
+    /// Throughput of one finished model-precision.
+    Measured {
+        model: String,
+        precision: Precision,
+        items: usize,
+        prompt_tokens: u64,
+        computed_tokens: u64,
+        secs: f64,
+    },
+}
+
+/// A model with its fingerprint, as the plan names it.
+#[derive(Debug, Clone)]
+pub struct PlannedModel {
+    pub resolved: Resolved,
+    pub slug: String,
+    pub sha256: String,
+}
+
+/// Fingerprint the models and give each a unique slug.
+pub fn plan_models(models: &[Resolved]) -> Result<Vec<PlannedModel>> {
+    let mut out: Vec<PlannedModel> = Vec::new();
+    for r in models {
+        let mut slug = source::slugify(&r.id);
+        if out.iter().any(|m| m.slug == slug) {
+            slug = format!("{slug}-{}", out.len() + 1);
+        }
+        out.push(PlannedModel {
+            resolved: r.clone(),
+            slug,
+            sha256: source::fingerprint(r)?,
+        });
+    }
+    Ok(out)
+}
+
+/// The plan as stored in the manifest; two runs resume each other only when equal.
+pub fn plan_json(
+    spec: &StudySpec,
+    models: &[PlannedModel],
+    sel: &Selection,
+    selection_args: &serde_json::Value,
+) -> serde_json::Value {
+    let items_key: Vec<String> = sel
+        .items
+        .iter()
+        .map(|i| format!("{}:{}", i.category, i.example_id))
+        .collect();
+    json!({
+        "models": models.iter().map(|m| json!({"slug": m.slug, "sha256": m.sha256})).collect::<Vec<_>>(),
+        "scheme": spec.scheme.as_str(),
+        "precisions": spec.precisions.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+        "seeds": spec.seeds,
+        "compute": spec.compute,
+        "protocol": {
+            "name": "paper",
+            "system": prompt::SYSTEM_PROMPT,
+            "temperature": prompt::TEMPERATURE,
+            "max_new_tokens": prompt::MAX_NEW_TOKENS,
+        },
+        "selection": selection_args,
+        "items": { "count": sel.items.len(), "sha256": sha_hex(items_key.join(",").as_bytes()) },
+        "part_size": spec.part_size,
+    })
+}
+
+fn sha_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// The finished study: where it is.
+pub struct Outcome {
+    pub dir: ResultsDir,
+}
+
+fn parts(items: &[Item], size: usize) -> Vec<&[Item]> {
+    items.chunks(size.max(1)).collect()
+}
+
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Run (or resume) the study into `dir`.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    spec: &StudySpec,
+    models: &[PlannedModel],
+    sel: &Selection,
+    plan: serde_json::Value,
+    dir: ResultsDir,
+    device: &candle_core::Device,
+    events: &Sender<Event>,
+    cancel: &Arc<AtomicBool>,
+) -> Result<Outcome> {
+    let send = |e: Event| {
+        let _ = events.send(e);
+    };
+    let mut manifest = if dir.manifest_path().is_file() {
+        store::read_manifest(&dir.manifest_path())?
+    } else {
+        json!({})
+    };
+    manifest["format_version"] = json!(store::FORMAT_VERSION);
+    manifest["tool"] = json!({"name": "stereoscope", "version": env!("CARGO_PKG_VERSION"), "git_revision": env!("STEREOSCOPE_GIT_REV")});
+    manifest["plan"] = plan;
+    manifest["selection"] = json!({
+        "checksums": sel.checksums,
+        "missing_categories": sel.missing,
+    });
+    let mut runs = manifest
+        .get("runs")
+        .and_then(|r| r.as_array())
+        .cloned()
+        .unwrap_or_default();
+    runs.push(json!({"started_at": now(), "device": spec.device}));
+    manifest["runs"] = json!(runs);
+    if !dir.items_path().is_file() {
+        store::write_items(&dir.items_path(), &sel.items)?;
+    }
+    store::write_manifest(&dir, &manifest)?;
+
+    let item_parts = parts(&sel.items, spec.part_size);
+    let per_part = |p: &[Item]| (p.len() * spec.seeds.len()) as u64;
+    let mut total = 0;
+    let mut done = 0;
+    let mut pending: Vec<(usize, Precision, Vec<usize>)> = Vec::new();
+    for (mi, m) in models.iter().enumerate() {
+        for &p in &spec.precisions {
+            let mut todo = Vec::new();
+            for (k, part) in item_parts.iter().enumerate() {
+                total += per_part(part);
+                if dir
+                    .part_path(&m.slug, spec.scheme.as_str(), p.as_str(), k)
+                    .is_file()
+                {
+                    done += per_part(part);
+                } else {
+                    todo.push(k);
+                }
+            }
+            if !todo.is_empty() {
+                pending.push((mi, p, todo));
+            }
+        }
+    }
+    send(Event::Planned { total, done });
+
+    let mut loaded: Option<(usize, SourceModel, ChatTemplate, Letters)> = None;
+    for (mi, precision, todo) in pending {
+        let m = &models[mi];
+        if loaded.as_ref().map(|l| l.0) != Some(mi) {
+            send(Event::Stage(format!("loading {}", m.resolved.id)));
+            let src = source::load(&m.resolved)?;
+            let bos = src
+                .tok
+                .bos
+                .as_ref()
+                .map(|b| b.1.clone())
+                .unwrap_or_default();
+            let eos = src
+                .tok
+                .eos
+                .as_ref()
+                .map(|b| b.1.clone())
+                .unwrap_or_default();
+            let template = ChatTemplate::new(&src.chat_template, &bos, &eos)?;
+            let letters = Letters::find(&src.tok)?;
+            record_model(&mut manifest, m, &src, &letters);
+            store::write_manifest(&dir, &manifest)?;
+            loaded = Some((mi, src, template, letters));
+        }
+        let Some((_, src, template, letters)) = loaded.as_ref() else {
+            return Err(Error::Model("model not loaded".into()));
+        };
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Cancelled);
+        }
+        send(Event::Stage(format!(
+            "{} {}: quantizing",
+            m.slug,
+            precision.as_str()
+        )));
+        let t0 = Instant::now();
+        let built = quant::build(src, precision, spec.compute, device)?;
+        record_precision(
+            &mut manifest,
+            m,
+            precision,
+            &built,
+            t0.elapsed().as_secs_f64(),
+            spec.compute,
+        );
+        store::write_manifest(&dir, &manifest)?;
+        send(Event::Stage(format!(
+            "{} {}: scoring",
+            m.slug,
+            precision.as_str()
+        )));
+        let ctx = Scorer {
+            spec,
+            slug: &m.slug,
+            precision,
+            built: &built,
+            src,
+            template,
+            letters,
+        };
+        let started = Instant::now();
+        let (mut n_items, mut prompt_tokens, mut computed) = (0usize, 0u64, 0u64);
+        for k in todo {
+            let part = item_parts[k];
+            let mut records = Vec::with_capacity(part.len() * spec.seeds.len());
+            let mut cache = KvCache::default();
+            let mut prev: Vec<u32> = Vec::new();
+            for item in part {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(Error::Cancelled);
+                }
+                let (recs, tokens, fresh) = ctx.score(item, &mut cache, &mut prev)?;
+                records.extend(recs);
+                n_items += 1;
+                prompt_tokens += tokens;
+                computed += fresh;
+                send(Event::Progress {
+                    records: spec.seeds.len() as u64,
+                    prompt_tokens: tokens,
+                });
+            }
+            store::write_records(
+                &dir.part_path(&m.slug, spec.scheme.as_str(), precision.as_str(), k),
+                &records,
+            )?;
+        }
+        send(Event::Measured {
+            model: m.slug.clone(),
+            precision,
+            items: n_items,
+            prompt_tokens,
+            computed_tokens: computed,
+            secs: started.elapsed().as_secs_f64(),
+        });
+    }
+    if let Some(last) = manifest["runs"].as_array_mut().and_then(|r| r.last_mut()) {
+        last["finished_at"] = json!(now());
+    }
+    store::write_manifest(&dir, &manifest)?;
+    Ok(Outcome { dir })
+}
+
+fn model_entry<'a>(manifest: &'a mut serde_json::Value, slug: &str) -> &'a mut serde_json::Value {
+    if !manifest["models"].is_object() {
+        manifest["models"] = json!({});
+    }
+    let models = &mut manifest["models"];
+    if models.get(slug).is_none() {
+        models[slug] = json!({});
+    }
+    &mut models[slug]
+}
+
+fn record_model(
+    manifest: &mut serde_json::Value,
+    m: &PlannedModel,
+    src: &SourceModel,
+    letters: &Letters,
+) {
+    let e = model_entry(manifest, &m.slug);
+    e["id"] = json!(m.resolved.id);
+    e["sha256"] = json!(m.sha256);
+    e["format"] = json!(src.format);
+    e["config"] = json!(src.cfg);
+    e["tokenizer"] = json!(src.tok.origin);
+    e["chat_template"] = json!(src.chat_template);
+    e["letter_token_ids"] = json!(letters.ids);
+    e["bf16_source"] = match &src.dequantized_from {
+        Some(from) => json!({"dequantized": true, "from": from,
+            "note": "the BF16 baseline was dequantized from a quantized GGUF, not an original BF16 checkpoint"}),
+        None => json!({"dequantized": false}),
+    };
+}
+
+fn record_precision(
+    manifest: &mut serde_json::Value,
+    m: &PlannedModel,
+    p: Precision,
+    built: &Built,
+    secs: f64,
+    compute: Compute,
+) {
+    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+    for t in built.tensor_types.values() {
+        *counts.entry(t.as_str()).or_default() += 1;
+    }
+    let e = model_entry(manifest, &m.slug);
+    if !e["precisions"].is_object() {
+        e["precisions"] = json!({});
+    }
+    e["precisions"][p.as_str()] = json!({
+        "type_counts": counts,
+        "tensor_types": built.tensor_types,
+        "compute": if p == Precision::Bf16 { "bf16 weights, f32 activations" } else if compute == Compute::Dequant { "quantized weights dequantized to f32, f32 activations" } else { "candle quantized kernels" },
+        "build_secs": secs,
+    });
+}
+
+struct Scorer<'a> {
+    spec: &'a StudySpec,
+    slug: &'a str,
+    precision: Precision,
+    built: &'a Built,
+    src: &'a SourceModel,
+    template: &'a ChatTemplate,
+    letters: &'a Letters,
+}
+
+impl Scorer<'_> {
+    /// Score one item: one forward pass, then each seed samples. Returns the records, the
+    /// prompt length and the tokens actually computed (the rest came from the cache).
+    fn score(
+        &self,
+        item: &Item,
+        cache: &mut KvCache,
+        prev: &mut Vec<u32>,
+    ) -> Result<(Vec<Record>, u64, u64)> {
+        let model = &self.built.model;
+        let tok = &self.src.tok;
+        let text = prompt::study_prompt(self.template, item)?;
+        let tokens = tok.encode(&text)?;
+        if tokens.is_empty() {
+            return Err(Error::Model(format!(
+                "item {} {}: empty prompt",
+                item.category, item.example_id
+            )));
+        }
+        let t0 = Instant::now();
+        let reuse = common_prefix(prev, &tokens).min(tokens.len() - 1);
+        let base = cache.truncate(reuse)?;
+        let (logits, full) = model.forward(&tokens[reuse..], &base)?;
+        let logits: Vec<f32> = logits.to_vec1()?;
+        *cache = full.clone();
+        *prev = tokens.clone();
+        let p1 = softmax(&logits, 1.0);
+        let pt = softmax(&logits, prompt::TEMPERATURE);
+        let prob = self.letters.mass(&p1);
+        let samp = self.letters.mass(&pt);
+        let pass_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let mut out = Vec::with_capacity(self.spec.seeds.len());
+        for &seed in &self.spec.seeds {
+            let t1 = Instant::now();
+            let mut rng = Rng::for_record(
+                seed,
+                self.slug,
+                self.spec.scheme.as_str(),
+                self.precision.as_str(),
+                &item.category,
+                item.example_id,
+            );
+            let first = rng.sample(&pt);
+            let (sampled_text, answer) = match self.letters.letter_of(first) {
+                Some(letter) => (tok.decode(&[first])?, Some(letter)),
+                None => {
+                    let generated = self.continue_from(first, &full, &mut rng)?;
+                    let text = tok.decode(&generated)?;
+                    let answer = prompt::parse_answer(&text);
+                    (text, answer)
+                }
+            };
+            out.push(Record {
+                category: item.category.clone(),
+                example_id: item.example_id,
+                context_condition: item.context_condition.clone(),
+                question_polarity: item.question_polarity.clone(),
+                seed: seed as i64,
+                prob,
+                letter_mass: prob.iter().sum(),
+                samp_prob: samp,
+                seed_set: "study".into(),
+                option_order: "012".into(),
+                sampled_text,
+                answer,
+                role: item.role_of(answer).as_str().into(),
+                latency_ms: pass_ms + t1.elapsed().as_secs_f64() * 1e3,
+            });
+        }
+        Ok((out, tokens.len() as u64, (tokens.len() - reuse) as u64))
+    }
+
+    /// Decode up to the token limit after a first token that is not a bare letter.
+    fn continue_from(&self, first: u32, cache: &KvCache, rng: &mut Rng) -> Result<Vec<u32>> {
+        let stops = &self.src.tok.stop_ids;
+        let mut generated = Vec::new();
+        let mut next = first;
+        let mut cache = cache.clone();
+        loop {
+            if stops.contains(&next) {
+                break;
+            }
+            generated.push(next);
+            if generated.len() >= prompt::MAX_NEW_TOKENS {
+                break;
+            }
+            let (logits, c) = self.built.model.forward(&[next], &cache)?;
+            cache = c;
+            let p = softmax(&logits.to_vec1::<f32>()?, prompt::TEMPERATURE);
+            next = rng.sample(&p);
+        }
+        Ok(generated)
+    }
+}
+
+/// Where a results folder goes when `--out` is not given.
+pub fn default_out(models: &[PlannedModel], plan: &serde_json::Value) -> PathBuf {
+    let slug = models.first().map(|m| m.slug.as_str()).unwrap_or("run");
+    let h = sha_hex(plan.to_string().as_bytes());
+    PathBuf::from("stereoscope-results").join(format!("{slug}-{}", &h[..8]))
+}
