@@ -17,8 +17,16 @@ pub enum Error {
     #[error("cancelled")]
     Cancelled,
     /// A tensor operation failed.
-    #[error("model computation failed: {0}")]
+    #[error("model computation failed: {}", brief(.0))]
     Candle(#[from] candle_core::Error),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// A candle error's message without the backtrace candle attaches when `RUST_BACKTRACE` is set.
+pub fn brief(e: &candle_core::Error) -> String {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => brief(inner),
+        other => other.to_string(),
+    }
+}

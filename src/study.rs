@@ -65,6 +65,7 @@ pub struct PlannedModel {
 pub fn plan_models(models: &[Resolved]) -> Result<Vec<PlannedModel>> {
     let mut out: Vec<PlannedModel> = Vec::new();
     for r in models {
+        source::validate(r)?;
         let mut slug = source::slugify(&r.id);
         if out.iter().any(|m| m.slug == slug) {
             slug = format!("{slug}-{}", out.len() + 1);

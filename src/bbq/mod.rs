@@ -524,5 +524,5 @@ pub fn stratified_sample(by_category: Vec<Vec<Item>>, limit: usize) -> Vec<Item>
     out
 }
 
-mod locate;
+pub mod locate;
 pub use locate::{LocateSpec, cache_dir, locate};

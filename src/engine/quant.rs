@@ -5,7 +5,7 @@
 
 use super::model::{Layer, Transformer};
 use super::source::SourceModel;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, brief};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Tensor};
 use std::collections::BTreeMap;

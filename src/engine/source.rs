@@ -5,7 +5,7 @@
 
 use super::model::{ModelConfig, RopeStyle};
 use super::tokenizer::{self, Tok};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, brief};
 use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
 use sha2::{Digest, Sha256};
@@ -314,11 +314,53 @@ fn to_bf16_values(t: &Tensor) -> Result<Tensor> {
     Ok(t.to_dtype(DType::BF16)?.to_dtype(DType::F32)?)
 }
 
+/// Check that every tensor a GGUF header lists lies inside the file, naming the first
+/// one that does not (a truncated download).
+fn check_extents(ct: &gguf_file::Content, path: &Path, file_len: u64) -> Result<()> {
+    for (name, info) in &ct.tensor_infos {
+        let bytes =
+            info.shape.elem_count() / info.ggml_dtype.block_size() * info.ggml_dtype.type_size();
+        let end = ct.tensor_data_offset + info.offset + bytes as u64;
+        if end > file_len {
+            return Err(gguf_err(
+                path,
+                format!(
+                    "truncated: tensor `{name}` ends at byte {end} but the file has {file_len} bytes"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Cheap checks of a model source before a run starts: the GGUF header reads and no tensor
+/// lies past the end of the file; a folder has its config, tokenizer and weights.
+pub fn validate(resolved: &Resolved) -> Result<()> {
+    match &resolved.spec {
+        ModelSpec::Gguf(path) => {
+            let mut file = std::fs::File::open(path)
+                .map_err(|e| gguf_err(path, format!("cannot open model file: {e}")))?;
+            let ct = gguf_file::Content::read(&mut file)
+                .map_err(|e| gguf_err(path, format!("not a readable GGUF file: {}", brief(&e))))?;
+            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            check_extents(&ct, path, len)
+        }
+        ModelSpec::HfDir(dir) => {
+            for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+                if !dir.join(f).is_file() {
+                    return Err(Error::Model(format!("{}: {f} is missing", dir.display())));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
 fn load_gguf(id: &str, path: &Path) -> Result<SourceModel> {
     let mut file = std::fs::File::open(path)
         .map_err(|e| gguf_err(path, format!("cannot open model file: {e}")))?;
     let ct = gguf_file::Content::read(&mut file)
-        .map_err(|e| gguf_err(path, format!("not a readable GGUF file: {e}")))?;
+        .map_err(|e| gguf_err(path, format!("not a readable GGUF file: {}", brief(&e))))?;
     let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let fname = path.display().to_string();
     let arch = ct
@@ -360,26 +402,13 @@ fn load_gguf(id: &str, path: &Path) -> Result<SourceModel> {
     };
     let hidden = get_u("embedding_length")?;
     let heads = get_u("attention.head_count")?;
-    // Check every tensor lies inside the file before reading: a truncated file is named.
-    for (name, info) in &ct.tensor_infos {
-        let bytes =
-            info.shape.elem_count() / info.ggml_dtype.block_size() * info.ggml_dtype.type_size();
-        let end = ct.tensor_data_offset + info.offset + bytes as u64;
-        if end > file_len {
-            return Err(gguf_err(
-                path,
-                format!(
-                    "truncated: tensor `{name}` ends at byte {end} but the file has {file_len} bytes"
-                ),
-            ));
-        }
-    }
+    check_extents(&ct, path, file_len)?;
     let mut tensors = BTreeMap::new();
     let mut quantized: BTreeMap<String, usize> = BTreeMap::new();
     for name in ct.tensor_infos.keys() {
         let qt = ct
             .tensor(&mut file, name, &Device::Cpu)
-            .map_err(|e| gguf_err(path, format!("tensor `{name}`: {e}")))?;
+            .map_err(|e| gguf_err(path, format!("tensor `{name}`: {}", brief(&e))))?;
         let dtype = format!("{:?}", qt.dtype());
         if !matches!(dtype.as_str(), "F32" | "F16" | "BF16") {
             *quantized.entry(dtype).or_default() += 1;
@@ -514,8 +543,13 @@ fn load_hf_dir(id: &str, dir: &Path) -> Result<SourceModel> {
     }
     let mut tensors = BTreeMap::new();
     for f in &files {
-        let loaded = candle_core::safetensors::load(f, &Device::Cpu)
-            .map_err(|e| Error::Model(format!("{}: cannot read safetensors: {e}", f.display())))?;
+        let loaded = candle_core::safetensors::load(f, &Device::Cpu).map_err(|e| {
+            Error::Model(format!(
+                "{}: cannot read safetensors: {}",
+                f.display(),
+                brief(&e)
+            ))
+        })?;
         for (name, t) in loaded {
             let Some(g) = gguf_name(&name) else { continue };
             let t = t.to_dtype(DType::F32)?;

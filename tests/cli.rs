@@ -1,0 +1,315 @@
+//! The real binary on real folders: a tiny random-weight GGUF for fast checks of the whole
+//! path, and bad input of every kind the design names.
+mod common;
+
+use common::{run, stderr, stdout};
+use std::path::{Path, PathBuf};
+
+fn tempdir(tag: &str) -> PathBuf {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let d = std::env::temp_dir().join(format!("stereoscope-{tag}-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("mkdir");
+    d
+}
+
+fn tiny(dir: &Path) -> PathBuf {
+    let p = dir.join("tiny-llama.gguf");
+    common::write_tiny_gguf(&p);
+    p
+}
+
+fn batch_args<'a>(model: &'a str, bbq: &'a str, out: &'a str, limit: &'a str) -> Vec<&'a str> {
+    vec![
+        "--batch",
+        "--model",
+        model,
+        "--bbq-dir",
+        bbq,
+        "--categories",
+        "Age,Religion",
+        "--limit",
+        limit,
+        "--out",
+        out,
+    ]
+}
+
+fn parts(root: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    let mut stack = vec![root.join("records")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                v.push(p);
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+#[test]
+fn tiny_model_runs_five_precisions_into_a_readable_folder_and_resumes() {
+    let tmp = tempdir("tiny");
+    let model = tiny(&tmp);
+    let bbq = common::bbq_dir();
+    let out = tmp.join("out");
+    let (m, b, o) = (
+        model.to_str().expect("utf8"),
+        bbq.to_str().expect("utf8"),
+        out.to_str().expect("utf8"),
+    );
+    let mut args = batch_args(m, b, o, "12");
+    args.extend(["--part-size", "5"]);
+    let first = run(&args, &tmp);
+    assert!(first.status.success(), "{}", stderr(&first));
+    // 12 items x 5 precisions x 5 seeds.
+    assert_eq!(
+        common::pyarrow_counts(&out.join("records")),
+        "300 300 bf16=60,q3=60,q4=60,q6=60,q8=60"
+    );
+    let table = stdout(&first);
+    for p in ["bf16", "q8", "q6", "q4", "q3"] {
+        assert!(
+            table.contains(&format!(" {p} ")),
+            "summary lists {p}:\n{table}"
+        );
+    }
+    // Every file written is a finished part: no temporary names left behind.
+    let files = parts(&out);
+    assert_eq!(files.len(), 5 * 3, "{files:?}");
+    assert!(files.iter().all(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("part-"))
+    }));
+    // The manifest records the per-tensor types and that the k-quant types were used.
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    let model_entry = manifest["models"]
+        .as_object()
+        .and_then(|m| m.values().next())
+        .expect("model entry")
+        .clone();
+    assert_eq!(
+        model_entry["precisions"]["q4"]["tensor_types"]["blk.0.attn_q.weight"],
+        "Q4K"
+    );
+    assert_eq!(
+        model_entry["precisions"]["q3"]["tensor_types"]["blk.0.ffn_down.weight"],
+        "Q3K"
+    );
+    assert_eq!(
+        model_entry["precisions"]["q6"]["tensor_types"]["token_embd.weight"],
+        "Q6K"
+    );
+    assert_eq!(
+        model_entry["precisions"]["bf16"]["tensor_types"]["blk.1.ffn_up.weight"],
+        "bf16"
+    );
+    assert_eq!(manifest["format_version"], 1);
+
+    // Rerunning the same plan writes nothing.
+    let before: Vec<_> = files
+        .iter()
+        .map(|p| {
+            std::fs::metadata(p)
+                .and_then(|m| m.modified())
+                .expect("mtime")
+        })
+        .collect();
+    let second = run(&args, &tmp);
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("resuming: 300 of 300 records"),
+        "{}",
+        stderr(&second)
+    );
+    let after: Vec<_> = parts(&out)
+        .iter()
+        .map(|p| {
+            std::fs::metadata(p)
+                .and_then(|m| m.modified())
+                .expect("mtime")
+        })
+        .collect();
+    assert_eq!(before, after);
+
+    // A lost part is recomputed, identically (answers depend only on the record's identity).
+    let victim = out.join("records/model=tiny-llama/scheme=gguf/precision=q4/part-00001.parquet");
+    let original = stereoscope::store::read_records(&victim).expect("reads");
+    std::fs::remove_file(&victim).expect("rm");
+    let third = run(&args, &tmp);
+    assert!(third.status.success(), "{}", stderr(&third));
+    let again = stereoscope::store::read_records(&victim).expect("rewritten");
+    let strip = |v: Vec<stereoscope::store::Record>| {
+        v.into_iter()
+            .map(|mut r| {
+                r.latency_ms = 0.0;
+                r
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(original), strip(again));
+
+    // `report` reads the folder back.
+    let rep = run(&["report", o, "--format", "json"], &tmp);
+    assert!(rep.status.success(), "{}", stderr(&rep));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&rep)).expect("json");
+    assert_eq!(v["rows"].as_array().map(|r| r.len()), Some(5));
+}
+
+#[test]
+fn a_folder_of_another_plan_is_refused_not_overwritten() {
+    let tmp = tempdir("plan");
+    let model = tiny(&tmp);
+    let bbq = common::bbq_dir();
+    let out = tmp.join("out");
+    let (m, b, o) = (
+        model.to_str().expect("utf8"),
+        bbq.to_str().expect("utf8"),
+        out.to_str().expect("utf8"),
+    );
+    let mut args = batch_args(m, b, o, "3");
+    args.extend(["--precisions", "bf16"]);
+    assert!(run(&args, &tmp).status.success());
+    let before = parts(&out);
+    let mut other = batch_args(m, b, o, "3");
+    other.extend(["--precisions", "bf16", "--seeds", "1,2"]);
+    let r = run(&other, &tmp);
+    assert_eq!(r.status.code(), Some(2));
+    assert!(
+        stderr(&r).contains("different plan") && stderr(&r).contains("seeds"),
+        "{}",
+        stderr(&r)
+    );
+    assert_eq!(parts(&out), before);
+    // A non-empty folder that is not a results folder is refused too.
+    let foreign = tmp.join("foreign");
+    std::fs::create_dir_all(&foreign).expect("mkdir");
+    std::fs::write(foreign.join("notes.txt"), "mine").expect("write");
+    let r = run(
+        &batch_args(m, b, foreign.to_str().expect("utf8"), "3"),
+        &tmp,
+    );
+    assert_eq!(r.status.code(), Some(2));
+    assert!(
+        stderr(&r).contains("not a stereoscope results folder"),
+        "{}",
+        stderr(&r)
+    );
+}
+
+fn expect_error(args: &[&str], cache: &Path, needle: &str) {
+    let r = run(args, cache);
+    assert_eq!(
+        r.status.code(),
+        Some(2),
+        "exit code for {args:?}: {}",
+        stderr(&r)
+    );
+    let e = stderr(&r);
+    assert!(
+        e.contains(needle),
+        "error for {args:?} should mention `{needle}`:\n{e}"
+    );
+    assert_eq!(e.matches("error:").count(), 1, "one clear message:\n{e}");
+}
+
+#[test]
+fn bad_input_gives_one_clear_error_and_exit_code_2() {
+    let tmp = tempdir("bad");
+    let model = tiny(&tmp);
+    let m = model.to_str().expect("utf8");
+    let bbq = common::bbq_dir();
+    let b = bbq.to_str().expect("utf8");
+    let out = tmp.join("out");
+    let o = out.to_str().expect("utf8");
+
+    // Unknown category.
+    let mut a = batch_args(m, b, o, "3");
+    a[6] = "Age,Religon";
+    expect_error(&a, &tmp, "Religon");
+    // Missing model file.
+    let missing = tmp.join("nope.gguf");
+    expect_error(
+        &batch_args(missing.to_str().expect("utf8"), b, o, "3"),
+        &tmp,
+        "nope.gguf",
+    );
+    // Truncated GGUF.
+    let bytes = std::fs::read(&model).expect("read");
+    let cut = tmp.join("cut.gguf");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write");
+    expect_error(
+        &batch_args(cut.to_str().expect("utf8"), b, o, "3"),
+        &tmp,
+        "truncated",
+    );
+    // Not a GGUF at all.
+    let junk = tmp.join("junk.gguf");
+    std::fs::write(&junk, b"hello").expect("write");
+    expect_error(
+        &batch_args(junk.to_str().expect("utf8"), b, o, "3"),
+        &tmp,
+        "junk.gguf",
+    );
+    // Unwritable --out (a path below a regular file).
+    let file = tmp.join("a-file");
+    std::fs::write(&file, "x").expect("write");
+    let below = file.join("out");
+    expect_error(
+        &batch_args(m, b, below.to_str().expect("utf8"), "3"),
+        &tmp,
+        "--out",
+    );
+    // Malformed BBQ line, through the binary.
+    let bad_bbq = tmp.join("bbq");
+    std::fs::create_dir_all(&bad_bbq).expect("mkdir");
+    let age = std::fs::read_to_string(bbq.join("Age.jsonl")).expect("read");
+    let mut lines: Vec<&str> = age.lines().take(4).collect();
+    lines[3] = "not json";
+    std::fs::write(bad_bbq.join("Age.jsonl"), lines.join("\n")).expect("write");
+    let mut a = batch_args(m, bad_bbq.to_str().expect("utf8"), o, "3");
+    a[6] = "Age";
+    expect_error(&a, &tmp, "Age.jsonl:4:");
+    // Bad flag values.
+    let mut a = batch_args(m, b, o, "3");
+    a.extend(["--precisions", "bf16,q5"]);
+    expect_error(&a, &tmp, "q5");
+    expect_error(&batch_args(m, b, o, "zero"), &tmp, "--limit");
+    // Nothing was written for any of these.
+    assert!(!out.join("records").exists());
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_runs_nothing() {
+    let tmp = tempdir("dry");
+    let model = tiny(&tmp);
+    let bbq = common::bbq_dir();
+    let out = tmp.join("out");
+    let mut a = batch_args(
+        model.to_str().expect("utf8"),
+        bbq.to_str().expect("utf8"),
+        out.to_str().expect("utf8"),
+        "40",
+    );
+    a.push("--dry-run");
+    let r = run(&a, &tmp);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert!(
+        stdout(&r).contains("Age: 30 items") && stdout(&r).contains("Religion: 10 items"),
+        "{}",
+        stdout(&r)
+    );
+    assert!(stderr(&r).contains("1000 records"), "{}", stderr(&r));
+    assert!(!out.exists());
+}
