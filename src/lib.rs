@@ -2,6 +2,7 @@
 //! benchmark. Data flows one way: `bbq → prompt → engine → study → store → analysis → cli`.
 
 pub mod analysis;
+pub mod bench;
 pub mod bbq;
 pub mod cli;
 pub mod engine;

@@ -15,7 +15,9 @@ use crate::error::{Error, Result};
 use crate::prompt::{self, ChatTemplate};
 use crate::store::{self, Record, ResultsDir};
 use serde_json::json;
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
@@ -354,20 +356,22 @@ fn record_precision(
     });
 }
 
-struct Scorer<'a> {
-    spec: &'a StudySpec,
-    slug: &'a str,
-    precision: Precision,
-    built: &'a Built,
-    src: &'a SourceModel,
-    template: &'a ChatTemplate,
-    letters: &'a Letters,
+/// Scores items with one model at one precision.
+pub struct Scorer<'a> {
+    pub spec: &'a StudySpec,
+    pub slug: &'a str,
+    pub precision: Precision,
+    pub built: &'a Built,
+    pub src: &'a SourceModel,
+    pub template: &'a ChatTemplate,
+    pub letters: &'a Letters,
 }
 
 impl Scorer<'_> {
     /// Score one item: one forward pass, then each seed samples. Returns the records, the
-    /// prompt length and the tokens actually computed (the rest came from the cache).
-    fn score(
+    /// prompt length and the tokens actually computed (prompt tokens past the cached prefix,
+    /// plus decoding steps).
+    pub fn score(
         &self,
         item: &Item,
         cache: &mut KvCache,
@@ -396,6 +400,8 @@ impl Scorer<'_> {
         let samp = self.letters.mass(&pt);
         let pass_ms = t0.elapsed().as_secs_f64() * 1e3;
         let mut out = Vec::with_capacity(self.spec.seeds.len());
+        let mut memo = HashMap::new();
+        let mut forwards = 0u64;
         for &seed in &self.spec.seeds {
             let t1 = Instant::now();
             let mut rng = Rng::for_record(
@@ -410,7 +416,7 @@ impl Scorer<'_> {
             let (sampled_text, answer) = match self.letters.letter_of(first) {
                 Some(letter) => (tok.decode(&[first])?, Some(letter)),
                 None => {
-                    let generated = self.continue_from(first, &full, &mut rng)?;
+                    let generated = self.continue_from(first, &full, &mut rng, &mut memo, &mut forwards)?;
                     let text = tok.decode(&generated)?;
                     let answer = prompt::parse_answer(&text);
                     (text, answer)
@@ -433,11 +439,20 @@ impl Scorer<'_> {
                 latency_ms: pass_ms + t1.elapsed().as_secs_f64() * 1e3,
             });
         }
-        Ok((out, tokens.len() as u64, (tokens.len() - reuse) as u64))
+        Ok((out, tokens.len() as u64, (tokens.len() - reuse) as u64 + forwards))
     }
 
-    /// Decode up to the token limit after a first token that is not a bare letter.
-    fn continue_from(&self, first: u32, cache: &KvCache, rng: &mut Rng) -> Result<Vec<u32>> {
+    /// Decode up to the token limit after a first token that is not a bare letter. Seeds of
+    /// one item often generate the same tokens; `memo` keeps the distribution and cache after
+    /// each generated prefix, so a shared prefix is computed once (`forwards` counts the rest).
+    fn continue_from(
+        &self,
+        first: u32,
+        cache: &KvCache,
+        rng: &mut Rng,
+        memo: &mut HashMap<Vec<u32>, (Rc<Vec<f64>>, KvCache)>,
+        forwards: &mut u64,
+    ) -> Result<Vec<u32>> {
         let stops = &self.src.tok.stop_ids;
         let mut generated = Vec::new();
         let mut next = first;
@@ -450,9 +465,17 @@ impl Scorer<'_> {
             if generated.len() >= prompt::MAX_NEW_TOKENS {
                 break;
             }
-            let (logits, c) = self.built.model.forward(&[next], &cache)?;
+            let (p, c) = match memo.get(&generated) {
+                Some((p, c)) => (p.clone(), c.clone()),
+                None => {
+                    let (logits, c) = self.built.model.forward(&[next], &cache)?;
+                    *forwards += 1;
+                    let p = Rc::new(softmax(&logits.to_vec1::<f32>()?, prompt::TEMPERATURE));
+                    memo.insert(generated.clone(), (p.clone(), c.clone()));
+                    (p, c)
+                }
+            };
             cache = c;
-            let p = softmax(&logits.to_vec1::<f32>()?, prompt::TEMPERATURE);
             next = rng.sample(&p);
         }
         Ok(generated)

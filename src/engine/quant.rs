@@ -163,7 +163,7 @@ fn quantize_all(
                                     Some(ty) => {
                                         let q = QTensor::quantize(t, ty).map_err(|e| {
                                             Error::Model(format!(
-                                                "cannot quantize `{name}` to {ty:?}: {e}"
+                                                "cannot quantize `{name}` to {ty:?}: {}", brief(&e)
                                             ))
                                         })?;
                                         (Weight::Quant(q), format!("{ty:?}"))
