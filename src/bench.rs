@@ -49,8 +49,18 @@ pub fn measure(
     device: &candle_core::Device,
 ) -> Result<(Vec<BenchRow>, Vec<Vec<u32>>)> {
     let src = source::load(resolved)?;
-    let bos = src.tok.bos.as_ref().map(|b| b.1.clone()).unwrap_or_default();
-    let eos = src.tok.eos.as_ref().map(|b| b.1.clone()).unwrap_or_default();
+    let bos = src
+        .tok
+        .bos
+        .as_ref()
+        .map(|b| b.1.clone())
+        .unwrap_or_default();
+    let eos = src
+        .tok
+        .eos
+        .as_ref()
+        .map(|b| b.1.clone())
+        .unwrap_or_default();
     let template = ChatTemplate::new(&src.chat_template, &bos, &eos)?;
     let letters = Letters::find(&src.tok)?;
     let prompts = items
@@ -71,7 +81,15 @@ pub fn measure(
         let t0 = Instant::now();
         let built = quant::build(&src, p, compute, device)?;
         let build_secs = t0.elapsed().as_secs_f64();
-        let scorer = Scorer { spec: &spec, slug: &src.slug, precision: p, built: &built, src: &src, template: &template, letters: &letters };
+        let scorer = Scorer {
+            spec: &spec,
+            slug: &src.slug,
+            precision: p,
+            built: &built,
+            src: &src,
+            template: &template,
+            letters: &letters,
+        };
         let t1 = Instant::now();
         let (mut tokens, mut computed, mut records) = (0, 0, 0);
         for part in items.chunks(part_size.max(1)) {
@@ -85,7 +103,14 @@ pub fn measure(
             }
         }
         rows.push(BenchRow {
-            engine: format!("stereoscope ({})", if p == Precision::Bf16 { "bf16" } else { "dequant" }),
+            engine: format!(
+                "stereoscope ({})",
+                if p == Precision::Bf16 {
+                    "bf16"
+                } else {
+                    "dequant"
+                }
+            ),
             precision: p.as_str().into(),
             items: items.len(),
             records,
@@ -99,23 +124,37 @@ pub fn measure(
 }
 
 /// Run llama.cpp through `scripts/llamacpp_peer.py` on the same token ids.
-pub fn llamacpp_peer(script: &Path, gguf: &Path, prompts: &[Vec<u32>], threads: usize, part_size: usize) -> Result<Vec<BenchRow>> {
-    let tmp = std::env::temp_dir().join(format!("stereoscope-bench-prompts-{}.json", std::process::id()));
+pub fn llamacpp_peer(
+    script: &Path,
+    gguf: &Path,
+    prompts: &[Vec<u32>],
+    threads: usize,
+    part_size: usize,
+) -> Result<Vec<BenchRow>> {
+    let tmp = std::env::temp_dir().join(format!(
+        "stereoscope-bench-prompts-{}.json",
+        std::process::id()
+    ));
     std::fs::write(&tmp, serde_json::to_string(prompts).unwrap_or_default())
         .map_err(|e| Error::Input(format!("cannot write {}: {e}", tmp.display())))?;
-    let out = std::process::Command::new(std::env::var("STEREOSCOPE_PYTHON").unwrap_or_else(|_| "python3".into()))
-        .arg(script)
-        .arg(gguf)
-        .arg(&tmp)
-        .arg(threads.to_string())
-        .arg(part_size.to_string())
-        .output()
-        .map_err(|e| Error::Input(format!("cannot run {}: {e}", script.display())))?;
+    let out = std::process::Command::new(
+        std::env::var("STEREOSCOPE_PYTHON").unwrap_or_else(|_| "python3".into()),
+    )
+    .arg(script)
+    .arg(gguf)
+    .arg(&tmp)
+    .arg(threads.to_string())
+    .arg(part_size.to_string())
+    .output()
+    .map_err(|e| Error::Input(format!("cannot run {}: {e}", script.display())))?;
     let _ = std::fs::remove_file(&tmp);
     if !out.status.success() {
         return Err(Error::Input(format!(
             "llama.cpp peer failed (pip install llama-cpp-python): {}",
-            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
         )));
     }
     let v: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)
@@ -140,7 +179,11 @@ pub fn table(rows: &[BenchRow]) -> String {
         "| engine | precision | items | prompt tok/s | computed tok/s | records/s | build s |\n|---|---|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
-        let rec = if r.records > 0 { format!("{:.2}", r.records_s()) } else { "-".into() };
+        let rec = if r.records > 0 {
+            format!("{:.2}", r.records_s())
+        } else {
+            "-".into()
+        };
         s.push_str(&format!(
             "| {} | {} | {} | {:.0} | {:.0} | {} | {:.1} |\n",
             r.engine,

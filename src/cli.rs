@@ -25,11 +25,12 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Print the summary table of a results folder.
+    /// Compute the statistics of a results folder, write metrics.parquet, transitions.parquet
+    /// and report.md into it, and print them.
     Report {
         /// The results folder.
         dir: PathBuf,
-        /// table or json.
+        /// table, markdown or json.
         #[arg(long, default_value = "table")]
         format: String,
     },
@@ -140,31 +141,78 @@ pub fn main() -> i32 {
 fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Report { dir, format }) => report(&dir, &format),
-        Some(Command::Bench { model, bbq_dir, categories, limit, precisions, device, compute, part_size, llamacpp, json }) => {
+        Some(Command::Bench {
+            model,
+            bbq_dir,
+            categories,
+            limit,
+            precisions,
+            device,
+            compute,
+            part_size,
+            llamacpp,
+            json,
+        }) => {
             let categories = list(&categories);
             bbq::validate_categories(&categories)?;
-            let precisions = list(&precisions).iter().map(|p| Precision::parse(p)).collect::<Result<Vec<_>>>()?;
+            let precisions = list(&precisions)
+                .iter()
+                .map(|p| Precision::parse(p))
+                .collect::<Result<Vec<_>>>()?;
             let compute = Compute::parse(&compute)?;
             let (device, device_name) = engine::select_device(&device)?;
-            let dir = bbq::locate(&LocateSpec { dir: bbq_dir, download: true }, &categories)?;
-            let sel = bbq::select(&dir, &SelectSpec { categories, conditions: Conditions::Ambig, limit: Some(limit) })?;
+            let dir = bbq::locate(
+                &LocateSpec {
+                    dir: bbq_dir,
+                    download: true,
+                },
+                &categories,
+            )?;
+            let sel = bbq::select(
+                &dir,
+                &SelectSpec {
+                    categories,
+                    conditions: Conditions::Ambig,
+                    limit: Some(limit),
+                },
+            )?;
             let resolved = engine::resolve_model(&model)?;
             engine::source::validate(&resolved)?;
-            eprintln!("bench: {} items on {device_name}, model {}", sel.items.len(), resolved.id);
+            eprintln!(
+                "bench: {} items on {device_name}, model {}",
+                sel.items.len(),
+                resolved.id
+            );
             let seeds = crate::prompt::STUDY_SEEDS.to_vec();
-            let (mut rows, prompts) = crate::bench::measure(&resolved, &sel.items, &precisions, &seeds, compute, part_size, &device)?;
+            let (mut rows, prompts) = crate::bench::measure(
+                &resolved,
+                &sel.items,
+                &precisions,
+                &seeds,
+                compute,
+                part_size,
+                &device,
+            )?;
             if llamacpp {
                 let engine::source::ModelSpec::Gguf(gguf) = &resolved.spec else {
                     return Err(Error::Input("--llamacpp needs a GGUF model".into()));
                 };
-                let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/llamacpp_peer.py");
-                let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-                rows.extend(crate::bench::llamacpp_peer(&script, gguf, &prompts, threads, part_size)?);
+                let script =
+                    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/llamacpp_peer.py");
+                let threads = std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1);
+                rows.extend(crate::bench::llamacpp_peer(
+                    &script, gguf, &prompts, threads, part_size,
+                )?);
             }
             println!("{}", crate::bench::table(&rows));
             if let Some(path) = json {
-                std::fs::write(&path, serde_json::to_string_pretty(&rows).unwrap_or_default())
-                    .map_err(|e| Error::Input(format!("cannot write {}: {e}", path.display())))?;
+                std::fs::write(
+                    &path,
+                    serde_json::to_string_pretty(&rows).unwrap_or_default(),
+                )
+                .map_err(|e| Error::Input(format!("cannot write {}: {e}", path.display())))?;
             }
             Ok(())
         }
@@ -195,18 +243,19 @@ fn report(dir: &std::path::Path, format: &str) -> Result<()> {
         )));
     }
     store::read_manifest(&rd.manifest_path())?;
-    let rows = analysis::summarize(&store::read_all_records(&rd)?);
+    if !matches!(format, "table" | "markdown" | "json") {
+        return Err(Error::Input(format!(
+            "--format must be table, markdown or json, not `{format}`"
+        )));
+    }
+    let report = analysis::write_report(&rd)?;
     match format {
-        "table" => println!("{}", analysis::format_table(&rows)),
-        "json" => println!(
+        "table" => println!("{}", report.table()),
+        "markdown" => println!("{}", report.markdown()),
+        _ => println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"rows": rows})).unwrap_or_default()
+            serde_json::to_string_pretty(&report).unwrap_or_default()
         ),
-        other => {
-            return Err(Error::Input(format!(
-                "--format must be table or json, not `{other}`"
-            )));
-        }
     }
     Ok(())
 }
@@ -387,8 +436,8 @@ fn batch(a: &StudyArgs) -> Result<()> {
             *computed as f64 / secs
         );
     }
-    let rows = analysis::summarize(&store::read_all_records(&outcome.dir)?);
-    println!("{}", analysis::format_table(&rows));
+    let report = analysis::write_report(&outcome.dir)?;
+    println!("{}", report.table());
     println!("results: {}", outcome.dir.root.display());
     Ok(())
 }

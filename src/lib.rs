@@ -2,8 +2,8 @@
 //! benchmark. Data flows one way: `bbq → prompt → engine → study → store → analysis → cli`.
 
 pub mod analysis;
-pub mod bench;
 pub mod bbq;
+pub mod bench;
 pub mod cli;
 pub mod engine;
 pub mod error;

@@ -114,10 +114,10 @@ fn letter_index(c: char) -> Option<u8> {
 pub fn parse_answer(text: &str) -> Option<u8> {
     let t = text.trim();
     let mut chars = t.chars();
-    if let (Some(c), None) = (chars.next(), chars.next()) {
-        if let Some(i) = letter_index(c) {
-            return Some(i);
-        }
+    if let (Some(c), None) = (chars.next(), chars.next())
+        && let Some(i) = letter_index(c)
+    {
+        return Some(i);
     }
     for re in [&*LEADING_LETTER, &*ANSWER_PHRASE] {
         if let Some(c) = re

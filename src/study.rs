@@ -416,7 +416,8 @@ impl Scorer<'_> {
             let (sampled_text, answer) = match self.letters.letter_of(first) {
                 Some(letter) => (tok.decode(&[first])?, Some(letter)),
                 None => {
-                    let generated = self.continue_from(first, &full, &mut rng, &mut memo, &mut forwards)?;
+                    let generated =
+                        self.continue_from(first, &full, &mut rng, &mut memo, &mut forwards)?;
                     let text = tok.decode(&generated)?;
                     let answer = prompt::parse_answer(&text);
                     (text, answer)
@@ -439,7 +440,11 @@ impl Scorer<'_> {
                 latency_ms: pass_ms + t1.elapsed().as_secs_f64() * 1e3,
             });
         }
-        Ok((out, tokens.len() as u64, (tokens.len() - reuse) as u64 + forwards))
+        Ok((
+            out,
+            tokens.len() as u64,
+            (tokens.len() - reuse) as u64 + forwards,
+        ))
     }
 
     /// Decode up to the token limit after a first token that is not a bare letter. Seeds of

@@ -66,7 +66,7 @@ fn tiny_model_runs_five_precisions_into_a_readable_folder_and_resumes() {
         out.to_str().expect("utf8"),
     );
     let mut args = batch_args(m, b, o, "12");
-    args.extend(["--part-size", "5"]);
+    args.extend(["--part-size", "5", "--conditions", "both"]);
     let first = run(&args, &tmp);
     assert!(first.status.success(), "{}", stderr(&first));
     // 12 items x 5 precisions x 5 seeds.
@@ -160,11 +160,18 @@ fn tiny_model_runs_five_precisions_into_a_readable_folder_and_resumes() {
     };
     assert_eq!(strip(original), strip(again));
 
+    // Every statistic agrees with scipy and statsmodels, and the report files exist.
+    common::check_report(&out);
+    for f in ["metrics.parquet", "transitions.parquet", "report.md"] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
     // `report` reads the folder back.
     let rep = run(&["report", o, "--format", "json"], &tmp);
     assert!(rep.status.success(), "{}", stderr(&rep));
     let v: serde_json::Value = serde_json::from_str(&stdout(&rep)).expect("json");
-    assert_eq!(v["rows"].as_array().map(|r| r.len()), Some(5));
+    // 5 precisions x (Age, Religion, ALL), and one transition row per precision.
+    assert_eq!(v["rows"].as_array().map(|r| r.len()), Some(15));
+    assert_eq!(v["transitions"].as_array().map(|r| r.len()), Some(5));
 }
 
 #[test]

@@ -181,6 +181,8 @@ fn smollm2_forty_items_five_precisions_survive_sigkill_and_resume() {
     );
     assert_eq!(count_parts(&out), 50);
 
+    common::check_report(&out);
+
     // The manifest flags the dequantized BF16 baseline.
     let manifest: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(out.join("manifest.json")).expect("manifest"),

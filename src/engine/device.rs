@@ -16,10 +16,10 @@ pub fn select_device(spec: &str) -> Result<(Device, String)> {
             if candle_core::utils::cuda_is_available() {
                 return cuda(0);
             }
-            if candle_core::utils::metal_is_available() {
-                if let Ok(d) = Device::new_metal(0) {
-                    return Ok((d, "metal".into()));
-                }
+            if candle_core::utils::metal_is_available()
+                && let Ok(d) = Device::new_metal(0)
+            {
+                return Ok((d, "metal".into()));
             }
             Ok((Device::Cpu, cpu_name()))
         }

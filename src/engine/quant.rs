@@ -105,7 +105,7 @@ impl Compute {
 
 /// The type a 2-D weight gets at `precision` under scheme gguf, given its input dimension.
 pub fn gguf_type(precision: Precision, in_dim: usize) -> Option<GgmlDType> {
-    let kq = in_dim % 256 == 0;
+    let kq = in_dim.is_multiple_of(256);
     match precision {
         Precision::Bf16 => None,
         Precision::Q8 => Some(GgmlDType::Q8_0),
@@ -123,6 +123,8 @@ pub struct Built {
 }
 
 type Weights = BTreeMap<String, (Weight, String)>;
+/// A tensor's name with its weight and type name.
+type Named = (String, (Weight, String));
 
 fn take(weights: &mut Weights, name: &str) -> Result<Weight> {
     weights
@@ -146,7 +148,7 @@ fn quantize_all(
         .unwrap_or(1)
         .max(1);
     let chunk = names.len().div_ceil(threads).max(1);
-    let results: Vec<Result<Vec<(String, (Weight, String))>>> = std::thread::scope(|s| {
+    let results: Vec<Result<Vec<Named>>> = std::thread::scope(|s| {
         let handles: Vec<_> = names
             .chunks(chunk)
             .map(|part| {
@@ -163,7 +165,8 @@ fn quantize_all(
                                     Some(ty) => {
                                         let q = QTensor::quantize(t, ty).map_err(|e| {
                                             Error::Model(format!(
-                                                "cannot quantize `{name}` to {ty:?}: {}", brief(&e)
+                                                "cannot quantize `{name}` to {ty:?}: {}",
+                                                brief(&e)
                                             ))
                                         })?;
                                         (Weight::Quant(q), format!("{ty:?}"))

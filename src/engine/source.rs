@@ -277,7 +277,7 @@ fn sha256_files(paths: &[PathBuf]) -> Result<String> {
 /// tokenizer files in name order. It keys a results folder's plan.
 pub fn fingerprint(resolved: &Resolved) -> Result<String> {
     match &resolved.spec {
-        ModelSpec::Gguf(path) => sha256_files(&[path.clone()]),
+        ModelSpec::Gguf(path) => sha256_files(std::slice::from_ref(path)),
         ModelSpec::HfDir(dir) => {
             let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
                 .map_err(|e| Error::Model(format!("cannot list {}: {e}", dir.display())))?

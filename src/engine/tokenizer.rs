@@ -40,10 +40,11 @@ impl Tok {
             .encode(text, false)
             .map_err(|e| Error::Model(format!("tokenizer failed: {e}")))?;
         let mut ids = enc.get_ids().to_vec();
-        if let Some((bos, _)) = &self.bos {
-            if self.add_bos && ids.first() != Some(bos) {
-                ids.insert(0, *bos);
-            }
+        if let Some((bos, _)) = &self.bos
+            && self.add_bos
+            && ids.first() != Some(bos)
+        {
+            ids.insert(0, *bos);
         }
         Ok(ids)
     }

@@ -231,3 +231,21 @@ pub fn pyarrow_counts(records: &Path) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// Run `scripts/check_report.py`, which recomputes every statistic of `report` with scipy
+/// and statsmodels, on a results folder.
+pub fn check_report(out: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_report.py");
+    let r = Command::new("python3")
+        .arg(script)
+        .arg(bin())
+        .arg(out)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        r.status.success(),
+        "check_report.py disagrees:\n{}{}",
+        String::from_utf8_lossy(&r.stdout),
+        String::from_utf8_lossy(&r.stderr)
+    );
+}

@@ -1,0 +1,207 @@
+//! Statistical building blocks: Wilson intervals, the χ² test with Yates' correction on a
+//! 2×2 table (as scipy's `chi2_contingency` applies it), Cohen's h, and a logistic
+//! regression fitted by Newton's method with Wald standard errors. Distributions come from
+//! statrs; linear algebra from nalgebra.
+
+use nalgebra::{DMatrix, DVector};
+use statrs::distribution::{ChiSquared, ContinuousCDF, Normal};
+
+/// The 97.5% quantile of the standard normal.
+pub fn z975() -> f64 {
+    Normal::new(0.0, 1.0)
+        .map(|n| n.inverse_cdf(0.975))
+        .unwrap_or(1.959963984540054)
+}
+
+/// Wilson score interval (95%) for `x` successes in `n` trials; `None` when `n` is 0.
+pub fn wilson(x: u64, n: u64) -> Option<(f64, f64)> {
+    if n == 0 {
+        return None;
+    }
+    let (x, n, z) = (x as f64, n as f64, z975());
+    let p = x / n;
+    let denom = 1.0 + z * z / n;
+    let center = (p + z * z / (2.0 * n)) / denom;
+    let half = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / denom;
+    Some(((center - half).max(0.0), (center + half).min(1.0)))
+}
+
+/// χ² statistic and p-value of a 2×2 table `[[a, b], [c, d]]` with Yates' continuity
+/// correction, each cell moved towards its expectation by at most 0.5 (scipy's rule).
+/// `None` when a row or column is empty.
+pub fn chi2_yates(table: [[f64; 2]; 2]) -> Option<(f64, f64)> {
+    let rows = [table[0][0] + table[0][1], table[1][0] + table[1][1]];
+    let cols = [table[0][0] + table[1][0], table[0][1] + table[1][1]];
+    let n = rows[0] + rows[1];
+    if rows.contains(&0.0) || cols.contains(&0.0) {
+        return None;
+    }
+    let mut chi2 = 0.0;
+    for i in 0..2 {
+        for j in 0..2 {
+            let e = rows[i] * cols[j] / n;
+            let o = table[i][j];
+            let diff = e - o;
+            let adj = o + diff.signum() * diff.abs().min(0.5);
+            chi2 += (adj - e) * (adj - e) / e;
+        }
+    }
+    let p = ChiSquared::new(1.0).ok()?.sf(chi2);
+    Some((chi2, p))
+}
+
+/// Cohen's h between two proportions: 2·asin(√p1) − 2·asin(√p2).
+pub fn cohens_h(p1: f64, p2: f64) -> f64 {
+    2.0 * p1.sqrt().asin() - 2.0 * p2.sqrt().asin()
+}
+
+/// Cohen's labels for |h| at 0.2, 0.5 and 0.8.
+pub fn h_label(h: f64) -> &'static str {
+    let a = h.abs();
+    if a < 0.2 {
+        "negligible"
+    } else if a < 0.5 {
+        "small"
+    } else if a < 0.8 {
+        "medium"
+    } else {
+        "large"
+    }
+}
+
+/// A fitted logistic regression.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Logit {
+    pub names: Vec<String>,
+    pub coef: Vec<f64>,
+    pub se: Vec<f64>,
+    pub p: Vec<f64>,
+    pub iterations: usize,
+}
+
+/// Fit P(y = 1) = σ(Xβ) by Newton–Raphson (IRLS). `None` when the information matrix is
+/// singular or the fit does not converge (for example under complete separation).
+pub fn logistic(x: &DMatrix<f64>, y: &[f64], names: Vec<String>) -> Option<Logit> {
+    let (n, k) = x.shape();
+    if n != y.len() || n <= k {
+        return None;
+    }
+    let y = DVector::from_column_slice(y);
+    let mut beta = DVector::zeros(k);
+    for it in 1..=100 {
+        let eta = x * &beta;
+        let mu = eta.map(|e| 1.0 / (1.0 + (-e).exp()));
+        let w = mu.map(|m| m * (1.0 - m));
+        let mut xtwx = DMatrix::zeros(k, k);
+        for r in 0..n {
+            let row = x.row(r);
+            xtwx += row.transpose() * row * w[r];
+        }
+        let grad = x.transpose() * (&y - &mu);
+        let inv = xtwx.clone().try_inverse()?;
+        let step = &inv * grad;
+        beta += &step;
+        if beta.iter().any(|b| !b.is_finite() || b.abs() > 50.0) {
+            return None;
+        }
+        if step.amax() < 1e-12 {
+            let eta = x * &beta;
+            let mu = eta.map(|e| 1.0 / (1.0 + (-e).exp()));
+            let mut info = DMatrix::zeros(k, k);
+            for r in 0..n {
+                let row = x.row(r);
+                info += row.transpose() * row * (mu[r] * (1.0 - mu[r]));
+            }
+            let cov = info.try_inverse()?;
+            let normal = Normal::new(0.0, 1.0).ok()?;
+            let se: Vec<f64> = (0..k).map(|i| cov[(i, i)].sqrt()).collect();
+            let p = (0..k)
+                .map(|i| 2.0 * normal.sf((beta[i] / se[i]).abs()))
+                .collect();
+            return Some(Logit {
+                names,
+                coef: beta.iter().copied().collect(),
+                se,
+                p,
+                iterations: it,
+            });
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wilson_bounds_at_zero_and_one() {
+        let (lo, hi) = wilson(0, 10).expect("n > 0");
+        assert!(lo.abs() < 1e-15, "{lo}");
+        // z²/(n + z²) for x = 0.
+        let z = z975();
+        assert!((hi - z * z / (10.0 + z * z)).abs() < 1e-12, "{hi}");
+        let (lo1, hi1) = wilson(10, 10).expect("n > 0");
+        assert!((lo1 - 10.0 / (10.0 + z * z)).abs() < 1e-12, "{lo1}");
+        assert_eq!(hi1, 1.0);
+        assert_eq!(wilson(0, 0), None);
+    }
+
+    #[test]
+    fn chi2_yates_matches_a_hand_computed_table() {
+        // [[12, 5], [7, 15]]: N = 39, |ad - bc| = 145, Yates chi2 = 39 (145 - 19.5)^2 / (17 * 22 * 19 * 20).
+        let (chi2, p) = chi2_yates([[12.0, 5.0], [7.0, 15.0]]).expect("table");
+        let want = 39.0 * (145.0f64 - 19.5).powi(2) / (17.0 * 22.0 * 19.0 * 20.0);
+        assert!((chi2 - want).abs() < 1e-12, "{chi2} vs {want}");
+        // scipy.stats.chi2_contingency([[12, 5], [7, 15]], correction=True) gives this p.
+        assert!((p - 0.037_620_016_634_839_94).abs() < 1e-12, "{p}");
+        assert_eq!(chi2_yates([[0.0, 0.0], [3.0, 4.0]]), None);
+    }
+
+    #[test]
+    fn yates_never_overshoots_the_expectation() {
+        // Observed within 0.5 of expected: the corrected statistic is 0, p = 1.
+        let (chi2, p) = chi2_yates([[5.0, 5.0], [5.0, 6.0]]).expect("table");
+        assert!(chi2.abs() < 1e-12 && (p - 1.0).abs() < 1e-12, "{chi2} {p}");
+    }
+
+    #[test]
+    fn cohens_h_values_and_labels() {
+        assert!((cohens_h(0.5, 0.5)).abs() < 1e-15);
+        let h = cohens_h(1.0, 0.0);
+        assert!((h - std::f64::consts::PI).abs() < 1e-12);
+        let want: f64 = 2.0 * 0.3f64.sqrt().asin() - 2.0 * 0.2f64.sqrt().asin();
+        assert!((cohens_h(0.3, 0.2) - want).abs() < 1e-15);
+        assert_eq!(h_label(0.1), "negligible");
+        assert_eq!(h_label(-0.3), "small");
+        assert_eq!(h_label(0.6), "medium");
+        assert_eq!(h_label(0.9), "large");
+    }
+
+    #[test]
+    fn logistic_recovers_a_known_fit() {
+        // Two groups: x = 0 has 2/8 ones, x = 1 has 6/8 ones; the MLE is the logits of the
+        // group rates: b0 = ln(1/3), b1 = ln(3) - ln(1/3) = 2 ln 3.
+        let mut rows = Vec::new();
+        let mut y = Vec::new();
+        for (xv, ones) in [(0.0, 2), (1.0, 6)] {
+            for i in 0..8 {
+                rows.extend([1.0, xv]);
+                y.push(if i < ones { 1.0 } else { 0.0 });
+            }
+        }
+        let x = DMatrix::from_row_slice(16, 2, &rows);
+        let fit = logistic(&x, &y, vec!["const".into(), "x".into()]).expect("converges");
+        assert!((fit.coef[0] - (1.0f64 / 3.0).ln()).abs() < 1e-9);
+        assert!((fit.coef[1] - 2.0 * 3f64.ln()).abs() < 1e-9);
+        // SE of b1: sqrt(1/(8·.25·.75) + 1/(8·.75·.25)).
+        let se1 = (2.0f64 / (8.0 * 0.25 * 0.75)).sqrt();
+        assert!((fit.se[1] - se1).abs() < 1e-9, "{}", fit.se[1]);
+    }
+
+    #[test]
+    fn separation_is_reported_as_no_fit() {
+        let x = DMatrix::from_row_slice(6, 2, &[1., 0., 1., 0., 1., 0., 1., 1., 1., 1., 1., 1.]);
+        assert!(logistic(&x, &[0., 0., 0., 1., 1., 1.], vec!["c".into(), "x".into()]).is_none());
+    }
+}
