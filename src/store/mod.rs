@@ -513,3 +513,6 @@ pub fn read_all_records(dir: &ResultsDir) -> Result<Vec<StoredRecord>> {
     }
     Ok(out)
 }
+
+pub mod export;
+pub mod view;

@@ -1,0 +1,278 @@
+//! The one table of keys: it drives key handling, the help overlay, the footer hints and
+//! the README's key table.
+
+use super::app::{Action, Screen};
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+/// One binding.
+pub struct Binding {
+    /// How the key is written in help and README.
+    pub keys: &'static str,
+    pub codes: &'static [KeyCode],
+    pub action: Action,
+    pub help: &'static str,
+    /// Screens where it applies (empty: all).
+    pub screens: &'static [Screen],
+    /// Its word in the footer (empty: not shown there).
+    pub hint: &'static str,
+}
+
+const LIST: &[Screen] = &[Screen::List];
+const LIST_DETAIL: &[Screen] = &[Screen::List, Screen::Detail];
+const ALL: &[Screen] = &[];
+
+/// Every key of the explorer.
+pub const KEYMAP: &[Binding] = &[
+    Binding {
+        keys: "↑/k ↓/j",
+        codes: &[KeyCode::Up, KeyCode::Char('k')],
+        action: Action::Up,
+        help: "previous item",
+        screens: LIST_DETAIL,
+        hint: "",
+    },
+    Binding {
+        keys: "",
+        codes: &[KeyCode::Down, KeyCode::Char('j')],
+        action: Action::Down,
+        help: "next item",
+        screens: LIST_DETAIL,
+        hint: "",
+    },
+    Binding {
+        keys: "PgUp PgDn",
+        codes: &[KeyCode::PageUp],
+        action: Action::PageUp,
+        help: "page up",
+        screens: LIST,
+        hint: "",
+    },
+    Binding {
+        keys: "",
+        codes: &[KeyCode::PageDown],
+        action: Action::PageDown,
+        help: "page down",
+        screens: LIST,
+        hint: "",
+    },
+    Binding {
+        keys: "g G",
+        codes: &[KeyCode::Home, KeyCode::Char('g')],
+        action: Action::Top,
+        help: "first item",
+        screens: LIST,
+        hint: "",
+    },
+    Binding {
+        keys: "",
+        codes: &[KeyCode::End, KeyCode::Char('G')],
+        action: Action::Bottom,
+        help: "last item",
+        screens: LIST,
+        hint: "",
+    },
+    Binding {
+        keys: "Enter",
+        codes: &[KeyCode::Enter],
+        action: Action::Open,
+        help: "item detail",
+        screens: LIST,
+        hint: "detail",
+    },
+    Binding {
+        keys: "Esc",
+        codes: &[KeyCode::Esc],
+        action: Action::Back,
+        help: "back to the list",
+        screens: &[Screen::Detail, Screen::Summary],
+        hint: "back",
+    },
+    Binding {
+        keys: "s",
+        codes: &[KeyCode::Char('s')],
+        action: Action::Summary,
+        help: "summary screen",
+        screens: ALL,
+        hint: "summary",
+    },
+    Binding {
+        keys: "/",
+        codes: &[KeyCode::Char('/')],
+        action: Action::StartSearch,
+        help: "search item text",
+        screens: LIST,
+        hint: "search",
+    },
+    Binding {
+        keys: "n N",
+        codes: &[KeyCode::Char('n')],
+        action: Action::SearchNext,
+        help: "next / previous match",
+        screens: LIST,
+        hint: "",
+    },
+    Binding {
+        keys: "",
+        codes: &[KeyCode::Char('N')],
+        action: Action::SearchPrev,
+        help: "previous match",
+        screens: LIST,
+        hint: "",
+    },
+    Binding {
+        keys: "t",
+        codes: &[KeyCode::Char('t')],
+        action: Action::ToggleTransitions,
+        help: "only items that became biased at the chosen precision",
+        screens: LIST,
+        hint: "transitions",
+    },
+    Binding {
+        keys: "[ ]",
+        codes: &[KeyCode::Char('[')],
+        action: Action::PrevPrecision,
+        help: "choose the precision for t and sorting",
+        screens: LIST,
+        hint: "",
+    },
+    Binding {
+        keys: "",
+        codes: &[KeyCode::Char(']')],
+        action: Action::NextPrecision,
+        help: "next precision",
+        screens: LIST,
+        hint: "",
+    },
+    Binding {
+        keys: "c",
+        codes: &[KeyCode::Char('c')],
+        action: Action::CycleCategory,
+        help: "filter by category",
+        screens: LIST,
+        hint: "category",
+    },
+    Binding {
+        keys: "p",
+        codes: &[KeyCode::Char('p')],
+        action: Action::CyclePolarity,
+        help: "filter by polarity",
+        screens: LIST,
+        hint: "",
+    },
+    Binding {
+        keys: "d",
+        codes: &[KeyCode::Char('d')],
+        action: Action::CycleCondition,
+        help: "filter by context condition",
+        screens: LIST,
+        hint: "",
+    },
+    Binding {
+        keys: "o",
+        codes: &[KeyCode::Char('o')],
+        action: Action::CycleSort,
+        help: "sort by id, Δ P(biased) or KL divergence",
+        screens: LIST,
+        hint: "",
+    },
+    Binding {
+        keys: "Space",
+        codes: &[KeyCode::Char(' ')],
+        action: Action::Mark,
+        help: "mark or unmark the item",
+        screens: LIST_DETAIL,
+        hint: "mark",
+    },
+    Binding {
+        keys: "e",
+        codes: &[KeyCode::Char('e')],
+        action: Action::StartExport,
+        help: "export marked items (or the filtered list) to CSV",
+        screens: LIST_DETAIL,
+        hint: "export",
+    },
+    Binding {
+        keys: "y",
+        codes: &[KeyCode::Char('y')],
+        action: Action::CopyId,
+        help: "copy the item id (OSC 52)",
+        screens: LIST_DETAIL,
+        hint: "",
+    },
+    Binding {
+        keys: "x",
+        codes: &[KeyCode::Char('x')],
+        action: Action::CancelRun,
+        help: "cancel the run (finished parts are kept)",
+        screens: ALL,
+        hint: "",
+    },
+    Binding {
+        keys: "r",
+        codes: &[KeyCode::Char('r')],
+        action: Action::ResumeRun,
+        help: "resume a cancelled run",
+        screens: ALL,
+        hint: "",
+    },
+    Binding {
+        keys: "?",
+        codes: &[KeyCode::Char('?')],
+        action: Action::Help,
+        help: "this help",
+        screens: ALL,
+        hint: "help",
+    },
+    Binding {
+        keys: "q Ctrl-C",
+        codes: &[KeyCode::Char('q')],
+        action: Action::Quit,
+        help: "quit (stops a run cleanly)",
+        screens: ALL,
+        hint: "quit",
+    },
+];
+
+/// The action for a key on `screen`.
+pub fn lookup(screen: Screen, key: KeyEvent) -> Option<Action> {
+    if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+        return Some(Action::Quit);
+    }
+    KEYMAP
+        .iter()
+        .find(|b| {
+            b.codes.contains(&key.code) && (b.screens.is_empty() || b.screens.contains(&screen))
+        })
+        .map(|b| b.action.clone())
+}
+
+/// The rows of the help overlay: keys and what they do (continuation rows merged).
+pub fn help_rows() -> Vec<(String, String)> {
+    let mut rows: Vec<(String, String)> = Vec::new();
+    for b in KEYMAP {
+        if b.keys.is_empty() {
+            continue;
+        }
+        rows.push((b.keys.to_string(), b.help.to_string()));
+    }
+    rows
+}
+
+/// The footer hints of `screen`.
+pub fn footer(screen: Screen) -> String {
+    KEYMAP
+        .iter()
+        .filter(|b| !b.hint.is_empty() && (b.screens.is_empty() || b.screens.contains(&screen)))
+        .map(|b| format!("{} {}", b.keys.split(' ').next().unwrap_or(b.keys), b.hint))
+        .collect::<Vec<_>>()
+        .join("  ")
+}
+
+/// The key table of README.md.
+pub fn readme_table() -> String {
+    let mut s = String::from("| key | action |\n| --- | --- |\n");
+    for (k, h) in help_rows() {
+        s.push_str(&format!("| `{k}` | {h} |\n"));
+    }
+    s
+}
