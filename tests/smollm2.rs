@@ -200,3 +200,22 @@ fn smollm2_forty_items_five_precisions_survive_sigkill_and_resume() {
             .is_some_and(|s| s.contains("Q4_1"))
     );
 }
+
+#[test]
+fn explorer_end_to_end_in_tmux() {
+    // Starts the real binary in tmux on a 12-item SmolLM2 run, filters, marks, exports, quits.
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/tui-e2e.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .arg(common::bin())
+        .arg(common::smollm2())
+        .arg(common::bbq_dir())
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "tui-e2e.sh failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
