@@ -203,7 +203,7 @@ fn smollm2_forty_items_five_precisions_survive_sigkill_and_resume() {
 
 #[test]
 fn explorer_end_to_end_in_tmux() {
-    // Starts the real binary in tmux on a 12-item SmolLM2 run, filters, marks, exports, quits.
+    // Starts the real binary in tmux on a 30-item SmolLM2 run, filters, marks, exports, quits.
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/tui-e2e.sh");
     let out = Command::new("bash")
         .arg(script)
