@@ -320,3 +320,114 @@ fn dry_run_prints_the_plan_and_runs_nothing() {
     assert!(stderr(&r).contains("1000 records"), "{}", stderr(&r));
     assert!(!out.exists());
 }
+
+#[test]
+fn open_and_report_refuse_what_is_not_a_results_folder() {
+    let tmp = tempdir("open");
+    let plain = tmp.join("plain");
+    std::fs::create_dir_all(&plain).expect("mkdir");
+    for cmd in ["open", "report"] {
+        let r = run(&[cmd, plain.to_str().expect("utf8")], &tmp);
+        assert_eq!(r.status.code(), Some(2), "{cmd}");
+        assert!(
+            stderr(&r).contains("not a stereoscope results folder"),
+            "{cmd}: {}",
+            stderr(&r)
+        );
+    }
+    // A folder written by a newer format version.
+    let newer = tmp.join("newer");
+    std::fs::create_dir_all(&newer).expect("mkdir");
+    std::fs::write(
+        newer.join("manifest.json"),
+        r#"{"format_version": 99, "plan": {}}"#,
+    )
+    .expect("write");
+    for cmd in ["open", "report"] {
+        let r = run(&[cmd, newer.to_str().expect("utf8")], &tmp);
+        assert_eq!(r.status.code(), Some(2), "{cmd}");
+        assert!(
+            stderr(&r).contains("format_version 99"),
+            "{cmd}: {}",
+            stderr(&r)
+        );
+    }
+}
+
+#[test]
+fn report_without_bf16_explains_instead_of_crashing_and_open_shows_the_report_numbers() {
+    let tmp = tempdir("nobf16");
+    let model = tiny(&tmp);
+    let bbq = common::bbq_dir();
+    let out = tmp.join("out");
+    let (m, b, o) = (
+        model.to_str().expect("utf8"),
+        bbq.to_str().expect("utf8"),
+        out.to_str().expect("utf8"),
+    );
+    let mut args = batch_args(m, b, o, "6");
+    args.extend(["--precisions", "q4,q3"]);
+    let r = run(&args, &tmp);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let rep = run(&["report", o, "--format", "json"], &tmp);
+    assert!(rep.status.success(), "{}", stderr(&rep));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&rep)).expect("json");
+    for t in v["transitions"].as_array().expect("transitions") {
+        assert!(t["rate"].is_null());
+        assert!(
+            t["note"].as_str().is_some_and(|n| n.contains("no bf16")),
+            "{t}"
+        );
+    }
+    let md = run(&["report", o, "--format", "markdown"], &tmp);
+    assert!(stdout(&md).contains("no bf16 records"), "{}", stdout(&md));
+
+    // The explorer's summary screen shows the numbers `report` computes.
+    let full = tmp.join("full");
+    let f = full.to_str().expect("utf8");
+    assert!(run(&batch_args(m, b, f, "6"), &tmp).status.success());
+    let rep = run(&["report", f, "--format", "json"], &tmp);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&rep)).expect("json");
+    let rd = stereoscope::store::ResultsDir { root: full.clone() };
+    let (views, report) = stereoscope::tui::load(&rd).expect("loads");
+    let mut app = stereoscope::tui::app::App::new(full.clone(), "tiny".into(), "cpu".into());
+    stereoscope::tui::app::update(&mut app, stereoscope::tui::app::Action::Data(views, report));
+    stereoscope::tui::app::update(&mut app, stereoscope::tui::app::Action::Summary);
+    let mut term =
+        ratatui::Terminal::new(ratatui::backend::TestBackend::new(160, 48)).expect("terminal");
+    term.draw(|fr| stereoscope::tui::view::render(fr, &app))
+        .expect("draws");
+    let buf = term.backend().buffer();
+    let screen: String = (0..48u16)
+        .map(|y| {
+            (0..160u16)
+                .map(|x| buf[(x, y)].symbol())
+                .collect::<String>()
+                + "\n"
+        })
+        .collect();
+    for row in v["rows"].as_array().expect("rows") {
+        if let Some(srs) = row["srs"].as_f64() {
+            assert!(
+                screen.contains(&format!("{:.1}%", 100.0 * srs)),
+                "SRS {srs} not on screen:\n{screen}"
+            );
+        }
+    }
+    for t in v["transitions"].as_array().expect("transitions") {
+        let (b, u) = (
+            t["became_biased"].as_u64().expect("b"),
+            t["unbiased_at_bf16"].as_u64().expect("u"),
+        );
+        assert!(
+            screen.contains(&format!("({b}/{u})")),
+            "transition {b}/{u} not on screen:\n{screen}"
+        );
+        if let Some(floor) = t["noise_floor"].as_f64() {
+            assert!(
+                screen.contains(&format!("{:.1}%", 100.0 * floor)),
+                "noise floor not on screen:\n{screen}"
+            );
+        }
+    }
+}

@@ -102,6 +102,13 @@ fn rand_tensor(shape: &[usize], seed: &mut u64, scale: f32) -> Tensor {
 
 /// Write a tiny llama-architecture GGUF (hidden 256 so k-quants apply) to `path`.
 pub fn write_tiny_gguf(path: &Path) {
+    write_tiny(path, "llama", None);
+}
+
+/// The tiny model's tensors (GGUF names) and metadata, written as GGUF of architecture
+/// `arch` (`qwen2` adds q/k/v biases); with `hf_dir`, the same model is also written as a
+/// Hugging Face folder.
+pub fn write_tiny(path: &Path, arch: &str, hf_dir: Option<&Path>) {
     let chars = byte_chars();
     let mut tokens: Vec<String> = (0..256).map(|b| chars[b].to_string()).collect();
     let g = chars[b' ' as usize];
@@ -121,16 +128,35 @@ pub fn write_tiny_gguf(path: &Path) {
         .collect();
     let template = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
     let (hidden, ffn, layers, heads, kv) = (256usize, 512usize, 2usize, 4u32, 2u32);
+    let keys: Vec<String> = [
+        "embedding_length",
+        "feed_forward_length",
+        "block_count",
+        "attention.head_count",
+        "attention.head_count_kv",
+        "context_length",
+        "rope.freq_base",
+        "attention.layer_norm_rms_epsilon",
+    ]
+    .iter()
+    .map(|x| format!("{arch}.{x}"))
+    .collect();
+    let k = |name: &str| -> &str {
+        keys.iter()
+            .find(|x| x.ends_with(&format!(".{name}")))
+            .map(|s| s.as_str())
+            .expect("key")
+    };
     let md: Vec<(&str, Value)> = vec![
-        ("general.architecture", Value::String("llama".into())),
-        ("llama.embedding_length", Value::U32(hidden as u32)),
-        ("llama.feed_forward_length", Value::U32(ffn as u32)),
-        ("llama.block_count", Value::U32(layers as u32)),
-        ("llama.attention.head_count", Value::U32(heads)),
-        ("llama.attention.head_count_kv", Value::U32(kv)),
-        ("llama.context_length", Value::U32(2048)),
-        ("llama.rope.freq_base", Value::F32(10000.0)),
-        ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
+        ("general.architecture", Value::String(arch.into())),
+        (k("embedding_length"), Value::U32(hidden as u32)),
+        (k("feed_forward_length"), Value::U32(ffn as u32)),
+        (k("block_count"), Value::U32(layers as u32)),
+        (k("attention.head_count"), Value::U32(heads)),
+        (k("attention.head_count_kv"), Value::U32(kv)),
+        (k("context_length"), Value::U32(2048)),
+        (k("rope.freq_base"), Value::F32(10000.0)),
+        (k("attention.layer_norm_rms_epsilon"), Value::F32(1e-5)),
         ("tokenizer.ggml.model", Value::String("gpt2".into())),
         ("tokenizer.ggml.pre", Value::String("gpt2".into())),
         (
@@ -194,6 +220,16 @@ pub fn write_tiny_gguf(path: &Path) {
             Tensor::ones(hidden, candle_core::DType::F32, &Device::Cpu).expect("ones"),
         ));
     }
+    if let Some(dir) = hf_dir {
+        write_hf_dir(
+            dir,
+            arch,
+            &ts,
+            &md,
+            template,
+            (hidden, ffn, layers, heads, kv, n_vocab),
+        );
+    }
     let qts: Vec<(String, QTensor)> = ts
         .into_iter()
         .map(|(n, t)| {
@@ -248,4 +284,137 @@ pub fn check_report(out: &Path) {
         String::from_utf8_lossy(&r.stdout),
         String::from_utf8_lossy(&r.stderr)
     );
+}
+
+fn hf_name(g: &str) -> String {
+    let fixed = [
+        ("token_embd.weight", "model.embed_tokens.weight"),
+        ("output_norm.weight", "model.norm.weight"),
+        ("output.weight", "lm_head.weight"),
+    ];
+    if let Some((_, h)) = fixed.iter().find(|(x, _)| *x == g) {
+        return h.to_string();
+    }
+    let rest = g.strip_prefix("blk.").expect("block tensor");
+    let (n, part) = rest.split_once('.').expect("layer");
+    let hf = match part {
+        "attn_q.weight" => "self_attn.q_proj.weight",
+        "attn_k.weight" => "self_attn.k_proj.weight",
+        "attn_v.weight" => "self_attn.v_proj.weight",
+        "attn_output.weight" => "self_attn.o_proj.weight",
+        "attn_q.bias" => "self_attn.q_proj.bias",
+        "attn_k.bias" => "self_attn.k_proj.bias",
+        "attn_v.bias" => "self_attn.v_proj.bias",
+        "ffn_gate.weight" => "mlp.gate_proj.weight",
+        "ffn_up.weight" => "mlp.up_proj.weight",
+        "ffn_down.weight" => "mlp.down_proj.weight",
+        "attn_norm.weight" => "input_layernorm.weight",
+        "ffn_norm.weight" => "post_attention_layernorm.weight",
+        other => panic!("unmapped {other}"),
+    };
+    format!("model.layers.{n}.{hf}")
+}
+
+/// The same model as a Hugging Face folder: config.json, model.safetensors, tokenizer.json
+/// (the GGUF tokenizer saved by the tokenizers crate) and tokenizer_config.json.
+fn write_hf_dir(
+    dir: &Path,
+    arch: &str,
+    ts: &[(String, Tensor)],
+    md: &[(&str, Value)],
+    template: &str,
+    (hidden, ffn, layers, heads, kv, vocab): (usize, usize, usize, u32, u32, usize),
+) {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let tensors: std::collections::HashMap<String, Tensor> =
+        ts.iter().map(|(n, t)| (hf_name(n), t.clone())).collect();
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).expect("safetensors");
+    let config = serde_json::json!({
+        "model_type": arch, "hidden_size": hidden, "intermediate_size": ffn, "num_hidden_layers": layers,
+        "num_attention_heads": heads, "num_key_value_heads": kv, "vocab_size": vocab, "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0, "max_position_embeddings": 2048, "tie_word_embeddings": true,
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).expect("config");
+    // Build the tokenizer through the GGUF path and save it as tokenizer.json.
+    let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (*k, v)).collect();
+    let tmp = dir.join("tokenizer-source.gguf");
+    {
+        let mut f = std::fs::File::create(&tmp).expect("create");
+        gguf_file::write(&mut f, &md_refs, &[]).expect("write");
+    }
+    let mut f = std::fs::File::open(&tmp).expect("open");
+    let ct = gguf_file::Content::read(&mut f).expect("read");
+    let tok = stereoscope::engine::tokenizer::from_gguf(&ct, "tiny").expect("tokenizer");
+    tok.inner
+        .save(dir.join("tokenizer.json"), false)
+        .expect("save tokenizer");
+    std::fs::remove_file(&tmp).expect("rm");
+    let tc = serde_json::json!({"chat_template": template, "eos_token": "<|im_end|>", "bos_token": "<|endoftext|>"});
+    std::fs::write(dir.join("tokenizer_config.json"), tc.to_string()).expect("tokenizer_config");
+}
+
+/// A minimal HTTP server for files under `dir`: `GET /PATH` with optional `Range`, answering
+/// as the Hugging Face hub's `resolve` endpoint does (etag, x-repo-commit, Content-Range);
+/// `prefix` is stripped from request paths. Returns the base URL.
+pub fn serve_files(dir: PathBuf, prefix: &'static str) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            use std::io::{BufRead, Write};
+            let mut reader = std::io::BufReader::new(s.try_clone().expect("clone"));
+            let mut first = String::new();
+            let _ = reader.read_line(&mut first);
+            let mut range_start = None;
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).map(|n| n == 0).unwrap_or(true) || h == "\r\n" {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                    range_start = v
+                        .split('-')
+                        .next()
+                        .and_then(|x| x.trim().parse::<usize>().ok());
+                }
+            }
+            let path = first.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let rel = path
+                .strip_prefix(prefix)
+                .unwrap_or(&path)
+                .trim_start_matches('/')
+                .to_string();
+            match std::fs::read(dir.join(&rel)) {
+                Ok(body) if !rel.is_empty() => {
+                    let start = range_start.unwrap_or(0).min(body.len());
+                    let end = body.len();
+                    let part = &body[start..end];
+                    let etag = format!("{:x}", body.len() * 31 + rel.len());
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 {}\r\nContent-Length: {}\r\nContent-Range: bytes {}-{}/{}\r\netag: \"{}\"\r\nx-repo-commit: 0123456789abcdef0123456789abcdef01234567\r\nConnection: close\r\n\r\n",
+                        if range_start.is_some() {
+                            "206 Partial Content"
+                        } else {
+                            "200 OK"
+                        },
+                        part.len(),
+                        start,
+                        end.saturating_sub(1),
+                        body.len(),
+                        etag
+                    );
+                    let _ = s.write_all(part);
+                }
+                _ => {
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                }
+            }
+        }
+    });
+    format!("http://{addr}")
 }

@@ -1,0 +1,150 @@
+//! Hugging Face model sources: a safetensors folder computes exactly what the same weights
+//! in a GGUF file compute, and a hub id is fetched through the hub protocol (a local server
+//! standing in for huggingface.co) into the standard cache, then found there offline.
+mod common;
+
+use common::{run, stderr};
+use stereoscope::engine::{self, Compute, KvCache, Precision, quant};
+use stereoscope::prompt;
+
+fn tempdir(tag: &str) -> std::path::PathBuf {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let d = std::env::temp_dir().join(format!("stereoscope-{tag}-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("mkdir");
+    d
+}
+
+#[test]
+fn hf_folder_and_gguf_of_the_same_weights_give_the_same_logits() {
+    let tmp = tempdir("hfeq");
+    let gguf = tmp.join("tiny-qwen2.gguf");
+    let hf = tmp.join("tiny-qwen2-hf");
+    common::write_tiny(&gguf, "qwen2", Some(&hf));
+    let a =
+        engine::source::load(&engine::resolve_model(gguf.to_str().expect("utf8")).expect("gguf"))
+            .expect("loads");
+    let b = engine::source::load(&engine::resolve_model(hf.to_str().expect("utf8")).expect("hf"))
+        .expect("loads");
+    assert_eq!(a.cfg.rope_style, b.cfg.rope_style);
+    assert_eq!(a.tensors.len(), b.tensors.len());
+    let item = stereoscope::bbq::read_category_file(
+        &common::bbq_dir().join("Age.jsonl"),
+        &Default::default(),
+    )
+    .expect("reads")
+    .remove(0);
+    let ta = prompt::ChatTemplate::new(&a.chat_template, "", "").expect("template");
+    let tb = prompt::ChatTemplate::new(&b.chat_template, "", "").expect("template");
+    let ids_a = a
+        .tok
+        .encode(&prompt::study_prompt(&ta, &item).expect("prompt"))
+        .expect("ids");
+    let ids_b = b
+        .tok
+        .encode(&prompt::study_prompt(&tb, &item).expect("prompt"))
+        .expect("ids");
+    assert_eq!(ids_a, ids_b);
+    for p in [Precision::Bf16, Precision::Q4] {
+        let ma = quant::build(&a, p, Compute::Dequant, &candle_core::Device::Cpu).expect("build");
+        let mb = quant::build(&b, p, Compute::Dequant, &candle_core::Device::Cpu).expect("build");
+        let (la, _) = ma
+            .model
+            .forward(&ids_a, &KvCache::default())
+            .expect("forward");
+        let (lb, _) = mb
+            .model
+            .forward(&ids_b, &KvCache::default())
+            .expect("forward");
+        let (la, lb): (Vec<f32>, Vec<f32>) =
+            (la.to_vec1().expect("vec"), lb.to_vec1().expect("vec"));
+        let max = la
+            .iter()
+            .zip(&lb)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(max == 0.0, "{p:?}: max abs logit difference {max}");
+    }
+}
+
+#[test]
+fn hub_id_downloads_through_the_hub_protocol_and_then_works_offline() {
+    let tmp = tempdir("hub");
+    let gguf = tmp.join("tiny.gguf");
+    let repo = tmp.join("server/tiny-org/tiny-qwen2/resolve/main");
+    common::write_tiny(&gguf, "qwen2", Some(&repo));
+    let base = common::serve_files(tmp.join("server"), "");
+    let hf_home = tmp.join("hf-home");
+    let out = tmp.join("out");
+    let bbq = common::bbq_dir();
+    let args = [
+        "--batch",
+        "--model",
+        "tiny-org/tiny-qwen2",
+        "--bbq-dir",
+        bbq.to_str().expect("utf8"),
+        "--categories",
+        "Religion",
+        "--limit",
+        "3",
+        "--precisions",
+        "bf16,q8",
+        "--out",
+        out.to_str().expect("utf8"),
+    ];
+    let online = std::process::Command::new(common::bin())
+        .args(args)
+        .env("HF_ENDPOINT", &base)
+        .env("HF_HOME", &hf_home)
+        .env_remove("HF_HUB_OFFLINE")
+        .env("STEREOSCOPE_CACHE", &tmp)
+        .output()
+        .expect("runs");
+    assert!(online.status.success(), "{}", stderr(&online));
+    assert!(
+        hf_home.join("hub/models--tiny-org--tiny-qwen2").is_dir(),
+        "standard HF cache layout"
+    );
+    assert_eq!(
+        common::pyarrow_counts(&out.join("records")),
+        "30 30 bf16=15,q8=15"
+    );
+    // Offline, from the cache, with the server gone from the picture.
+    let offline = std::process::Command::new(common::bin())
+        .args(args)
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        .env("HF_HOME", &hf_home)
+        .env("HF_HUB_OFFLINE", "1")
+        .env("STEREOSCOPE_CACHE", &tmp)
+        .output()
+        .expect("runs");
+    assert!(offline.status.success(), "{}", stderr(&offline));
+    assert!(
+        String::from_utf8_lossy(&offline.stderr).contains("resuming: 30 of 30"),
+        "{}",
+        stderr(&offline)
+    );
+    // An id the hub does not have is one clear error.
+    let missing = run(
+        &[
+            "--batch",
+            "--model",
+            "tiny-org/absent",
+            "--out",
+            tmp.join("o2").to_str().expect("utf8"),
+            "--bbq-dir",
+            common::bbq_dir().to_str().expect("utf8"),
+            "--categories",
+            "Religion",
+        ],
+        &tmp,
+    );
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        stderr(&missing).contains("tiny-org/absent"),
+        "{}",
+        stderr(&missing)
+    );
+}
