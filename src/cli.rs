@@ -485,7 +485,7 @@ fn batch(a: &StudyArgs) -> Result<()> {
     let mut measured = Vec::new();
     for ev in rx {
         match ev {
-            Event::Planned { total, done } => {
+            Event::Planned { total, done, .. } => {
                 bar.set_length(total);
                 bar.set_position(done);
                 bar.reset_eta();

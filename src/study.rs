@@ -39,11 +39,20 @@ pub struct StudySpec {
 #[derive(Debug, Clone)]
 pub enum Event {
     /// What the run will do: records in the plan and records already on disk.
-    Planned { total: u64, done: u64 },
+    Planned {
+        total: u64,
+        done: u64,
+        /// Per precision (pooled over models): (precision, records in the plan, already done).
+        per_precision: Vec<(Precision, u64, u64)>,
+    },
     /// A stage starts (loading, quantizing, scoring).
     Stage(String),
-    /// Records finished, with the prompt tokens they took.
-    Progress { records: u64, prompt_tokens: u64 },
+    /// Records finished at a precision, with the prompt tokens they took.
+    Progress {
+        precision: Precision,
+        records: u64,
+        prompt_tokens: u64,
+    },
     /// Throughput of one finished model-precision.
     Measured {
         model: String,
@@ -177,16 +186,20 @@ pub fn run(
     let mut total = 0;
     let mut done = 0;
     let mut pending: Vec<(usize, Precision, Vec<usize>)> = Vec::new();
+    let mut per_precision: Vec<(Precision, u64, u64)> =
+        spec.precisions.iter().map(|&p| (p, 0, 0)).collect();
     for (mi, m) in models.iter().enumerate() {
-        for &p in &spec.precisions {
+        for (pi, &p) in spec.precisions.iter().enumerate() {
             let mut todo = Vec::new();
             for (k, part) in item_parts.iter().enumerate() {
                 total += per_part(part);
+                per_precision[pi].1 += per_part(part);
                 if dir
                     .part_path(&m.slug, spec.scheme.as_str(), p.as_str(), k)
                     .is_file()
                 {
                     done += per_part(part);
+                    per_precision[pi].2 += per_part(part);
                 } else {
                     todo.push(k);
                 }
@@ -196,7 +209,11 @@ pub fn run(
             }
         }
     }
-    send(Event::Planned { total, done });
+    send(Event::Planned {
+        total,
+        done,
+        per_precision,
+    });
 
     let mut loaded: Option<(usize, SourceModel, ChatTemplate, Letters)> = None;
     for (mi, precision, todo) in pending {
@@ -275,6 +292,7 @@ pub fn run(
                 prompt_tokens += tokens;
                 computed += fresh;
                 send(Event::Progress {
+                    precision,
                     records: spec.seeds.len() as u64,
                     prompt_tokens: tokens,
                 });

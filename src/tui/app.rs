@@ -47,6 +47,8 @@ pub struct Progress {
     pub done: u64,
     pub records_per_s: f64,
     pub stage: String,
+    /// Per precision: (name, records in the plan, records done).
+    pub per_precision: Vec<(String, u64, u64)>,
     pub running: bool,
     pub finished: bool,
     pub error: Option<String>,

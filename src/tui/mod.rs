@@ -137,15 +137,32 @@ fn event_loop(
             while let Ok(ev) = j.events.try_recv() {
                 let p = app.progress.get_or_insert_with(Progress::default);
                 match ev {
-                    Event::Planned { total, done } => {
+                    Event::Planned {
+                        total,
+                        done,
+                        per_precision,
+                    } => {
                         p.total = total;
                         p.done = done;
+                        p.per_precision = per_precision
+                            .into_iter()
+                            .map(|(q, t, d)| (q.as_str().to_string(), t, d))
+                            .collect();
                         done_at_start = Some(done);
                         started = Instant::now();
                     }
                     Event::Stage(s) => p.stage = s,
-                    Event::Progress { records, .. } => {
+                    Event::Progress {
+                        precision, records, ..
+                    } => {
                         p.done += records;
+                        if let Some(e) = p
+                            .per_precision
+                            .iter_mut()
+                            .find(|e| e.0 == precision.as_str())
+                        {
+                            e.2 += records;
+                        }
                         let secs = started.elapsed().as_secs_f64();
                         p.records_per_s =
                             (p.done - done_at_start.unwrap_or(0)) as f64 / secs.max(1e-3);

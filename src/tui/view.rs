@@ -54,7 +54,7 @@ fn role_style(app: &App, role: Role) -> Style {
 /// Draw the whole screen.
 pub fn render(f: &mut Frame, app: &App) {
     let [header, body, footer] = Layout::vertical([
-        Constraint::Length(3),
+        Constraint::Length(4),
         Constraint::Min(3),
         Constraint::Length(1),
     ])
@@ -84,7 +84,7 @@ pub fn render(f: &mut Frame, app: &App) {
 }
 
 fn render_header(f: &mut Frame, app: &App, area: Rect) {
-    let [l1, l2, l3] = Layout::vertical([Constraint::Length(1); 3]).areas(area);
+    let [l1, l2, l_prec, l3] = Layout::vertical([Constraint::Length(1); 4]).areas(area);
     let title = format!(
         "stereoscope · {} · {} · {}",
         app.model,
@@ -131,6 +131,36 @@ fn render_header(f: &mut Frame, app: &App, area: Rect) {
         }
         None => f.render_widget(Paragraph::new("opened folder (no run in progress)"), l2),
     }
+    // Per-precision progress: a small gauge per precision, or what is on disk when opened.
+    let mut spans = Vec::new();
+    let per: Vec<(String, u64, u64)> = match &app.progress {
+        Some(p) if !p.per_precision.is_empty() => p.per_precision.clone(),
+        _ => LADDER
+            .iter()
+            .map(|p| {
+                let n = app
+                    .views
+                    .iter()
+                    .filter(|v| v.cells.contains_key(*p))
+                    .count() as u64;
+                (p.to_string(), app.views.len() as u64, n)
+            })
+            .collect(),
+    };
+    for (name, total, done) in per {
+        let r = if total > 0 {
+            done as f64 / total as f64
+        } else {
+            0.0
+        };
+        spans.push(Span::raw(format!("{name} ")));
+        spans.push(Span::styled(
+            bar(r, 6),
+            style(app, Style::default().fg(Color::Rgb(86, 180, 233))),
+        ));
+        spans.push(Span::raw(format!(" {:>3.0}%  ", 100.0 * r)));
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), l_prec);
     let filters = format!(
         "{} items shown of {} · category {} · polarity {} · condition {} · {}at {} · sort {} · {} marked",
         app.visible.len(),
