@@ -39,8 +39,10 @@ impl BenchRow {
 }
 
 /// Measure stereoscope on `items` at each precision; returns the rows and the prompts' ids.
+#[allow(clippy::too_many_arguments)]
 pub fn measure(
     resolved: &Resolved,
+    scheme: Scheme,
     items: &[Item],
     precisions: &[Precision],
     seeds: &[u64],
@@ -69,7 +71,7 @@ pub fn measure(
         .collect::<Result<Vec<_>>>()?;
     let spec = StudySpec {
         models: vec![resolved.clone()],
-        scheme: Scheme::Gguf,
+        scheme,
         precisions: precisions.to_vec(),
         seeds: seeds.to_vec(),
         compute,
@@ -79,7 +81,7 @@ pub fn measure(
     let mut rows = Vec::new();
     for &p in precisions {
         let t0 = Instant::now();
-        let built = quant::build(&src, p, compute, device)?;
+        let built = quant::build(&src, p, scheme, compute, device)?;
         let build_secs = t0.elapsed().as_secs_f64();
         let scorer = Scorer {
             spec: &spec,

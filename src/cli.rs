@@ -51,6 +51,8 @@ pub enum Command {
         device: String,
         #[arg(long, default_value = "dequant")]
         compute: String,
+        #[arg(long, default_value = "mlx")]
+        scheme: String,
         #[arg(long, default_value_t = 32)]
         part_size: usize,
         /// Also run llama.cpp (llama-cpp-python) on the same token ids from the same GGUF.
@@ -116,8 +118,9 @@ pub struct StudyArgs {
     /// Comma-separated precisions.
     #[arg(long, default_value = "bf16,q8,q6,q4,q3")]
     pub precisions: String,
-    /// How quantized precisions are made: gguf.
-    #[arg(long, default_value = "gguf")]
+    /// How quantized precisions are made: mlx (affine, group 64, as the study) or gguf
+    /// (llama.cpp k-quants).
+    #[arg(long, default_value = "mlx")]
     pub scheme: String,
     /// Comma-separated sampling seeds.
     #[arg(long, default_value = "42,123,456,789,1024")]
@@ -166,10 +169,12 @@ fn dispatch(cli: Cli) -> Result<()> {
             precisions,
             device,
             compute,
+            scheme,
             part_size,
             llamacpp,
             json,
         }) => {
+            let scheme = Scheme::parse(&scheme)?;
             let categories = list(&categories);
             bbq::validate_categories(&categories)?;
             let precisions = list(&precisions)
@@ -203,6 +208,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             let seeds = crate::prompt::STUDY_SEEDS.to_vec();
             let (mut rows, prompts) = crate::bench::measure(
                 &resolved,
+                scheme,
                 &sel.items,
                 &precisions,
                 &seeds,
@@ -298,12 +304,12 @@ fn export(
     category: Option<&str>,
 ) -> Result<()> {
     crate::tui::check_folder(dir)?;
-    if let Some(p) = transitions_at {
-        if !matches!(p, "q8" | "q6" | "q4" | "q3") {
-            return Err(Error::Input(format!(
-                "--transitions-at must be q8, q6, q4 or q3, not `{p}`"
-            )));
-        }
+    if let Some(p) = transitions_at
+        && !matches!(p, "q8" | "q6" | "q4" | "q3")
+    {
+        return Err(Error::Input(format!(
+            "--transitions-at must be q8, q6, q4 or q3, not `{p}`"
+        )));
     }
     let (views, _) = crate::tui::load(&ResultsDir {
         root: dir.to_path_buf(),

@@ -251,13 +251,14 @@ pub fn run(
             precision.as_str()
         )));
         let t0 = Instant::now();
-        let built = quant::build(src, precision, spec.compute, device)?;
+        let built = quant::build(src, precision, spec.scheme, spec.compute, device)?;
         record_precision(
             &mut manifest,
             m,
             precision,
             &built,
             t0.elapsed().as_secs_f64(),
+            spec.scheme,
             spec.compute,
         );
         store::write_manifest(&dir, &manifest)?;
@@ -356,6 +357,7 @@ fn record_precision(
     p: Precision,
     built: &Built,
     secs: f64,
+    scheme: Scheme,
     compute: Compute,
 ) {
     let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
@@ -369,9 +371,23 @@ fn record_precision(
     e["precisions"][p.as_str()] = json!({
         "type_counts": counts,
         "tensor_types": built.tensor_types,
-        "compute": if p == Precision::Bf16 { "bf16 weights, f32 activations" } else if compute == Compute::Dequant { "quantized weights dequantized to f32, f32 activations" } else { "candle quantized kernels" },
+        "compute": compute_path(p, scheme, compute),
         "build_secs": secs,
     });
+}
+
+/// How a precision's layers are computed, for the manifest.
+fn compute_path(p: Precision, scheme: Scheme, compute: Compute) -> &'static str {
+    match (p, scheme, compute) {
+        (Precision::Bf16, _, _) => "bf16 weights, f32 activations",
+        (_, Scheme::Mlx, _) => {
+            "mlx affine weights dequantized to bf16 (as MLX's prefill), f32 activations"
+        }
+        (_, Scheme::Gguf, Compute::Dequant) => {
+            "quantized weights dequantized to f32, f32 activations"
+        }
+        (_, Scheme::Gguf, Compute::Kernels) => "candle quantized kernels",
+    }
 }
 
 /// Scores items with one model at one precision.

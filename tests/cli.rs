@@ -66,7 +66,14 @@ fn tiny_model_runs_five_precisions_into_a_readable_folder_and_resumes() {
         out.to_str().expect("utf8"),
     );
     let mut args = batch_args(m, b, o, "12");
-    args.extend(["--part-size", "5", "--conditions", "both"]);
+    args.extend([
+        "--part-size",
+        "5",
+        "--conditions",
+        "both",
+        "--scheme",
+        "gguf",
+    ]);
     let first = run(&args, &tmp);
     assert!(first.status.success(), "{}", stderr(&first));
     // 12 items x 5 precisions x 5 seeds.
@@ -145,6 +152,7 @@ fn tiny_model_runs_five_precisions_into_a_readable_folder_and_resumes() {
 
     // A lost part is recomputed, identically (answers depend only on the record's identity).
     let victim = out.join("records/model=tiny-llama/scheme=gguf/precision=q4/part-00001.parquet");
+    assert!(victim.is_file(), "{victim:?}");
     let original = stereoscope::store::read_records(&victim).expect("reads");
     std::fs::remove_file(&victim).expect("rm");
     let third = run(&args, &tmp);
@@ -429,5 +437,55 @@ fn report_without_bf16_explains_instead_of_crashing_and_open_shows_the_report_nu
                 "noise floor not on screen:\n{screen}"
             );
         }
+    }
+}
+
+#[test]
+fn mlx_scheme_is_the_default_and_quantizes_every_linear_and_embedding() {
+    let tmp = tempdir("mlx");
+    let model = tiny(&tmp);
+    let bbq = common::bbq_dir();
+    let out = tmp.join("out");
+    let (m, b, o) = (
+        model.to_str().expect("utf8"),
+        bbq.to_str().expect("utf8"),
+        out.to_str().expect("utf8"),
+    );
+    let r = run(&batch_args(m, b, o, "4"), &tmp);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert!(
+        out.join("records/model=tiny-llama/scheme=mlx/precision=q3")
+            .is_dir()
+    );
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    assert_eq!(manifest["plan"]["scheme"], "mlx");
+    let entry = manifest["models"]
+        .as_object()
+        .and_then(|m| m.values().next())
+        .expect("model")
+        .clone();
+    for (p, bits) in [("q8", 8), ("q6", 6), ("q4", 4), ("q3", 3)] {
+        let types = &entry["precisions"][p]["tensor_types"];
+        let want = format!("mlx-affine-{bits}bit-g64");
+        for t in [
+            "token_embd.weight",
+            "blk.0.attn_q.weight",
+            "blk.1.ffn_down.weight",
+            "blk.1.attn_v.weight",
+        ] {
+            assert_eq!(types[t], want.as_str(), "{p} {t}");
+        }
+        assert_eq!(
+            types["blk.0.attn_norm.weight"], "f32",
+            "norms stay unquantized"
+        );
+        assert!(
+            entry["precisions"][p]["compute"]
+                .as_str()
+                .is_some_and(|c| c.contains("mlx affine"))
+        );
     }
 }

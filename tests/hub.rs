@@ -4,7 +4,7 @@
 mod common;
 
 use common::{run, stderr};
-use stereoscope::engine::{self, Compute, KvCache, Precision, quant};
+use stereoscope::engine::{self, Compute, KvCache, Precision, Scheme, quant};
 use stereoscope::prompt;
 
 fn tempdir(tag: &str) -> std::path::PathBuf {
@@ -48,8 +48,22 @@ fn hf_folder_and_gguf_of_the_same_weights_give_the_same_logits() {
         .expect("ids");
     assert_eq!(ids_a, ids_b);
     for p in [Precision::Bf16, Precision::Q4] {
-        let ma = quant::build(&a, p, Compute::Dequant, &candle_core::Device::Cpu).expect("build");
-        let mb = quant::build(&b, p, Compute::Dequant, &candle_core::Device::Cpu).expect("build");
+        let ma = quant::build(
+            &a,
+            p,
+            Scheme::Gguf,
+            Compute::Dequant,
+            &candle_core::Device::Cpu,
+        )
+        .expect("build");
+        let mb = quant::build(
+            &b,
+            p,
+            Scheme::Gguf,
+            Compute::Dequant,
+            &candle_core::Device::Cpu,
+        )
+        .expect("build");
         let (la, _) = ma
             .model
             .forward(&ids_a, &KvCache::default())

@@ -4,6 +4,7 @@
 
 pub mod device;
 pub mod fetch;
+pub mod mlx;
 pub mod model;
 pub mod quant;
 pub mod sample;

@@ -61,23 +61,48 @@ impl Precision {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scheme {
+    /// MLX affine quantization, group size 64, as the study's checkpoints were made.
+    Mlx,
+    /// llama.cpp k-quants through candle.
     Gguf,
 }
 
+/// The MLX group size the study used.
+pub const MLX_GROUP: usize = 64;
+
 impl Scheme {
     pub fn as_str(self) -> &'static str {
-        "gguf"
+        match self {
+            Scheme::Mlx => "mlx",
+            Scheme::Gguf => "gguf",
+        }
     }
 
     pub fn parse(s: &str) -> Result<Self> {
         match s {
+            "mlx" => Ok(Self::Mlx),
             "gguf" => Ok(Self::Gguf),
-            "mlx" => Err(Error::Input(
-                "--scheme mlx is not available in this version; use --scheme gguf".into(),
-            )),
-            other => Err(Error::Input(format!("unknown scheme `{other}`; use gguf"))),
+            other => Err(Error::Input(format!(
+                "unknown scheme `{other}`; use mlx or gguf"
+            ))),
         }
     }
+}
+
+/// Quantize with MLX's affine scheme and return the dequantized BF16 values as F32 (the
+/// weights MLX's own prefill computes with).
+fn mlx_roundtrip(name: &str, t: &Tensor, bits: u32) -> Result<Tensor> {
+    let (rows, cols) = t
+        .dims2()
+        .map_err(|e| Error::Model(format!("`{name}`: {}", brief(&e))))?;
+    let vals: Vec<half::bf16> = t
+        .flatten_all()?
+        .to_dtype(candle_core::DType::BF16)?
+        .to_vec1()?;
+    let q = super::mlx::quantize(&vals, rows, cols, bits, MLX_GROUP)
+        .map_err(|e| Error::Model(format!("`{name}`: {e}")))?;
+    let deq: Vec<f32> = q.dequantize().into_iter().map(|v| v.to_f32()).collect();
+    Ok(Tensor::from_vec(deq, (rows, cols), t.device())?)
 }
 
 /// How quantized layers are computed.
@@ -141,6 +166,7 @@ enum Weight {
 fn quantize_all(
     src: &SourceModel,
     precision: Precision,
+    scheme: Scheme,
 ) -> Result<BTreeMap<String, (Weight, String)>> {
     let names: Vec<&String> = src.tensors.keys().collect();
     let threads = std::thread::available_parallelism()
@@ -160,6 +186,20 @@ fn quantize_all(
                                 (Weight::Dense(t.clone()), "f32".to_string())
                             } else {
                                 let in_dim = t.dims()[t.rank() - 1];
+                                if scheme == Scheme::Mlx {
+                                    let out = if precision == Precision::Bf16
+                                        || !in_dim.is_multiple_of(MLX_GROUP)
+                                    {
+                                        (Weight::Dense(t.clone()), "bf16".to_string())
+                                    } else {
+                                        let bits = precision.bits();
+                                        (
+                                            Weight::Dense(mlx_roundtrip(name, t, bits)?),
+                                            format!("mlx-affine-{bits}bit-g{MLX_GROUP}"),
+                                        )
+                                    };
+                                    return Ok(((*name).clone(), out));
+                                }
                                 match gguf_type(precision, in_dim) {
                                     None => (Weight::Dense(t.clone()), "bf16".to_string()),
                                     Some(ty) => {
@@ -198,10 +238,11 @@ fn quantize_all(
 pub fn build(
     src: &SourceModel,
     precision: Precision,
+    scheme: Scheme,
     compute: Compute,
     device: &Device,
 ) -> Result<Built> {
-    let mut weights = quantize_all(src, precision)?;
+    let mut weights = quantize_all(src, precision, scheme)?;
     let tensor_types = weights
         .iter()
         .map(|(k, (_, t))| (k.clone(), t.clone()))

@@ -189,10 +189,10 @@ fn event_loop(
                 Ok(Err(e)) => p.error = Some(e.to_string()),
                 Err(_) => p.error = Some("the study thread panicked".into()),
             }
-            if app.model == "starting" {
-                if let Ok(m) = check_folder(&rd.root) {
-                    app.model = m;
-                }
+            if app.model == "starting"
+                && let Ok(m) = check_folder(&rd.root)
+            {
+                app.model = m;
             }
             parts_seen = usize::MAX;
         }
@@ -204,10 +204,10 @@ fn event_loop(
                 Ok((views, report)) => update(app, Action::Data(views, report)),
                 Err(e) => app.status = format!("cannot read results: {e}"),
             }
-            if app.model == "starting" {
-                if let Ok(m) = check_folder(&rd.root) {
-                    app.model = m;
-                }
+            if app.model == "starting"
+                && let Ok(m) = check_folder(&rd.root)
+            {
+                app.model = m;
             }
         }
         terminal.draw(|f| view::render(f, app)).map_err(term_err)?;
@@ -259,13 +259,13 @@ fn event_loop(
                     }
                 }
                 Effect::ResumeRun => {
-                    if job.is_none() {
-                        if let Some(s) = starter {
-                            *job = Some(s());
-                            let p = app.progress.get_or_insert_with(Progress::default);
-                            p.running = true;
-                            p.error = None;
-                        }
+                    if job.is_none()
+                        && let Some(s) = starter
+                    {
+                        *job = Some(s());
+                        let p = app.progress.get_or_insert_with(Progress::default);
+                        p.running = true;
+                        p.error = None;
                     }
                 }
                 Effect::Quit => {}
