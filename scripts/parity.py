@@ -8,7 +8,11 @@ max and median absolute difference of the answer-position log-probabilities (ove
 vocabulary and over the letter tokens), and the share of prompts where both pick the same
 most probable token and rank A/B/C the same.
 
-Usage: parity.py STEREOSCOPE_BINARY MODEL_DIR BBQ_DIR [N] [--markdown]
+mlx-lm runs its model in float32 by default (`--mlx-dtype bfloat16` for its BF16
+activations): the weights, quantized ones included, are the same either way (BF16 scales and
+biases are exact in float32), and MLX's BF16 kernels are very slow on a CPU.
+
+Usage: parity.py STEREOSCOPE_BINARY MODEL_DIR BBQ_DIR [N] [--markdown] [--mlx-dtype=float32|bfloat16]
 Needs: pip install "mlx[cpu]" mlx-lm numpy
 """
 import json
@@ -27,6 +31,7 @@ PRECISIONS = {"bf16": None, "q8": 8, "q6": 6, "q4": 4, "q3": 3}
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     markdown = "--markdown" in sys.argv
+    dtype = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--mlx-dtype=")), "float32")
     binary, model_dir, bbq = args[0], args[1], args[2]
     n = int(args[3]) if len(args) > 3 else 200
     work = tempfile.mkdtemp(prefix="stereoscope-parity-")
@@ -44,6 +49,7 @@ def main():
             path = os.path.join(work, f"mlx-{prec}")
             convert(model_dir, mlx_path=path, quantize=True, q_group_size=64, q_bits=bits)
         model, tok = load(path)
+        model.set_dtype(getattr(mx, dtype))
         if same_ids is None:
             same_ids = sum(tok.encode(t, add_special_tokens=False) == i for t, i in zip(texts, ids)) / len(ids)
         ours = np.fromfile(os.path.join(dump, f"{prec}.f32"), dtype="<f4").reshape(len(ids), -1)
@@ -72,7 +78,8 @@ def main():
     else:
         for r in rows:
             print(r)
-    print(f"\nprompt token ids identical between stereoscope and mlx-lm's tokenizer: {100*same_ids:.1f}%")
+    print(f"\nmlx-lm dtype: {dtype}; mlx {mx.__version__}")
+    print(f"prompt token ids identical between stereoscope and mlx-lm's tokenizer: {100*same_ids:.1f}%")
 
 
 if __name__ == "__main__":

@@ -489,3 +489,70 @@ fn mlx_scheme_is_the_default_and_quantizes_every_linear_and_embedding() {
         );
     }
 }
+
+#[test]
+fn headless_export_writes_one_row_per_item_with_roles_per_precision() {
+    let tmp = tempdir("export");
+    let model = tiny(&tmp);
+    let bbq = common::bbq_dir();
+    let out = tmp.join("out");
+    let (m, b, o) = (
+        model.to_str().expect("utf8"),
+        bbq.to_str().expect("utf8"),
+        out.to_str().expect("utf8"),
+    );
+    assert!(run(&batch_args(m, b, o, "8"), &tmp).status.success());
+    let csv = tmp.join("all.csv");
+    let r = run(&["export", o, "--out", csv.to_str().expect("utf8")], &tmp);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let script = "import csv, sys\n\
+        rows = list(csv.DictReader(open(sys.argv[1], newline='')))\n\
+        print(len(rows), ','.join(rows[0].keys()))\n\
+        for r in rows:\n\
+        \tassert r['role_bf16'] in ('biased', 'anti', 'unknown', 'invalid'), r\n\
+        \tassert 0 <= float(r['p_biased_q3']) <= 1\n\
+        \tassert r['transition_first'] in ('', 'q8', 'q6', 'q4', 'q3')\n";
+    let py = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&csv)
+        .output()
+        .expect("python3");
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let head = String::from_utf8_lossy(&py.stdout).to_string();
+    assert!(head.starts_with("8 category,example_id,context_condition,question_polarity,context,question,ans0,ans1,ans2,label,biased_index,unknown_index,role_bf16,p_biased_bf16,role_q8,p_biased_q8,role_q6,p_biased_q6,role_q4,p_biased_q4,role_q3,p_biased_q3,transition_first"), "{head}");
+    // Filters: one category; a precision's transitions are a subset.
+    let rel = tmp.join("rel.csv");
+    let r = run(
+        &[
+            "export",
+            o,
+            "--out",
+            rel.to_str().expect("utf8"),
+            "--category",
+            "Religion",
+        ],
+        &tmp,
+    );
+    assert!(r.status.success(), "{}", stderr(&r));
+    let text = std::fs::read_to_string(&rel).expect("csv");
+    assert!(
+        text.lines().skip(1).all(|l| l.starts_with("Religion,")),
+        "{text}"
+    );
+    let bad = run(
+        &[
+            "export",
+            o,
+            "--out",
+            rel.to_str().expect("utf8"),
+            "--transitions-at",
+            "q5",
+        ],
+        &tmp,
+    );
+    assert_eq!(bad.status.code(), Some(2));
+}
