@@ -12,7 +12,12 @@ mlx-lm runs its model in float32 by default (`--mlx-dtype bfloat16` for its BF16
 activations): the weights, quantized ones included, are the same either way (BF16 scales and
 biases are exact in float32), and MLX's BF16 kernels are very slow on a CPU.
 
+With `--mlx-weights=dequantized-bf16`, mlx-lm's quantized layers are replaced by dense layers
+holding `mx.dequantize`'s BF16 output (what MLX's BF16 kernels multiply with), computed in
+float32: this isolates the quantized weights from activation precision.
+
 Usage: parity.py STEREOSCOPE_BINARY MODEL_DIR BBQ_DIR [N] [--markdown] [--mlx-dtype=float32|bfloat16]
+                 [--mlx-weights=quantized|dequantized-bf16]
 Needs: pip install "mlx[cpu]" mlx-lm numpy
 """
 import json
@@ -28,10 +33,30 @@ from mlx_lm import convert, load
 PRECISIONS = {"bf16": None, "q8": 8, "q6": 6, "q4": 4, "q3": 3}
 
 
+def dense_from_quantized(model):
+    """Replace quantized layers by dense ones holding mx.dequantize's BF16 weights."""
+    import mlx.nn as nn
+    from mlx.utils import tree_unflatten
+    swaps = []
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding)):
+            w = mx.dequantize(m.weight, m.scales, m.biases, group_size=m.group_size, bits=m.bits)
+            if isinstance(m, nn.QuantizedEmbedding):
+                d = nn.Embedding(w.shape[0], w.shape[1])
+            else:
+                d = nn.Linear(w.shape[1], w.shape[0], bias="bias" in m)
+                if "bias" in m:
+                    d.bias = m.bias
+            d.weight = w
+            swaps.append((name, d))
+    model.update_modules(tree_unflatten(swaps))
+
+
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     markdown = "--markdown" in sys.argv
     dtype = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--mlx-dtype=")), "float32")
+    weights = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--mlx-weights=")), "quantized")
     binary, model_dir, bbq = args[0], args[1], args[2]
     n = int(args[3]) if len(args) > 3 else 200
     work = tempfile.mkdtemp(prefix="stereoscope-parity-")
@@ -49,6 +74,8 @@ def main():
             path = os.path.join(work, f"mlx-{prec}")
             convert(model_dir, mlx_path=path, quantize=True, q_group_size=64, q_bits=bits)
         model, tok = load(path)
+        if weights == "dequantized-bf16":
+            dense_from_quantized(model)
         model.set_dtype(getattr(mx, dtype))
         if same_ids is None:
             same_ids = sum(tok.encode(t, add_special_tokens=False) == i for t, i in zip(texts, ids)) / len(ids)
@@ -78,7 +105,7 @@ def main():
     else:
         for r in rows:
             print(r)
-    print(f"\nmlx-lm dtype: {dtype}; mlx {mx.__version__}")
+    print(f"\nmlx-lm dtype: {dtype}; weights: {weights}; mlx {mx.__version__}")
     print(f"prompt token ids identical between stereoscope and mlx-lm's tokenizer: {100*same_ids:.1f}%")
 
 
