@@ -107,10 +107,11 @@ pub fn measure(
         rows.push(BenchRow {
             engine: format!(
                 "stereoscope ({})",
-                if p == Precision::Bf16 {
-                    "bf16"
-                } else {
-                    "dequant"
+                match (p, scheme, compute) {
+                    (Precision::Bf16, _, _) => "bf16",
+                    (_, Scheme::Mlx, _) => "mlx",
+                    (_, Scheme::Gguf, Compute::Dequant) => "gguf dequant",
+                    (_, Scheme::Gguf, Compute::Kernels) => "gguf kernels",
                 }
             ),
             precision: p.as_str().into(),
