@@ -4,11 +4,10 @@
 
 use crate::bbq::Item;
 use crate::engine::quant;
-use crate::engine::sample::Letters;
-use crate::engine::source::{self, Resolved};
+use crate::engine::source::Resolved;
 use crate::engine::{Compute, KvCache, Precision, Scheme};
 use crate::error::{Error, Result};
-use crate::prompt::{self, ChatTemplate};
+use crate::prompt;
 use crate::study::{Scorer, StudySpec};
 use serde::Serialize;
 use std::path::Path;
@@ -50,21 +49,7 @@ pub fn measure(
     part_size: usize,
     device: &candle_core::Device,
 ) -> Result<(Vec<BenchRow>, Vec<Vec<u32>>)> {
-    let src = source::load(resolved)?;
-    let bos = src
-        .tok
-        .bos
-        .as_ref()
-        .map(|b| b.1.clone())
-        .unwrap_or_default();
-    let eos = src
-        .tok
-        .eos
-        .as_ref()
-        .map(|b| b.1.clone())
-        .unwrap_or_default();
-    let template = ChatTemplate::new(&src.chat_template, &bos, &eos)?;
-    let letters = Letters::find(&src.tok)?;
+    let (src, template, letters) = crate::study::load_for_scoring(resolved)?;
     let prompts = items
         .iter()
         .map(|it| src.tok.encode(&prompt::study_prompt(&template, it)?))
@@ -213,21 +198,7 @@ pub fn dump_logprobs(
     device: &candle_core::Device,
     out: &Path,
 ) -> Result<()> {
-    let src = source::load(resolved)?;
-    let bos = src
-        .tok
-        .bos
-        .as_ref()
-        .map(|b| b.1.clone())
-        .unwrap_or_default();
-    let eos = src
-        .tok
-        .eos
-        .as_ref()
-        .map(|b| b.1.clone())
-        .unwrap_or_default();
-    let template = ChatTemplate::new(&src.chat_template, &bos, &eos)?;
-    let letters = Letters::find(&src.tok)?;
+    let (src, template, letters) = crate::study::load_for_scoring(resolved)?;
     let texts = items
         .iter()
         .map(|it| prompt::study_prompt(&template, it))

@@ -209,23 +209,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 .collect::<Result<Vec<_>>>()?;
             let compute = Compute::parse(&compute)?;
             let (device, device_name) = engine::select_device(&device)?;
-            let dir = bbq::locate(
-                &LocateSpec {
-                    dir: bbq_dir,
-                    download: true,
-                },
-                &categories,
-            )?;
-            let sel = bbq::select(
-                &dir,
-                &SelectSpec {
-                    categories,
-                    conditions: Conditions::Ambig,
-                    limit: Some(limit),
-                },
-            )?;
-            let resolved = engine::resolve_model(&model)?;
-            engine::source::validate(&resolved)?;
+            let (sel, resolved) = ambiguous_items_and_model(bbq_dir, categories, limit, &model)?;
             eprintln!(
                 "bench: {} items on {device_name}, model {}",
                 sel.items.len(),
@@ -291,23 +275,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 .map(|p| Precision::parse(p))
                 .collect::<Result<Vec<_>>>()?;
             let scheme = Scheme::parse(&scheme)?;
-            let dir = bbq::locate(
-                &LocateSpec {
-                    dir: bbq_dir,
-                    download: true,
-                },
-                &categories,
-            )?;
-            let sel = bbq::select(
-                &dir,
-                &SelectSpec {
-                    categories,
-                    conditions: Conditions::Ambig,
-                    limit: Some(limit),
-                },
-            )?;
-            let resolved = engine::resolve_model(&model)?;
-            engine::source::validate(&resolved)?;
+            let (sel, resolved) = ambiguous_items_and_model(bbq_dir, categories, limit, &model)?;
             crate::bench::dump_logprobs(
                 &resolved,
                 scheme,
@@ -395,6 +363,33 @@ fn export(
     store::export::write_csv(out, &views)?;
     eprintln!("exported {} items to {}", views.len(), out.display());
     Ok(())
+}
+
+/// The ambiguous items and the model that `bench` and `logprobs` measure.
+fn ambiguous_items_and_model(
+    bbq_dir: Option<PathBuf>,
+    categories: Vec<String>,
+    limit: usize,
+    model: &str,
+) -> Result<(bbq::Selection, engine::source::Resolved)> {
+    let dir = bbq::locate(
+        &LocateSpec {
+            dir: bbq_dir,
+            download: true,
+        },
+        &categories,
+    )?;
+    let sel = bbq::select(
+        &dir,
+        &SelectSpec {
+            categories,
+            conditions: Conditions::Ambig,
+            limit: Some(limit),
+        },
+    )?;
+    let resolved = engine::resolve_model(model)?;
+    engine::source::validate(&resolved)?;
+    Ok((sel, resolved))
 }
 
 fn parse_limit(s: &str) -> Result<Option<usize>> {

@@ -220,21 +220,7 @@ pub fn run(
         let m = &models[mi];
         if loaded.as_ref().map(|l| l.0) != Some(mi) {
             send(Event::Stage(format!("loading {}", m.resolved.id)));
-            let src = source::load(&m.resolved)?;
-            let bos = src
-                .tok
-                .bos
-                .as_ref()
-                .map(|b| b.1.clone())
-                .unwrap_or_default();
-            let eos = src
-                .tok
-                .eos
-                .as_ref()
-                .map(|b| b.1.clone())
-                .unwrap_or_default();
-            let template = ChatTemplate::new(&src.chat_template, &bos, &eos)?;
-            let letters = Letters::find(&src.tok)?;
+            let (src, template, letters) = load_for_scoring(&m.resolved)?;
             record_model(&mut manifest, m, &src, &letters);
             store::write_manifest(&dir, &manifest)?;
             loaded = Some((mi, src, template, letters));
@@ -374,6 +360,15 @@ fn record_precision(
         "compute": compute_path(p, scheme, compute),
         "build_secs": secs,
     });
+}
+
+/// Load a model's BF16 source with what scoring needs: its chat template and letter tokens.
+pub fn load_for_scoring(resolved: &Resolved) -> Result<(SourceModel, ChatTemplate, Letters)> {
+    let src = source::load(resolved)?;
+    let name = |t: &Option<(u32, String)>| t.as_ref().map(|b| b.1.clone()).unwrap_or_default();
+    let template = ChatTemplate::new(&src.chat_template, &name(&src.tok.bos), &name(&src.tok.eos))?;
+    let letters = Letters::find(&src.tok)?;
+    Ok((src, template, letters))
 }
 
 /// How a precision's layers are computed, for the manifest.

@@ -286,35 +286,6 @@ pub fn check_report(out: &Path) {
     );
 }
 
-fn hf_name(g: &str) -> String {
-    let fixed = [
-        ("token_embd.weight", "model.embed_tokens.weight"),
-        ("output_norm.weight", "model.norm.weight"),
-        ("output.weight", "lm_head.weight"),
-    ];
-    if let Some((_, h)) = fixed.iter().find(|(x, _)| *x == g) {
-        return h.to_string();
-    }
-    let rest = g.strip_prefix("blk.").expect("block tensor");
-    let (n, part) = rest.split_once('.').expect("layer");
-    let hf = match part {
-        "attn_q.weight" => "self_attn.q_proj.weight",
-        "attn_k.weight" => "self_attn.k_proj.weight",
-        "attn_v.weight" => "self_attn.v_proj.weight",
-        "attn_output.weight" => "self_attn.o_proj.weight",
-        "attn_q.bias" => "self_attn.q_proj.bias",
-        "attn_k.bias" => "self_attn.k_proj.bias",
-        "attn_v.bias" => "self_attn.v_proj.bias",
-        "ffn_gate.weight" => "mlp.gate_proj.weight",
-        "ffn_up.weight" => "mlp.up_proj.weight",
-        "ffn_down.weight" => "mlp.down_proj.weight",
-        "attn_norm.weight" => "input_layernorm.weight",
-        "ffn_norm.weight" => "post_attention_layernorm.weight",
-        other => panic!("unmapped {other}"),
-    };
-    format!("model.layers.{n}.{hf}")
-}
-
 /// The same model as a Hugging Face folder: config.json, model.safetensors, tokenizer.json
 /// (the GGUF tokenizer saved by the tokenizers crate) and tokenizer_config.json.
 fn write_hf_dir(
@@ -326,8 +297,15 @@ fn write_hf_dir(
     (hidden, ffn, layers, heads, kv, vocab): (usize, usize, usize, u32, u32, usize),
 ) {
     std::fs::create_dir_all(dir).expect("mkdir");
-    let tensors: std::collections::HashMap<String, Tensor> =
-        ts.iter().map(|(n, t)| (hf_name(n), t.clone())).collect();
+    let tensors: std::collections::HashMap<String, Tensor> = ts
+        .iter()
+        .map(|(n, t)| {
+            (
+                stereoscope::engine::convert::hf_name(n).expect("hf name"),
+                t.clone(),
+            )
+        })
+        .collect();
     candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).expect("safetensors");
     let config = serde_json::json!({
         "model_type": arch, "hidden_size": hidden, "intermediate_size": ffn, "num_hidden_layers": layers,
