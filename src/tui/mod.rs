@@ -29,7 +29,7 @@ pub fn load(dir: &ResultsDir) -> Result<(Vec<ItemView>, Option<analysis::Report>
     Ok((store::view::build(&items, &records, None), report))
 }
 
-/// Check that `dir` is a results folder this version reads, and name its model.
+/// Check that `dir` is a results folder this version reads, and name its model and scheme.
 pub fn check_folder(dir: &Path) -> Result<String> {
     let rd = ResultsDir {
         root: dir.to_path_buf(),
@@ -48,7 +48,10 @@ pub fn check_folder(dir: &Path) -> Result<String> {
         .map(|s| s.to_string())
         .or_else(|| m["plan"]["models"][0]["slug"].as_str().map(String::from))
         .unwrap_or_else(|| "?".into());
-    Ok(model)
+    match m["plan"]["scheme"].as_str() {
+        Some(scheme) => Ok(format!("{model} · scheme {scheme}")),
+        None => Ok(model),
+    }
 }
 
 /// A study running in the background, as the explorer controls it.
