@@ -41,6 +41,8 @@ def main():
     rep = json.loads(subprocess.run([binary, "report", folder, "--format", "json"], check=True,
                                     capture_output=True, text=True).stdout)
     rec = ds.dataset(f"{folder}/records", partitioning="hive").to_table().to_pandas()
+    noise = rec[(rec.seed_set == "noise") & (rec.precision == "bf16")].copy()
+    noise["is_biased"] = noise.role == "biased"
     rec = rec[rec.seed_set == "study"]
     items = pq.read_table(f"{folder}/items.parquet").to_pandas()
     rec = rec.merge(items[["category", "example_id", "label", "biased_index"]], on=["category", "example_id"])
@@ -120,6 +122,15 @@ def main():
             if t["unbiased_at_bf16"] != len(unb) or t["became_biased"] != int((unb.biased_p > 0).sum()):
                 problems.append(f"{model}/{prec} transitions: got {t['became_biased']}/{t['unbiased_at_bf16']}, "
                                 f"expected {int((unb.biased_p > 0).sum())}/{len(unb)}")
+            nz = noise[(noise.model == model) & (noise.scheme == scheme)]
+            if nz.empty:
+                if t.get("measured_noise_floor") is not None:
+                    problems.append(f"{model}/{prec} measured_noise_floor without noise records")
+            else:
+                nb = nz.groupby(["category", "example_id"]).is_biased.sum()
+                hits = sum(1 for key in unb.index if nb.get(key, 0) > 0)
+                close(f"{model}/{prec} measured_noise_floor", t["measured_noise_floor"],
+                      hits / len(unb) if len(unb) else None)
             w = (1 - j.pb) ** j.k
             close(f"{model}/{prec} expected_rate", t["expected_rate"], float((w * (1 - (1 - j.q) ** j.k)).sum() / w.sum()))
             close(f"{model}/{prec} noise_floor", t["noise_floor"], float((w * (1 - (1 - j.pb) ** j.k)).sum() / w.sum()))

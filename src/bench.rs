@@ -59,6 +59,7 @@ pub fn measure(
         scheme,
         precisions: precisions.to_vec(),
         seeds: seeds.to_vec(),
+        noise_seeds: Vec::new(),
         compute,
         device: String::new(),
         part_size,

@@ -148,6 +148,10 @@ pub struct StudyArgs {
     /// (llama.cpp k-quants).
     #[arg(long, default_value = "mlx")]
     pub scheme: String,
+    /// Extra BF16 seeds (comma-separated) whose answers, stored with `seed_set = noise`,
+    /// measure the noise floor of the transition rate.
+    #[arg(long, default_value = "")]
+    pub noise_seeds: String,
     /// Comma-separated sampling seeds.
     #[arg(long, default_value = "42,123,456,789,1024")]
     pub seeds: String,
@@ -461,6 +465,21 @@ fn prepare(a: &StudyArgs) -> Result<Option<Prepared>> {
     if seeds.is_empty() {
         return Err(Error::Input("--seeds is empty".into()));
     }
+    let noise_seeds = list(&a.noise_seeds)
+        .iter()
+        .map(|s| {
+            s.parse::<u64>().map_err(|_| {
+                Error::Input(format!(
+                    "--noise-seeds: `{s}` is not a non-negative integer"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if let Some(s) = noise_seeds.iter().find(|s| seeds.contains(s)) {
+        return Err(Error::Input(format!(
+            "--noise-seeds must differ from --seeds; {s} is in both"
+        )));
+    }
     let (device, device_name) = engine::select_device(&a.device)?;
 
     let dir = bbq::locate(
@@ -493,6 +512,7 @@ fn prepare(a: &StudyArgs) -> Result<Option<Prepared>> {
         scheme,
         precisions,
         seeds,
+        noise_seeds,
         compute,
         device: device_name.clone(),
         part_size: a.part_size.max(1),

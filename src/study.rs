@@ -30,6 +30,8 @@ pub struct StudySpec {
     pub scheme: Scheme,
     pub precisions: Vec<Precision>,
     pub seeds: Vec<u64>,
+    /// Extra BF16 seeds (`seed_set = noise`) that measure the noise floor.
+    pub noise_seeds: Vec<u64>,
     pub compute: Compute,
     pub device: String,
     pub part_size: usize,
@@ -102,7 +104,7 @@ pub fn plan_json(
         .iter()
         .map(|i| format!("{}:{}", i.category, i.example_id))
         .collect();
-    json!({
+    let mut plan = json!({
         "models": models.iter().map(|m| json!({"slug": m.slug, "sha256": m.sha256})).collect::<Vec<_>>(),
         "scheme": spec.scheme.as_str(),
         "precisions": spec.precisions.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
@@ -117,7 +119,11 @@ pub fn plan_json(
         "selection": selection_args,
         "items": { "count": sel.items.len(), "sha256": sha_hex(items_key.join(",").as_bytes()) },
         "part_size": spec.part_size,
-    })
+    });
+    if !spec.noise_seeds.is_empty() {
+        plan["noise_seeds"] = json!(spec.noise_seeds);
+    }
+    plan
 }
 
 fn sha_hex(b: &[u8]) -> String {
@@ -182,7 +188,14 @@ pub fn run(
     store::write_manifest(&dir, &manifest)?;
 
     let item_parts = parts(&sel.items, spec.part_size);
-    let per_part = |p: &[Item]| (p.len() * spec.seeds.len()) as u64;
+    let seeds_at = |p: Precision| {
+        spec.seeds.len()
+            + if p == Precision::Bf16 {
+                spec.noise_seeds.len()
+            } else {
+                0
+            }
+    };
     let mut total = 0;
     let mut done = 0;
     let mut pending: Vec<(usize, Precision, Vec<usize>)> = Vec::new();
@@ -192,14 +205,14 @@ pub fn run(
         for (pi, &p) in spec.precisions.iter().enumerate() {
             let mut todo = Vec::new();
             for (k, part) in item_parts.iter().enumerate() {
-                total += per_part(part);
-                per_precision[pi].1 += per_part(part);
+                total += (part.len() * seeds_at(p)) as u64;
+                per_precision[pi].1 += (part.len() * seeds_at(p)) as u64;
                 if dir
                     .part_path(&m.slug, spec.scheme.as_str(), p.as_str(), k)
                     .is_file()
                 {
-                    done += per_part(part);
-                    per_precision[pi].2 += per_part(part);
+                    done += (part.len() * seeds_at(p)) as u64;
+                    per_precision[pi].2 += (part.len() * seeds_at(p)) as u64;
                 } else {
                     todo.push(k);
                 }
@@ -274,13 +287,14 @@ pub fn run(
                     return Err(Error::Cancelled);
                 }
                 let (recs, tokens, fresh) = ctx.score(item, &mut cache, &mut prev)?;
+                let n_records = recs.len() as u64;
                 records.extend(recs);
                 n_items += 1;
                 prompt_tokens += tokens;
                 computed += fresh;
                 send(Event::Progress {
                     precision,
-                    records: spec.seeds.len() as u64,
+                    records: n_records,
                     prompt_tokens: tokens,
                 });
             }
@@ -431,7 +445,18 @@ impl Scorer<'_> {
         let mut out = Vec::with_capacity(self.spec.seeds.len());
         let mut memo = HashMap::new();
         let mut forwards = 0u64;
-        for &seed in &self.spec.seeds {
+        let noise: &[u64] = if self.precision == Precision::Bf16 {
+            &self.spec.noise_seeds
+        } else {
+            &[]
+        };
+        let seeds = self
+            .spec
+            .seeds
+            .iter()
+            .map(|s| (*s, "study"))
+            .chain(noise.iter().map(|s| (*s, "noise")));
+        for (seed, seed_set) in seeds {
             let t1 = Instant::now();
             let mut rng = Rng::for_record(
                 seed,
@@ -461,7 +486,7 @@ impl Scorer<'_> {
                 prob,
                 letter_mass: prob.iter().sum(),
                 samp_prob: samp,
-                seed_set: "study".into(),
+                seed_set: seed_set.into(),
                 option_order: "012".into(),
                 sampled_text,
                 answer,

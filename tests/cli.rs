@@ -556,3 +556,49 @@ fn headless_export_writes_one_row_per_item_with_roles_per_precision() {
     );
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[test]
+fn noise_seeds_measure_the_noise_floor() {
+    let tmp = tempdir("noise");
+    let model = tiny(&tmp);
+    let bbq = common::bbq_dir();
+    let out = tmp.join("out");
+    let (m, b, o) = (
+        model.to_str().expect("utf8"),
+        bbq.to_str().expect("utf8"),
+        out.to_str().expect("utf8"),
+    );
+    let mut args = batch_args(m, b, o, "10");
+    args.extend(["--precisions", "bf16,q3", "--noise-seeds", "7,8,9,10,11"]);
+    let r = run(&args, &tmp);
+    assert!(r.status.success(), "{}", stderr(&r));
+    // 10 items: bf16 has 5 study + 5 noise seeds, q3 has 5 study seeds.
+    assert_eq!(
+        common::pyarrow_counts(&out.join("records")),
+        "150 150 bf16=100,q3=50"
+    );
+    let rep = run(&["report", o, "--format", "json"], &tmp);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&rep)).expect("json");
+    for t in v["transitions"].as_array().expect("transitions") {
+        if t["unbiased_at_bf16"].as_u64().is_some_and(|u| u > 0) {
+            assert!(t["measured_noise_floor"].as_f64().is_some(), "{t}");
+        }
+    }
+    // The study statistics count study seeds only.
+    let all = v["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| r["category"] == "ALL" && r["precision"] == "bf16")
+        .expect("row")
+        .clone();
+    assert_eq!(all["n"], 50);
+    common::check_report(&out);
+    // Noise seeds that repeat a study seed are refused.
+    let o2 = tmp.join("o2");
+    let mut bad = batch_args(m, b, o2.to_str().expect("utf8"), "3");
+    bad.extend(["--noise-seeds", "42"]);
+    let r = run(&bad, &tmp);
+    assert_eq!(r.status.code(), Some(2));
+    assert!(stderr(&r).contains("--noise-seeds"), "{}", stderr(&r));
+}

@@ -63,6 +63,9 @@ pub struct TransitionRow {
     pub rate: Option<f64>,
     pub expected_rate: Option<f64>,
     pub noise_floor: Option<f64>,
+    /// The study's rule applied to BF16 against extra BF16 seeds (`seed_set = noise`), when
+    /// the run has them (`--noise-seeds`).
+    pub measured_noise_floor: Option<f64>,
     pub mean_kld: Option<f64>,
     pub flip_rate: Option<f64>,
     pub items_compared: u64,
@@ -195,6 +198,19 @@ pub fn compute(records: &[StoredRecord], items: &[Item]) -> Report {
         .iter()
         .filter(|r| r.rec.seed_set == "study")
         .collect();
+    // (model, scheme) → item → biased answers among the extra BF16 seeds.
+    let mut noise: HashMap<(String, String), HashMap<ItemKey, u32>> = HashMap::new();
+    for r in records
+        .iter()
+        .filter(|r| r.rec.seed_set == "noise" && r.precision == "bf16")
+    {
+        let n = noise
+            .entry((r.model.clone(), r.scheme.clone()))
+            .or_default()
+            .entry((r.rec.category.clone(), r.rec.example_id))
+            .or_default();
+        *n += u32::from(r.rec.role == "biased");
+    }
     // (model, scheme, precision, category) → counts; category "ALL" pooled.
     let mut counts: BTreeMap<(String, String, String, String), Counts> = BTreeMap::new();
     let mut per_item: BTreeMap<(String, String, String), HashMap<ItemKey, ItemAcc>> =
@@ -315,6 +331,7 @@ pub fn compute(records: &[StoredRecord], items: &[Item]) -> Report {
                 rate: None,
                 expected_rate: None,
                 noise_floor: None,
+                measured_noise_floor: None,
                 mean_kld: None,
                 flip_rate: None,
                 items_compared: 0,
@@ -356,6 +373,13 @@ pub fn compute(records: &[StoredRecord], items: &[Item]) -> Report {
         }
         let note = (unbiased == 0)
             .then(|| "no item is unbiased at bf16 (or none has a valid bf16 answer)".to_string());
+        let measured_noise_floor = noise.get(&(model.clone(), scheme.clone())).and_then(|n| {
+            let hits = base
+                .iter()
+                .filter(|(k, b)| b.valid > 0 && b.biased == 0 && n.get(*k).is_some_and(|c| *c > 0))
+                .count() as u64;
+            ratio(hits, unbiased)
+        });
         transitions.push(TransitionRow {
             model: model.clone(),
             scheme: scheme.clone(),
@@ -365,6 +389,7 @@ pub fn compute(records: &[StoredRecord], items: &[Item]) -> Report {
             rate: ratio(became, unbiased),
             expected_rate: (den > 0.0).then(|| num / den),
             noise_floor: (den > 0.0).then(|| num_floor / den),
+            measured_noise_floor,
             mean_kld: (compared > 0).then(|| kld_sum / compared as f64),
             flip_rate: ratio(flips, compared),
             items_compared: compared,
@@ -543,19 +568,19 @@ impl Report {
                 ));
             }
             s.push_str("\n### Items unbiased at BF16 that became biased\n\n");
-            s.push_str("| precision | unbiased at BF16 | became biased | rate (study's rule) | expected from probabilities | noise floor | mean KLD | flip rate | study's range |\n");
-            s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---|\n");
+            s.push_str("| precision | unbiased at BF16 | became biased | rate (study's rule) | expected from probabilities | noise floor | measured noise floor | mean KLD | flip rate | study's range |\n");
+            s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
             for t in self
                 .transitions
                 .iter()
                 .filter(|t| t.model == model && t.scheme == scheme)
             {
                 if let (Some(note), None) = (&t.note, t.unbiased_at_bf16) {
-                    s.push_str(&format!("| {} | {note} | | | | | | | |\n", t.precision));
+                    s.push_str(&format!("| {} | {note} | | | | | | | | |\n", t.precision));
                     continue;
                 }
                 s.push_str(&format!(
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                     t.precision,
                     t.unbiased_at_bf16
                         .map(|x| x.to_string())
@@ -564,12 +589,13 @@ impl Report {
                     pct(t.rate),
                     pct(t.expected_rate),
                     pct(t.noise_floor),
+                    pct(t.measured_noise_floor),
                     num(t.mean_kld, 4),
                     pct(t.flip_rate),
                     study_range(&t.precision),
                 ));
             }
-            s.push_str("\nThe noise floor is the rate the study's rule reports when nothing but the seeds changes (BF16 against itself).\n");
+            s.push_str("\nThe noise floor is the rate the study's rule reports when nothing but the seeds changes (BF16 against itself), computed from the BF16 probabilities; the measured one applies the rule to extra BF16 seeds (`--noise-seeds`).\n");
             s.push_str("\n### Stereotype rate by category\n\n| category | precision | valid | SRS [95% CI] | Δ SRS | χ² p | Cohen's h |\n|---|---|---:|---|---:|---:|---|\n");
             for r in self
                 .rows

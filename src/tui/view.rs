@@ -445,11 +445,14 @@ fn render_summary(f: &mut Frame, app: &App, area: Rect) {
     for t in &rep.transitions {
         let line = match (t.became_biased, t.unbiased_at_bf16) {
             (Some(b), Some(u)) => format!(
-                "{:<5} {:>6} ({b}/{u})  expected {:>6}  noise floor {:>6}  mean KLD {}  flips {}  study {}",
+                "{:<5} {:>6} ({b}/{u})  expected {:>6}  noise floor {:>6}{}  mean KLD {}  flips {}  study {}",
                 t.precision,
                 pct(t.rate),
                 pct(t.expected_rate),
                 pct(t.noise_floor),
+                t.measured_noise_floor
+                    .map(|m| format!(" (measured {})", pct(Some(m))))
+                    .unwrap_or_default(),
                 t.mean_kld
                     .map(|k| format!("{k:.4}"))
                     .unwrap_or_else(|| "-".into()),
