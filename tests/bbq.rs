@@ -67,7 +67,7 @@ fn polarity_decides_which_option_is_biased() {
 
 #[test]
 fn target_loc_from_additional_metadata_wins() {
-    let tmp = tempdir();
+    let tmp = common::tempdir("bbq");
     let line = std::fs::read_to_string(common::bbq_dir().join("Religion.jsonl")).expect("reads");
     let first = line.lines().next().expect("a line");
     std::fs::write(tmp.join("Religion.jsonl"), format!("{first}\n")).expect("write");
@@ -101,26 +101,9 @@ fn target_loc_from_additional_metadata_wins() {
     assert!(sel.checksums.contains_key("additional_metadata.csv"));
 }
 
-fn tempdir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "stereoscope-bbq-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    std::fs::create_dir_all(&d).expect("mkdir");
-    d
-}
-
-fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
-}
-
 #[test]
 fn malformed_json_line_is_named_by_file_and_line() {
-    let tmp = tempdir();
+    let tmp = common::tempdir("bbq");
     let src = std::fs::read_to_string(common::bbq_dir().join("Age.jsonl")).expect("reads");
     let mut lines: Vec<&str> = src.lines().take(5).collect();
     lines[2] = "{\"example_id\": 2, \"broken";
@@ -134,7 +117,7 @@ fn malformed_json_line_is_named_by_file_and_line() {
 
 #[test]
 fn missing_field_is_named() {
-    let tmp = tempdir();
+    let tmp = common::tempdir("bbq");
     let src = std::fs::read_to_string(common::bbq_dir().join("Age.jsonl")).expect("reads");
     let mut v: serde_json::Value =
         serde_json::from_str(src.lines().next().expect("line")).expect("json");
@@ -258,7 +241,7 @@ fn serve(dir: std::path::PathBuf) -> String {
 
 #[test]
 fn missing_files_are_downloaded_checked_and_cached() {
-    let cache = tempdir();
+    let cache = common::tempdir("bbq");
     let base = serve(common::bbq_dir());
     let dest = cache.join("bbq");
     bbq::locate::download_missing(&base, &dest, &["Religion".to_string()]).expect("downloads");
@@ -266,7 +249,7 @@ fn missing_files_are_downloaded_checked_and_cached() {
     let want = std::fs::read(common::bbq_dir().join("Religion.jsonl")).expect("reads");
     assert_eq!(got, want);
     // A server that serves the wrong bytes for a file is caught by the blob id check.
-    let wrong = tempdir();
+    let wrong = common::tempdir("bbq");
     std::fs::write(wrong.join("Age.jsonl"), b"{}\n").expect("write");
     let base2 = serve(wrong);
     let err = bbq::locate::download_missing(&base2, &cache.join("bbq2"), &["Age".to_string()])

@@ -5,15 +5,7 @@ mod common;
 use common::{run, stderr, stdout};
 use std::path::{Path, PathBuf};
 
-fn tempdir(tag: &str) -> PathBuf {
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let d = std::env::temp_dir().join(format!("stereoscope-{tag}-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&d).expect("mkdir");
-    d
-}
+use common::{part_files as parts, tempdir};
 
 fn tiny(dir: &Path) -> PathBuf {
     let p = dir.join("tiny-llama.gguf");
@@ -35,23 +27,6 @@ fn batch_args<'a>(model: &'a str, bbq: &'a str, out: &'a str, limit: &'a str) ->
         "--out",
         out,
     ]
-}
-
-fn parts(root: &Path) -> Vec<PathBuf> {
-    let mut v = Vec::new();
-    let mut stack = vec![root.join("records")];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                v.push(p);
-            }
-        }
-    }
-    v.sort();
-    v
 }
 
 #[test]

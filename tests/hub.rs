@@ -3,19 +3,9 @@
 //! standing in for huggingface.co) into the standard cache, then found there offline.
 mod common;
 
-use common::{run, stderr};
+use common::{run, stderr, tempdir};
 use stereoscope::engine::{self, Compute, KvCache, Precision, Scheme, quant};
 use stereoscope::prompt;
-
-fn tempdir(tag: &str) -> std::path::PathBuf {
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let d = std::env::temp_dir().join(format!("stereoscope-{tag}-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&d).expect("mkdir");
-    d
-}
 
 #[test]
 fn hf_folder_and_gguf_of_the_same_weights_give_the_same_logits() {

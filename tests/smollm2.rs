@@ -2,21 +2,11 @@
 //! the end-to-end run of 40 items × 5 precisions × 5 seeds with a kill and resume.
 mod common;
 
-use common::{run, stderr};
+use common::{run, stderr, tempdir};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use stereoscope::engine::source;
-
-fn tempdir(tag: &str) -> PathBuf {
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let d = std::env::temp_dir().join(format!("stereoscope-{tag}-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&d).expect("mkdir");
-    d
-}
 
 fn tokenizer_checks(model: PathBuf, known: &[(&str, &[u32])]) {
     let resolved = source::resolve_model(model.to_str().expect("utf8")).expect("resolves");
@@ -94,23 +84,14 @@ fn qwen_tokenizer_is_lossless_on_bbq_when_present() {
 }
 
 fn count_parts(root: &std::path::Path) -> usize {
-    let mut n = 0;
-    let mut stack = vec![root.join("records")];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p
-                .file_name()
+    common::part_files(root)
+        .iter()
+        .filter(|p| {
+            p.file_name()
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with("part-"))
-            {
-                n += 1;
-            }
-        }
-    }
-    n
+        })
+        .count()
 }
 
 #[test]

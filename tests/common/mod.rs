@@ -396,3 +396,32 @@ pub fn serve_files(dir: PathBuf, prefix: &'static str) -> String {
     });
     format!("http://{addr}")
 }
+
+/// A fresh temporary folder for one test.
+pub fn tempdir(tag: &str) -> PathBuf {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let d = std::env::temp_dir().join(format!("stereoscope-{tag}-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("mkdir");
+    d
+}
+
+/// The finished part files (`part-*.parquet`) of a results folder, sorted.
+pub fn part_files(root: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    let mut stack = vec![root.join("records")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                v.push(p);
+            }
+        }
+    }
+    v.sort();
+    v
+}
