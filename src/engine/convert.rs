@@ -11,34 +11,7 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::path::Path;
 
-/// The Hugging Face name of a GGUF tensor name.
-pub fn hf_name(g: &str) -> Option<String> {
-    let fixed = [
-        ("token_embd.weight", "model.embed_tokens.weight"),
-        ("output_norm.weight", "model.norm.weight"),
-        ("output.weight", "lm_head.weight"),
-    ];
-    if let Some((_, h)) = fixed.iter().find(|(x, _)| *x == g) {
-        return Some(h.to_string());
-    }
-    let (n, part) = g.strip_prefix("blk.")?.split_once('.')?;
-    let hf = match part {
-        "attn_q.weight" => "self_attn.q_proj.weight",
-        "attn_k.weight" => "self_attn.k_proj.weight",
-        "attn_v.weight" => "self_attn.v_proj.weight",
-        "attn_output.weight" => "self_attn.o_proj.weight",
-        "attn_q.bias" => "self_attn.q_proj.bias",
-        "attn_k.bias" => "self_attn.k_proj.bias",
-        "attn_v.bias" => "self_attn.v_proj.bias",
-        "ffn_gate.weight" => "mlp.gate_proj.weight",
-        "ffn_up.weight" => "mlp.up_proj.weight",
-        "ffn_down.weight" => "mlp.down_proj.weight",
-        "attn_norm.weight" => "input_layernorm.weight",
-        "ffn_norm.weight" => "post_attention_layernorm.weight",
-        _ => return None,
-    };
-    Some(format!("model.layers.{n}.{hf}"))
-}
+pub use super::hf::hf_name;
 
 /// Undo llama.cpp's q/k row permutation for interleaved rotary embeddings.
 fn unpermute(t: &Tensor, heads: usize) -> Result<Tensor> {

@@ -5,6 +5,7 @@
 pub mod convert;
 pub mod device;
 pub mod fetch;
+pub mod hf;
 pub mod mlx;
 pub mod model;
 pub mod quant;

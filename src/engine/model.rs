@@ -1,5 +1,5 @@
-//! One llama-family decoder (llama, qwen2; mistral and phi3 share its shape), driven by a
-//! [`ModelConfig`]. Weights are given per precision as [`QMatMul`]s, so the same forward
+//! One llama-family decoder (llama, mistral, qwen2, phi3), driven by a [`ModelConfig`]:
+//! q/k/v biases, fused projections (split when loaded) and rotary scaling are data, not code. Weights are given per precision as [`QMatMul`]s, so the same forward
 //! runs BF16, dequantized and kernel-quantized layers. The KV cache is an immutable value:
 //! a forward returns a new cache, so one prompt's cache can be extended by several seeds.
 
@@ -31,6 +31,14 @@ pub struct ModelConfig {
     pub rms_norm_eps: f64,
     pub rope_theta: f64,
     pub rope_style: RopeStyle,
+    /// Per-pair rotary wavelengths divided by 2π (θ_i = position / freqs[i]) when the
+    /// model scales its rotary embedding (linear, llama3, longrope); empty for the plain
+    /// `rope_theta^(2i/d)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rope_freqs: Vec<f64>,
+    /// Factor applied to queries and keys before rotation (longrope's attention scaling).
+    #[serde(default = "unit")]
+    pub rope_mscale: f64,
     pub max_positions: usize,
     pub tie_embeddings: bool,
 }
@@ -98,17 +106,43 @@ impl KvCache {
     }
 }
 
+fn unit() -> f64 {
+    1.0
+}
+
+impl ModelConfig {
+    /// The plain rotary wavelengths over 2π, `rope_theta^(2i/d)`, one per pair of dimensions.
+    pub fn base_rope_freqs(&self) -> Vec<f64> {
+        (0..self.head_dim / 2)
+            .map(|i| self.rope_theta.powf(2.0 * i as f64 / self.head_dim as f64))
+            .collect()
+    }
+}
+
+/// cos and sin tables `[max_positions, head_dim/2]`, with `rope_mscale` folded in (scaling
+/// both q and k before rotation is scaling cos and sin).
 fn rope_tables(cfg: &ModelConfig, device: &Device) -> Result<(Tensor, Tensor)> {
     let half = cfg.head_dim / 2;
-    let inv: Vec<f32> = (0..half)
-        .map(|i| (1.0 / cfg.rope_theta.powf(2.0 * i as f64 / cfg.head_dim as f64)) as f32)
-        .collect();
+    let freqs = if cfg.rope_freqs.is_empty() {
+        cfg.base_rope_freqs()
+    } else {
+        cfg.rope_freqs.clone()
+    };
+    if freqs.len() != half {
+        return Err(crate::Error::Model(format!(
+            "rotary scaling has {} factors for a head of {} dimensions (expected {half})",
+            freqs.len(),
+            cfg.head_dim
+        )));
+    }
+    let inv: Vec<f32> = freqs.iter().map(|f| (1.0 / f) as f32).collect();
     let inv = Tensor::from_vec(inv, (1, half), device)?;
     let pos = Tensor::arange(0u32, cfg.max_positions as u32, device)?
         .to_dtype(DType::F32)?
         .reshape((cfg.max_positions, 1))?;
-    let freqs = pos.matmul(&inv)?;
-    Ok((freqs.cos()?, freqs.sin()?))
+    let angles = pos.matmul(&inv)?;
+    let m = cfg.rope_mscale;
+    Ok(((angles.cos()? * m)?, (angles.sin()? * m)?))
 }
 
 impl Transformer {

@@ -3,6 +3,7 @@
 //! a tensor whose input dimension is not a multiple of 256 falls back to Q8_0 (q8, q6) or
 //! Q4_0 (q4, q3), and every tensor's type is recorded.
 
+use super::hf::MlxQuant;
 use super::model::{Layer, Transformer};
 use super::source::SourceModel;
 use crate::error::{Error, Result, brief};
@@ -168,6 +169,9 @@ fn quantize_all(
     precision: Precision,
     scheme: Scheme,
 ) -> Result<BTreeMap<String, (Weight, String)>> {
+    if let Some(q) = &src.mlx_quant {
+        return held_weights(src, q, precision);
+    }
     let names: Vec<&String> = src.tensors.keys().collect();
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -232,6 +236,32 @@ fn quantize_all(
         out.extend(r?);
     }
     Ok(out)
+}
+
+/// The weights of an MLX folder, already dequantized when it was loaded: it can only be
+/// run at the precision it holds.
+fn held_weights(src: &SourceModel, q: &MlxQuant, precision: Precision) -> Result<Weights> {
+    if precision != q.precision {
+        return Err(Error::Model(format!(
+            "{} holds {}-bit MLX weights ({}); it cannot run at {} — pass its BF16 source and attach this folder with --checkpoint",
+            src.id,
+            q.bits,
+            q.precision.as_str(),
+            precision.as_str()
+        )));
+    }
+    Ok(src
+        .tensors
+        .iter()
+        .map(|(name, t)| {
+            let ty = q
+                .tensor_types
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| if t.rank() >= 2 { "bf16" } else { "f32" }.to_string());
+            (name.clone(), (Weight::Dense(t.clone()), ty))
+        })
+        .collect())
 }
 
 /// Build the model at `precision` on `device`.

@@ -81,6 +81,8 @@ pub struct SourceModel {
     /// When the BF16 source was dequantized from quantized tensors: their types and counts.
     pub dequantized_from: Option<String>,
     pub format: String,
+    /// For an MLX folder: how it was quantized and the precision it holds.
+    pub mlx_quant: Option<super::hf::MlxQuant>,
 }
 
 /// A filesystem-safe slug for a model name or path.
@@ -234,7 +236,7 @@ pub fn hub_download(id: &str) -> Result<PathBuf> {
 }
 
 fn shard_files(index: &Path) -> Result<Vec<String>> {
-    let v: serde_json::Value = read_json(index)?;
+    let v: serde_json::Value = super::hf::read_json(index)?;
     let map = v
         .get("weight_map")
         .and_then(|m| m.as_object())
@@ -246,13 +248,6 @@ fn shard_files(index: &Path) -> Result<Vec<String>> {
     files.sort();
     files.dedup();
     Ok(files)
-}
-
-fn read_json(path: &Path) -> Result<serde_json::Value> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Model(format!("cannot read {}: {e}", path.display())))?;
-    serde_json::from_str(&text)
-        .map_err(|e| Error::Model(format!("{}: invalid JSON: {e}", path.display())))
 }
 
 fn sha256_files(paths: &[PathBuf]) -> Result<String> {
@@ -301,7 +296,7 @@ pub fn fingerprint(resolved: &Resolved) -> Result<String> {
 pub fn load(resolved: &Resolved) -> Result<SourceModel> {
     match &resolved.spec {
         ModelSpec::Gguf(path) => load_gguf(&resolved.id, path),
-        ModelSpec::HfDir(dir) => load_hf_dir(&resolved.id, dir),
+        ModelSpec::HfDir(dir) => super::hf::load(&resolved.id, dir),
     }
 }
 
@@ -310,7 +305,7 @@ fn gguf_err(path: &Path, what: impl std::fmt::Display) -> Error {
 }
 
 /// Round F32 values to the nearest BF16 (kept in F32 storage).
-fn to_bf16_values(t: &Tensor) -> Result<Tensor> {
+pub(crate) fn to_bf16_values(t: &Tensor) -> Result<Tensor> {
     Ok(t.to_dtype(DType::BF16)?.to_dtype(DType::F32)?)
 }
 
@@ -437,6 +432,8 @@ fn load_gguf(id: &str, path: &Path) -> Result<SourceModel> {
         rms_norm_eps: get_f("attention.layer_norm_rms_epsilon", 1e-5),
         rope_theta: get_f("rope.freq_base", 10000.0),
         rope_style,
+        rope_freqs: Vec::new(),
+        rope_mscale: 1.0,
         max_positions: get_u("context_length").unwrap_or(4096).min(32768),
         tie_embeddings: !tensors.contains_key("output.weight"),
     };
@@ -468,150 +465,6 @@ fn load_gguf(id: &str, path: &Path) -> Result<SourceModel> {
         chat_template,
         dequantized_from,
         format: "gguf".into(),
-    })
-}
-
-/// The GGUF name of a Hugging Face tensor name.
-fn gguf_name(hf: &str) -> Option<String> {
-    let fixed = match hf {
-        "model.embed_tokens.weight" => Some("token_embd.weight"),
-        "model.norm.weight" => Some("output_norm.weight"),
-        "lm_head.weight" => Some("output.weight"),
-        _ => None,
-    };
-    if let Some(f) = fixed {
-        return Some(f.to_string());
-    }
-    let rest = hf.strip_prefix("model.layers.")?;
-    let (n, rest) = rest.split_once('.')?;
-    let part = match rest {
-        "self_attn.q_proj.weight" => "attn_q.weight",
-        "self_attn.k_proj.weight" => "attn_k.weight",
-        "self_attn.v_proj.weight" => "attn_v.weight",
-        "self_attn.o_proj.weight" => "attn_output.weight",
-        "self_attn.q_proj.bias" => "attn_q.bias",
-        "self_attn.k_proj.bias" => "attn_k.bias",
-        "self_attn.v_proj.bias" => "attn_v.bias",
-        "mlp.gate_proj.weight" => "ffn_gate.weight",
-        "mlp.up_proj.weight" => "ffn_up.weight",
-        "mlp.down_proj.weight" => "ffn_down.weight",
-        "input_layernorm.weight" => "attn_norm.weight",
-        "post_attention_layernorm.weight" => "ffn_norm.weight",
-        _ => return None,
-    };
-    Some(format!("blk.{n}.{part}"))
-}
-
-fn load_hf_dir(id: &str, dir: &Path) -> Result<SourceModel> {
-    let config = read_json(&dir.join("config.json"))?;
-    let cfg_path = dir.join("config.json").display().to_string();
-    let arch = config
-        .get("model_type")
-        .and_then(|v| v.as_str())
-        .ok_or_else(|| Error::Model(format!("{cfg_path}: no model_type")))?
-        .to_string();
-    if !matches!(arch.as_str(), "llama" | "mistral" | "qwen2") {
-        return Err(Error::Model(format!(
-            "{cfg_path}: model_type `{arch}` is not supported (supported: llama, mistral, qwen2)"
-        )));
-    }
-    if config.get("quantization").is_some() || config.get("quantization_config").is_some() {
-        return Err(Error::Model(format!(
-            "{cfg_path}: quantized checkpoints are not supported as a source; pass the BF16 model"
-        )));
-    }
-    let u = |k: &str| -> Result<usize> {
-        config
-            .get(k)
-            .and_then(|v| v.as_u64())
-            .map(|x| x as usize)
-            .ok_or_else(|| Error::Model(format!("{cfg_path}: `{k}` is missing")))
-    };
-    let hidden = u("hidden_size")?;
-    let heads = u("num_attention_heads")?;
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::Model(format!("cannot list {}: {e}", dir.display())))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        return Err(Error::Model(format!(
-            "{}: no .safetensors files",
-            dir.display()
-        )));
-    }
-    let mut tensors = BTreeMap::new();
-    for f in &files {
-        let loaded = candle_core::safetensors::load(f, &Device::Cpu).map_err(|e| {
-            Error::Model(format!(
-                "{}: cannot read safetensors: {}",
-                f.display(),
-                brief(&e)
-            ))
-        })?;
-        for (name, t) in loaded {
-            let Some(g) = gguf_name(&name) else { continue };
-            let t = t.to_dtype(DType::F32)?;
-            let t = if t.rank() >= 2 {
-                to_bf16_values(&t)?
-            } else {
-                t
-            };
-            tensors.insert(g, t);
-        }
-    }
-    let tie = config
-        .get("tie_word_embeddings")
-        .and_then(|v| v.as_bool())
-        .unwrap_or(false);
-    if tie {
-        tensors.remove("output.weight");
-    }
-    let vocab = tensors
-        .get("token_embd.weight")
-        .map(|t| t.dims()[0])
-        .ok_or_else(|| Error::Model(format!("{}: no model.embed_tokens.weight", dir.display())))?;
-    let cfg = ModelConfig {
-        architecture: arch,
-        hidden_size: hidden,
-        intermediate_size: u("intermediate_size")?,
-        num_layers: u("num_hidden_layers")?,
-        num_heads: heads,
-        num_kv_heads: u("num_key_value_heads").unwrap_or(heads),
-        head_dim: u("head_dim").unwrap_or(hidden / heads),
-        vocab_size: vocab,
-        rms_norm_eps: config
-            .get("rms_norm_eps")
-            .and_then(|v| v.as_f64())
-            .unwrap_or(1e-5),
-        rope_theta: config
-            .get("rope_theta")
-            .and_then(|v| v.as_f64())
-            .unwrap_or(10000.0),
-        rope_style: RopeStyle::Half,
-        max_positions: u("max_position_embeddings").unwrap_or(4096).min(32768),
-        tie_embeddings: !tensors.contains_key("output.weight"),
-    };
-    let tok_cfg = read_json(&dir.join("tokenizer_config.json"))?;
-    let tok = tokenizer::from_hf_files(&dir.join("tokenizer.json"), &tok_cfg)?;
-    let chat_template = match tok_cfg.get("chat_template") {
-        Some(serde_json::Value::String(s)) => s.clone(),
-        _ => std::fs::read_to_string(dir.join("chat_template.jinja")).map_err(|_| {
-            Error::Model(format!(
-                "{}: no chat_template in tokenizer_config.json",
-                dir.display()
-            ))
-        })?,
-    };
-    Ok(SourceModel {
-        id: id.to_string(),
-        slug: slugify(id),
-        cfg,
-        tensors,
-        tok,
-        chat_template,
-        dequantized_from: None,
-        format: "hf-safetensors".into(),
+        mlx_quant: None,
     })
 }

@@ -425,3 +425,123 @@ pub fn part_files(root: &Path) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// Whether mlx-lm (the reference for MLX numerics) can be imported. When it cannot, tests
+/// that compare against it fail, unless `STEREOSCOPE_NO_MLX=1` says to skip them (scripts/test
+/// sets it, loudly, only when installing mlx-lm failed).
+pub fn mlx_lm_ready(test: &str) -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import mlx.core, mlx_lm"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if ok {
+        return true;
+    }
+    if std::env::var("STEREOSCOPE_NO_MLX").is_ok_and(|v| v == "1") {
+        eprintln!("{test}: SKIPPED, mlx-lm is not installed and STEREOSCOPE_NO_MLX=1");
+        return false;
+    }
+    panic!(
+        "{test} compares against mlx-lm, which is not installed: pip install \"mlx[cpu]\" mlx-lm (or set STEREOSCOPE_NO_MLX=1 to skip)"
+    );
+}
+
+/// A tiny random-weight model of architecture `arch` (llama, mistral, qwen2, phi3) as a
+/// Hugging Face folder with BF16 safetensors, each architecture with what sets it apart:
+/// llama an untied head and llama3 rotary scaling, mistral an explicit head_dim smaller than
+/// hidden/heads, qwen2 q/k/v biases and tied embeddings, phi3 fused `qkv_proj` and
+/// `gate_up_proj` and longrope scaling. Hidden size 128 so MLX groups of 64 apply.
+pub fn write_tiny_arch(dir: &Path, arch: &str) {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    // The tokenizer files of the tiny GGUF model, saved as a folder.
+    let tok_src = dir.join("tokenizer-src");
+    write_tiny(&dir.join("tokenizer-src.gguf"), "llama", Some(&tok_src));
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(tok_src.join(f), dir.join(f)).expect("copy tokenizer");
+    }
+    std::fs::remove_dir_all(&tok_src).expect("rm");
+    std::fs::remove_file(dir.join("tokenizer-src.gguf")).expect("rm");
+    let (vocab, hidden, ffn, layers) = (262usize, 128usize, 256usize, 2usize);
+    let (heads, kv, head_dim) = match arch {
+        "mistral" => (4usize, 2usize, 16usize),
+        _ => (4, 2, 32),
+    };
+    let mut seed = 11u64 + arch.len() as u64;
+    let mut ts: Vec<(String, Tensor)> = Vec::new();
+    let mut add = |name: String, shape: &[usize], scale: f32, offset: f32| {
+        let t = (rand_tensor(shape, &mut seed, scale) + offset as f64).expect("offset");
+        ts.push((name, t));
+    };
+    add(
+        "model.embed_tokens.weight".into(),
+        &[vocab, hidden],
+        1.0,
+        0.0,
+    );
+    add("model.norm.weight".into(), &[hidden], 0.1, 1.0);
+    if arch != "qwen2" {
+        add("lm_head.weight".into(), &[vocab, hidden], 0.1, 0.0);
+    }
+    let (q, kvd) = (heads * head_dim, kv * head_dim);
+    for l in 0..layers {
+        let p = |s: &str| format!("model.layers.{l}.{s}");
+        if arch == "phi3" {
+            add(
+                p("self_attn.qkv_proj.weight"),
+                &[q + 2 * kvd, hidden],
+                0.1,
+                0.0,
+            );
+            add(p("mlp.gate_up_proj.weight"), &[2 * ffn, hidden], 0.1, 0.0);
+        } else {
+            add(p("self_attn.q_proj.weight"), &[q, hidden], 0.1, 0.0);
+            add(p("self_attn.k_proj.weight"), &[kvd, hidden], 0.1, 0.0);
+            add(p("self_attn.v_proj.weight"), &[kvd, hidden], 0.1, 0.0);
+            add(p("mlp.gate_proj.weight"), &[ffn, hidden], 0.1, 0.0);
+            add(p("mlp.up_proj.weight"), &[ffn, hidden], 0.1, 0.0);
+        }
+        if arch == "qwen2" {
+            add(p("self_attn.q_proj.bias"), &[q], 0.5, 0.0);
+            add(p("self_attn.k_proj.bias"), &[kvd], 0.5, 0.0);
+            add(p("self_attn.v_proj.bias"), &[kvd], 0.5, 0.0);
+        }
+        add(p("self_attn.o_proj.weight"), &[hidden, q], 0.1, 0.0);
+        add(p("mlp.down_proj.weight"), &[hidden, ffn], 0.1, 0.0);
+        add(p("input_layernorm.weight"), &[hidden], 0.1, 1.0);
+        add(p("post_attention_layernorm.weight"), &[hidden], 0.1, 1.0);
+    }
+    let tensors: std::collections::HashMap<String, Tensor> = ts
+        .into_iter()
+        .map(|(n, t)| (n, t.to_dtype(candle_core::DType::BF16).expect("bf16")))
+        .collect();
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).expect("save");
+    let mut config = serde_json::json!({
+        "model_type": arch, "hidden_size": hidden, "intermediate_size": ffn,
+        "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv,
+        "vocab_size": vocab, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+        "max_position_embeddings": 2048, "tie_word_embeddings": arch == "qwen2",
+        "torch_dtype": "bfloat16",
+    });
+    match arch {
+        "llama" => {
+            config["rope_scaling"] = serde_json::json!({"rope_type": "llama3", "factor": 8.0,
+                "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64});
+        }
+        "mistral" => {
+            config["head_dim"] = serde_json::json!(head_dim);
+            config["sliding_window"] = serde_json::Value::Null;
+        }
+        "phi3" => {
+            let half = head_dim / 2;
+            let short: Vec<f64> = (0..half).map(|i| 1.0 + 0.05 * i as f64).collect();
+            let long: Vec<f64> = (0..half).map(|i| 1.0 + 0.5 * i as f64).collect();
+            config["rope_scaling"] = serde_json::json!({"type": "longrope",
+                "short_factor": short, "long_factor": long});
+            config["max_position_embeddings"] = serde_json::json!(131072);
+            config["original_max_position_embeddings"] = serde_json::json!(4096);
+        }
+        _ => {}
+    }
+    std::fs::write(dir.join("config.json"), config.to_string()).expect("config");
+}
