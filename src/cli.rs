@@ -141,9 +141,13 @@ pub struct StudyArgs {
     /// Results folder (default: stereoscope-results/<model>-<plan hash>).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Comma-separated precisions.
-    #[arg(long, default_value = "bf16,q8,q6,q4,q3")]
-    pub precisions: String,
+    /// Comma-separated precisions [default: bf16,q8,q6,q4,q3, or the one an MLX folder holds].
+    #[arg(long)]
+    pub precisions: Option<String>,
+    /// A prebuilt MLX folder used for one precision instead of quantizing in process:
+    /// `[MODEL:]PRECISION=FOLDER` (such as the study's `…-q4-mlx-cba`). Repeatable.
+    #[arg(long = "checkpoint")]
+    pub checkpoints: Vec<String>,
     /// How quantized precisions are made: mlx (affine, group 64, as the study) or gguf
     /// (llama.cpp k-quants).
     #[arg(long, default_value = "mlx")]
@@ -446,7 +450,7 @@ fn prepare(a: &StudyArgs) -> Result<Option<Prepared>> {
     bbq::validate_categories(&categories)?;
     let conditions = Conditions::parse(&a.conditions)?;
     let limit = parse_limit(&a.limit)?;
-    let precisions = list(&a.precisions)
+    let precisions = list(a.precisions.as_deref().unwrap_or("bf16,q8,q6,q4,q3"))
         .iter()
         .map(|p| Precision::parse(p))
         .collect::<Result<Vec<_>>>()?;
@@ -506,7 +510,29 @@ fn prepare(a: &StudyArgs) -> Result<Option<Prepared>> {
         .iter()
         .map(|m| engine::resolve_model(m))
         .collect::<Result<Vec<_>>>()?;
-    let models = study::plan_models(&resolved)?;
+    let mut models = study::plan_models(&resolved)?;
+    for c in &a.checkpoints {
+        study::attach_checkpoint(&mut models, c)?;
+    }
+    let precisions = precisions_for(&models, precisions, a.precisions.is_some())?;
+    if (!a.checkpoints.is_empty() || models.iter().any(|m| m.holds.is_some()))
+        && scheme != Scheme::Mlx
+    {
+        return Err(Error::Input(
+            "MLX folders and --checkpoint belong to --scheme mlx".into(),
+        ));
+    }
+    for m in &models {
+        for c in &m.checkpoints {
+            if !precisions.contains(&c.precision) {
+                return Err(Error::Input(format!(
+                    "--checkpoint for {} is given but {} is not among the precisions",
+                    c.precision.as_str(),
+                    c.precision.as_str()
+                )));
+            }
+        }
+    }
     let spec = StudySpec {
         models: resolved,
         scheme,
@@ -557,6 +583,41 @@ fn prepare(a: &StudyArgs) -> Result<Option<Prepared>> {
         device,
         device_name,
     }))
+}
+
+/// The precisions to run: an MLX folder given as `--model` runs only the precision it
+/// holds (the default when `--precisions` is not given), and every such folder must agree.
+fn precisions_for(
+    models: &[study::PlannedModel],
+    asked: Vec<Precision>,
+    explicit: bool,
+) -> Result<Vec<Precision>> {
+    let Some(held) = models.iter().find_map(|m| m.holds.map(|h| (m, h))) else {
+        return Ok(asked);
+    };
+    let (first, h) = held;
+    if let Some(m) = models
+        .iter()
+        .find(|m| m.holds.is_some_and(|x| x != h) || m.holds.is_none() && models.len() > 1)
+    {
+        return Err(Error::Input(format!(
+            "{} holds {} but {} does not; run quantized MLX folders of one precision together, or attach them to their BF16 source with --checkpoint",
+            first.resolved.id,
+            h.as_str(),
+            m.resolved.id
+        )));
+    }
+    if explicit && asked != [h] {
+        return Err(Error::Input(format!(
+            "{} holds {} and can only run at {}; to compare precisions pass its BF16 source with --model and this folder with --checkpoint {}={}",
+            first.resolved.id,
+            h.as_str(),
+            h.as_str(),
+            h.as_str(),
+            first.resolved.id
+        )));
+    }
+    Ok(vec![h])
 }
 
 fn batch(a: &StudyArgs) -> Result<()> {

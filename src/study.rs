@@ -9,7 +9,7 @@
 use crate::bbq::{Item, Selection};
 use crate::engine::quant::{self, Built};
 use crate::engine::sample::{Letters, Rng, softmax};
-use crate::engine::source::{self, Resolved, SourceModel};
+use crate::engine::source::{self, ModelSpec, Resolved, SourceModel};
 use crate::engine::{Compute, KvCache, Precision, Scheme};
 use crate::error::{Error, Result};
 use crate::prompt::{self, ChatTemplate};
@@ -72,6 +72,32 @@ pub struct PlannedModel {
     pub resolved: Resolved,
     pub slug: String,
     pub sha256: String,
+    /// The precision the source holds when it is an MLX folder (it runs only that one).
+    pub holds: Option<Precision>,
+    /// Prebuilt checkpoints that replace in-process quantization at their precision.
+    pub checkpoints: Vec<Checkpoint>,
+}
+
+/// A prebuilt quantized folder (`--checkpoint`) used for one precision of a model.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub precision: Precision,
+    pub resolved: Resolved,
+    pub sha256: String,
+}
+
+impl PlannedModel {
+    fn checkpoint(&self, p: Precision) -> Option<&Checkpoint> {
+        self.checkpoints.iter().find(|c| c.precision == p)
+    }
+}
+
+/// The precision a model source holds: `Some` for an MLX folder.
+pub fn held_precision(r: &Resolved) -> Result<Option<Precision>> {
+    match &r.spec {
+        ModelSpec::HfDir(dir) => crate::engine::hf::held_precision(dir),
+        ModelSpec::Gguf(_) => Ok(None),
+    }
 }
 
 /// Fingerprint the models and give each a unique slug.
@@ -87,9 +113,83 @@ pub fn plan_models(models: &[Resolved]) -> Result<Vec<PlannedModel>> {
             resolved: r.clone(),
             slug,
             sha256: source::fingerprint(r)?,
+            holds: held_precision(r)?,
+            checkpoints: Vec::new(),
         });
     }
     Ok(out)
+}
+
+/// Attach `--checkpoint [MODEL:]PRECISION=FOLDER`: MODEL (a slug or the `--model` value)
+/// may be left out when there is one model. The folder must hold that precision.
+pub fn attach_checkpoint(models: &mut [PlannedModel], arg: &str) -> Result<()> {
+    let bad = |why: String| Error::Input(format!("--checkpoint {arg}: {why}"));
+    let (lhs, path) = arg
+        .split_once('=')
+        .ok_or_else(|| bad("expected [MODEL:]PRECISION=FOLDER".into()))?;
+    let (model, precision) = match lhs.rsplit_once(':') {
+        Some((m, p)) => (Some(m), p),
+        None => (None, lhs),
+    };
+    let precision = Precision::parse(precision)?;
+    if precision == Precision::Bf16 {
+        return Err(bad("bf16 is the source itself; pass it with --model".into()));
+    }
+    let idx = match model {
+        Some(m) => models
+            .iter()
+            .position(|x| x.slug == m || x.resolved.id == m)
+            .ok_or_else(|| {
+                bad(format!(
+                    "no --model named `{m}` (models: {})",
+                    models
+                        .iter()
+                        .map(|x| x.slug.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?,
+        None if models.len() == 1 => 0,
+        None => {
+            return Err(bad(
+                "several models: name one as MODEL:PRECISION=FOLDER".into()
+            ));
+        }
+    };
+    let resolved = crate::engine::resolve_model(path)?;
+    source::validate(&resolved)?;
+    match held_precision(&resolved)? {
+        Some(h) if h == precision => {}
+        Some(h) => {
+            return Err(bad(format!(
+                "{path} holds {}, not {}",
+                h.as_str(),
+                precision.as_str()
+            )));
+        }
+        None => return Err(bad(format!("{path} is not a quantized MLX folder"))),
+    }
+    let m = &mut models[idx];
+    if m.holds.is_some() {
+        return Err(bad(format!(
+            "{} is itself a quantized folder; attach checkpoints to its BF16 source",
+            m.resolved.id
+        )));
+    }
+    if m.checkpoint(precision).is_some() {
+        return Err(bad(format!(
+            "{} already has a {} checkpoint",
+            m.slug,
+            precision.as_str()
+        )));
+    }
+    let sha256 = source::fingerprint(&resolved)?;
+    m.checkpoints.push(Checkpoint {
+        precision,
+        resolved,
+        sha256,
+    });
+    Ok(())
 }
 
 /// The plan as stored in the manifest; two runs resume each other only when equal.
@@ -105,7 +205,13 @@ pub fn plan_json(
         .map(|i| format!("{}:{}", i.category, i.example_id))
         .collect();
     let mut plan = json!({
-        "models": models.iter().map(|m| json!({"slug": m.slug, "sha256": m.sha256})).collect::<Vec<_>>(),
+        "models": models.iter().map(|m| {
+            let mut e = json!({"slug": m.slug, "sha256": m.sha256});
+            if !m.checkpoints.is_empty() {
+                e["checkpoints"] = m.checkpoints.iter().map(|c| (c.precision.as_str().to_string(), json!(c.sha256))).collect::<serde_json::Map<_, _>>().into();
+            }
+            e
+        }).collect::<Vec<_>>(),
         "scheme": spec.scheme.as_str(),
         "precisions": spec.precisions.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
         "seeds": spec.seeds,
@@ -250,7 +356,28 @@ pub fn run(
             precision.as_str()
         )));
         let t0 = Instant::now();
-        let built = quant::build(src, precision, spec.scheme, spec.compute, device)?;
+        let ckpt_src = match m.checkpoint(precision) {
+            Some(c) => {
+                send(Event::Stage(format!(
+                    "{} {}: loading checkpoint {}",
+                    m.slug,
+                    precision.as_str(),
+                    c.resolved.id
+                )));
+                let ck = source::load(&c.resolved)?;
+                check_compatible(src, &ck)?;
+                Some(ck)
+            }
+            None => None,
+        };
+        let built = quant::build(
+            ckpt_src.as_ref().unwrap_or(src),
+            precision,
+            spec.scheme,
+            spec.compute,
+            device,
+        )?;
+        drop(ckpt_src);
         record_precision(
             &mut manifest,
             m,
@@ -349,6 +476,11 @@ fn record_model(
             "note": "the BF16 baseline was dequantized from a quantized GGUF, not an original BF16 checkpoint"}),
         None => json!({"dequantized": false}),
     };
+    if let Some(q) = &src.mlx_quant {
+        e["holds"] =
+            json!({"precision": q.precision.as_str(), "bits": q.bits, "group_size": q.group_size});
+        e["bf16_source"] = json!({"note": "an MLX folder: only the precision it holds is run"});
+    }
 }
 
 fn record_precision(
@@ -374,6 +506,42 @@ fn record_precision(
         "compute": compute_path(p, scheme, compute),
         "build_secs": secs,
     });
+    let from = match (m.checkpoint(p), m.holds) {
+        (Some(c), _) => json!({"checkpoint": c.resolved.id, "sha256": c.sha256}),
+        (None, Some(_)) => json!({"checkpoint": m.resolved.id, "sha256": m.sha256}),
+        (None, None) => json!({"quantized_in_process": p != Precision::Bf16}),
+    };
+    e["precisions"][p.as_str()]["weights"] = from;
+}
+
+/// A checkpoint must be the same model as the BF16 source: architecture, shapes and
+/// vocabulary.
+fn check_compatible(src: &SourceModel, ck: &SourceModel) -> Result<()> {
+    let (a, b) = (&src.cfg, &ck.cfg);
+    let same = a.architecture == b.architecture
+        && a.hidden_size == b.hidden_size
+        && a.intermediate_size == b.intermediate_size
+        && a.num_layers == b.num_layers
+        && a.num_heads == b.num_heads
+        && a.num_kv_heads == b.num_kv_heads
+        && a.vocab_size == b.vocab_size
+        && src.tok.inner.get_vocab_size(true) == ck.tok.inner.get_vocab_size(true);
+    if !same {
+        return Err(Error::Model(format!(
+            "checkpoint {} is not the same model as {}: {} {}×{} layers, vocab {} against {} {}×{} layers, vocab {}",
+            ck.id,
+            src.id,
+            b.architecture,
+            b.hidden_size,
+            b.num_layers,
+            b.vocab_size,
+            a.architecture,
+            a.hidden_size,
+            a.num_layers,
+            a.vocab_size
+        )));
+    }
+    Ok(())
 }
 
 /// Load a model's BF16 source with what scoring needs: its chat template and letter tokens.
