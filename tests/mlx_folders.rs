@@ -305,3 +305,58 @@ fn broken_mlx_folders_are_named() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("gpt_neox"), "{}", stderr(&o));
 }
+
+#[test]
+fn smollm2_mlx_lm_convert_equals_in_process_quantization_at_every_bit_width() {
+    if !common::mlx_lm_ready("smollm2_mlx_lm_convert_equals_in_process_quantization") {
+        return;
+    }
+    let tmp = tempdir("mlxsmol");
+    let bf16_dir = tmp.join("smollm2-bf16");
+    let o = run(
+        &[
+            "convert",
+            "--from",
+            common::smollm2().to_str().expect("utf8"),
+            "--to",
+            bf16_dir.to_str().expect("utf8"),
+        ],
+        &tmp.join("cache"),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let source = candle_core::safetensors::load(
+        bf16_dir.join("model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .expect("source");
+    for bits in [8u32, 6, 4, 3] {
+        let out = tmp.join(format!("smollm2-q{bits}"));
+        convert(&bf16_dir, &out, bits);
+        let packed = hf::read_packed(&out).expect("reads packed tensors");
+        let mut compared = 0;
+        for (name, t) in &source {
+            if t.rank() != 2 {
+                continue;
+            }
+            let module = name.trim_end_matches(".weight");
+            let theirs = packed
+                .get(module)
+                .unwrap_or_else(|| panic!("q{bits}: {module} not packed by mlx_lm.convert"));
+            let (rows, cols) = t.dims2().expect("2-D");
+            let w: Vec<bf16> = t.flatten_all().expect("flat").to_vec1().expect("bf16");
+            let ours = mlx::quantize(&w, rows, cols, bits, 64).expect("quantizes");
+            assert!(
+                &ours == theirs,
+                "q{bits}: {module} differs from mlx_lm.convert"
+            );
+            compared += 1;
+        }
+        assert_eq!(
+            compared,
+            packed.len(),
+            "q{bits}: every packed module compared"
+        );
+        assert!(compared > 200, "q{bits}: only {compared} tensors");
+        std::fs::remove_dir_all(&out).expect("rm");
+    }
+}
