@@ -204,6 +204,60 @@ mod tests {
         );
     }
 
+    /// A template in the style of Mistral-7B-Instruct-v0.3's: the system message has no
+    /// turn of its own and is put before the last user message; tools, `selectattr` with
+    /// `equalto`, negative indexing and `is defined` are exercised.
+    #[test]
+    fn mistral_v03_style_template_puts_the_system_message_in_the_last_user_turn() {
+        let src = r#"{%- if messages[0]["role"] == "system" %}
+    {%- set system_message = messages[0]["content"] %}
+    {%- set loop_messages = messages[1:] %}
+{%- else %}
+    {%- set loop_messages = messages %}
+{%- endif %}
+{%- if not tools is defined %}
+    {%- set tools = none %}
+{%- endif %}
+{%- set user_messages = loop_messages | selectattr("role", "equalto", "user") | list %}
+{{- bos_token }}
+{%- for message in loop_messages %}
+    {%- if (message["role"] == "user") != (loop.index0 % 2 == 0) %}
+        {{- raise_exception("After the optional system message, conversation roles must alternate user/assistant/user/assistant/...") }}
+    {%- endif %}
+    {%- if message["role"] == "user" %}
+        {%- if tools is not none and (message == user_messages[-1]) %}
+            {{- "[AVAILABLE_TOOLS] [] [/AVAILABLE_TOOLS]" }}
+        {%- endif %}
+        {%- if loop.last and system_message is defined %}
+            {{- "[INST] " + system_message + "\n\n" + message["content"] + "[/INST]" }}
+        {%- else %}
+            {{- "[INST] " + message["content"] + "[/INST]" }}
+        {%- endif %}
+    {%- elif message["role"] == "assistant" %}
+        {{- " " + message["content"]|trim + eos_token}}
+    {%- else %}
+        {{- raise_exception("Only user and assistant roles are supported, with the exception of an initial optional system message!") }}
+    {%- endif %}
+{%- endfor %}"#;
+        let t = ChatTemplate::new(src, "<s>", "</s>").expect("compiles");
+        assert_eq!(
+            t.render("S", "U").expect("renders"),
+            "<s>[INST] S\n\nU[/INST]"
+        );
+    }
+
+    /// A template in the style of Phi-3.5-mini-instruct's: a `<|system|>` turn when the
+    /// system message is not empty, `<|end|>` after each turn, `<|assistant|>` to answer.
+    #[test]
+    fn phi35_style_template_renders_its_turn_markers() {
+        let src = "{% for message in messages %}{% if message['role'] == 'system' and message['content'] %}{{'<|system|>\n' + message['content'] + '<|end|>\n'}}{% elif message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + '<|end|>\n'}}{% elif message['role'] == 'assistant' %}{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}";
+        let t = ChatTemplate::new(src, "<s>", "<|endoftext|>").expect("compiles");
+        assert_eq!(
+            t.render("S", "U").expect("renders"),
+            "<|system|>\nS<|end|>\n<|user|>\nU<|end|>\n<|assistant|>\n"
+        );
+    }
+
     #[test]
     fn template_errors_are_reported() {
         let t =
