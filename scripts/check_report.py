@@ -8,6 +8,7 @@ Exits 1 and lists the differences when anything disagrees.
 """
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import statsmodels.api as sm
-from scipy.stats import chi2_contingency
+from scipy.stats import chi2_contingency, pearsonr
 from statsmodels.stats.proportion import proportion_confint
 
 BITS = {"bf16": 16, "q8": 8, "q6": 6, "q4": 4, "q3": 3}
@@ -135,6 +136,75 @@ def main():
             close(f"{model}/{prec} expected_rate", t["expected_rate"], float((w * (1 - (1 - j.q) ** j.k)).sum() / w.sum()))
             close(f"{model}/{prec} noise_floor", t["noise_floor"], float((w * (1 - (1 - j.pb) ** j.k)).sum() / w.sum()))
 
+    # Correlations: per-item KLD against becoming biased (point-biserial), per precision and
+    # pooled, and perplexity change against transition rate across precisions.
+    corr = {(c["model"], c["scheme"], c["measure"], c["precision"]): c for c in rep["correlations"]}
+    checked_corr = 0
+
+    def kld4(p, q):
+        p = list(p) + [max(1 - sum(p), 0.0)]
+        q = list(q) + [max(1 - sum(q), 0.0)]
+        return sum(a * math.log(a / max(b, 1e-300)) for a, b in zip(p, q) if a > 0)
+
+    def check_corr(key, x, y):
+        nonlocal checked_corr
+        c = corr.get(key)
+        if c is None:
+            problems.append(f"missing correlation {key}")
+            return
+        checked_corr += 1
+        if c["n"] != len(x):
+            problems.append(f"{key} n: got {c['n']}, expected {len(x)}")
+        if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+            if c["pearson_r"] is not None:
+                problems.append(f"{key}: got r {c['pearson_r']} for a degenerate sample")
+            return
+        r, p = pearsonr(x, y)
+        close(f"{key} pearson_r", c["pearson_r"], float(r))
+        close(f"{key} p_value", c["p_value"], float(p), rel=True)
+
+    ppl = pq.read_table(f"{folder}/perplexity.parquet").to_pandas() if os.path.exists(f"{folder}/perplexity.parquet") else None
+    if ppl is not None and len(rep["perplexity"]) != len(ppl):
+        problems.append(f"report has {len(rep['perplexity'])} perplexity rows, the file {len(ppl)}")
+    for (model, scheme), mg in rec.groupby(["model", "scheme"]):
+        b = mg[mg.precision == "bf16"]
+        if b.empty:
+            continue
+        bi = b.groupby(["category", "example_id"]).agg(valid=("valid", "sum"), biased=("is_biased", "sum"))
+        bp = b.groupby(["category", "example_id"])[["prob_a", "prob_b", "prob_c"]].first()
+        pooled = ([], [])
+        for prec, g in mg.groupby("precision"):
+            if prec == "bf16":
+                continue
+            gi = g.groupby(["category", "example_id"]).agg(biased_p=("is_biased", "sum"))
+            gp = g.groupby(["category", "example_id"])[["prob_a", "prob_b", "prob_c"]].first()
+            j = bi.join(gi, how="inner")
+            unb = j[(j.valid > 0) & (j.biased == 0)]
+            x = [kld4(bp.loc[k].values, gp.loc[k].values) for k in unb.index]
+            y = [float(v > 0) for v in unb.biased_p]
+            pooled[0].extend(x)
+            pooled[1].extend(y)
+            check_corr((model, scheme, "item_kld~became_biased", prec), x, y)
+        check_corr((model, scheme, "item_kld~became_biased", "all"), *pooled)
+        if ppl is not None:
+            mp = ppl[(ppl.model == model) & (ppl.scheme == scheme)]
+            base = mp[mp.precision == "bf16"]
+            x, y = [], []
+            for prec in ["q8", "q6", "q4", "q3"]:
+                row = mp[mp.precision == prec]
+                t = trans.get((model, scheme, prec))
+                if row.empty or base.empty or t is None or t["rate"] is None:
+                    continue
+                d = 100 * (row.perplexity.iloc[0] - base.perplexity.iloc[0]) / base.perplexity.iloc[0]
+                close(f"{model}/{prec} delta_ppl_pct", float(row.delta_ppl_pct.iloc[0]), float(d))
+                close(f"{model}/{prec} perplexity", float(row.perplexity.iloc[0]), math.exp(row.nll.iloc[0]), rel=True)
+                x.append(float(row.delta_ppl_pct.iloc[0]))
+                y.append(t["rate"])
+            if x:
+                check_corr((model, scheme, "delta_ppl_pct~transition_rate", "all"), x, y)
+    if checked_corr != len(corr):
+        problems.append(f"report has {len(corr)} correlations, recomputed {checked_corr}")
+
     # Logistic regression of the biased answer on bits and category dummies.
     for g in rep["regressions"]:
         v = rec[(rec.model == g["model"]) & (rec.scheme == g["scheme"]) & rec.valid]
@@ -154,7 +224,7 @@ def main():
         print("\n".join(problems))
         sys.exit(1)
     print(f"report agrees with scipy/statsmodels: {seen} rows, {len(trans)} transition rows, "
-          f"{len(rep['regressions'])} regressions")
+          f"{checked_corr} correlations, {len(rep['regressions'])} regressions")
 
 
 if __name__ == "__main__":

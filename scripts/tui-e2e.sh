@@ -12,7 +12,7 @@ sock=stereoscope-e2e-$$
 trap 'tmux -L "$sock" kill-server 2>/dev/null || true' EXIT
 
 tmux -L "$sock" new-session -d -x 120 -y 40 \
-  "cd '$work' && STEREOSCOPE_CACHE='$work' '$bin' --model '$model' --bbq-dir '$bbq' --categories Age,Religion --limit 30 --out '$out'; echo STEREOSCOPE-EXITED \$?; sleep 600"
+  "cd '$work' && STEREOSCOPE_CACHE='$work' '$bin' --model '$model' --bbq-dir '$bbq' --categories Age,Religion --limit 30 --ppl-sequences 2 --out '$out'; echo STEREOSCOPE-EXITED \$?; sleep 600"
 
 screen() { tmux -L "$sock" capture-pane -p -t 0; }
 wait_for() { # pattern, seconds

@@ -63,6 +63,7 @@ pub fn measure(
         compute,
         device: String::new(),
         part_size,
+        ppl: None,
     };
     let mut rows = Vec::new();
     for &p in precisions {

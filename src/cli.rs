@@ -165,6 +165,17 @@ pub struct StudyArgs {
     /// dequant (quantize, then run dense F32 matmuls on the exact quantized values) or kernels (candle's quantized matmuls).
     #[arg(long, default_value = "dequant")]
     pub compute: String,
+    /// Perplexity and mean KLD against BF16 at each precision over this many sequences
+    /// (0: skip; the study used 256).
+    #[arg(long, default_value_t = 8)]
+    pub ppl_sequences: usize,
+    /// Tokens per perplexity sequence.
+    #[arg(long, default_value_t = 512)]
+    pub ppl_seq_len: usize,
+    /// Perplexity corpus: JSONL with a chat `messages` list or a `text` string per line, or
+    /// plain text [default: the run's BBQ prompts through the chat template].
+    #[arg(long)]
+    pub ppl_corpus: Option<PathBuf>,
     /// Items per part file (the unit of resume).
     #[arg(long, default_value_t = 32)]
     pub part_size: usize,
@@ -484,6 +495,12 @@ fn prepare(a: &StudyArgs) -> Result<Option<Prepared>> {
             "--noise-seeds must differ from --seeds; {s} is in both"
         )));
     }
+    if let Some(c) = &a.ppl_corpus {
+        engine::perplexity::parse_corpus(c)?;
+    }
+    if a.ppl_sequences > 0 && a.ppl_seq_len < 2 {
+        return Err(Error::Input("--ppl-seq-len must be at least 2".into()));
+    }
     let (device, device_name) = engine::select_device(&a.device)?;
 
     let dir = bbq::locate(
@@ -542,6 +559,11 @@ fn prepare(a: &StudyArgs) -> Result<Option<Prepared>> {
         compute,
         device: device_name.clone(),
         part_size: a.part_size.max(1),
+        ppl: (a.ppl_sequences > 0).then(|| study::PplSpec {
+            sequences: a.ppl_sequences,
+            seq_len: a.ppl_seq_len,
+            corpus: a.ppl_corpus.clone(),
+        }),
     };
     let selection_args = serde_json::json!({
         "categories": categories, "conditions": conditions, "limit": limit,

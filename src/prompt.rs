@@ -66,17 +66,32 @@ impl ChatTemplate {
 
     /// Render a system + user conversation with the generation prompt added.
     pub fn render(&self, system: &str, user: &str) -> Result<String> {
+        self.render_messages(
+            &[
+                ("system".to_string(), system.to_string()),
+                ("user".to_string(), user.to_string()),
+            ],
+            true,
+        )
+    }
+
+    /// Render (role, content) messages.
+    pub fn render_messages(
+        &self,
+        turns: &[(String, String)],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let tmpl = self
             .env
             .get_template("chat")
             .map_err(|e| Error::Model(format!("chat template: {e}")))?;
-        let messages = vec![
-            minijinja::context! { role => "system", content => system },
-            minijinja::context! { role => "user", content => user },
-        ];
+        let messages: Vec<minijinja::Value> = turns
+            .iter()
+            .map(|(r, c)| minijinja::context! { role => r, content => c })
+            .collect();
         tmpl.render(minijinja::context! {
             messages => messages,
-            add_generation_prompt => true,
+            add_generation_prompt => add_generation_prompt,
             bos_token => self.bos.as_str(),
             eos_token => self.eos.as_str(),
         })

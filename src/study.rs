@@ -7,12 +7,14 @@
 //! on the record's identity. So resuming after a crash recomputes exactly what was lost.
 
 use crate::bbq::{Item, Selection};
+use crate::engine::perplexity::{self, Corpus};
 use crate::engine::quant::{self, Built};
 use crate::engine::sample::{Letters, Rng, softmax};
 use crate::engine::source::{self, ModelSpec, Resolved, SourceModel};
 use crate::engine::{Compute, KvCache, Precision, Scheme};
 use crate::error::{Error, Result};
 use crate::prompt::{self, ChatTemplate};
+use crate::store::perplexity::PplRow;
 use crate::store::{self, Record, ResultsDir};
 use serde_json::json;
 use std::collections::HashMap;
@@ -35,6 +37,17 @@ pub struct StudySpec {
     pub compute: Compute,
     pub device: String,
     pub part_size: usize,
+    /// Perplexity and KLD against BF16 after scoring, when set.
+    pub ppl: Option<PplSpec>,
+}
+
+/// The perplexity stage: how many sequences of how many tokens, from which corpus.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PplSpec {
+    pub sequences: usize,
+    pub seq_len: usize,
+    /// A corpus file; `None` scores the run's own BBQ prompts.
+    pub corpus: Option<PathBuf>,
 }
 
 /// Progress reported by a running study.
@@ -439,11 +452,183 @@ pub fn run(
             secs: started.elapsed().as_secs_f64(),
         });
     }
+    if let Some(ppl) = &spec.ppl {
+        for (mi, m) in models.iter().enumerate() {
+            if m.holds.is_some() {
+                send(Event::Stage(format!(
+                    "{}: no perplexity (an MLX folder has no BF16 to compare with)",
+                    m.slug
+                )));
+                continue;
+            }
+            if loaded.as_ref().map(|l| l.0) != Some(mi) {
+                send(Event::Stage(format!("loading {}", m.resolved.id)));
+                let (src, template, letters) = load_for_scoring(&m.resolved)?;
+                loaded = Some((mi, src, template, letters));
+            }
+            let Some((_, src, template, _)) = loaded.as_ref() else {
+                return Err(Error::Model("model not loaded".into()));
+            };
+            let stage = PplStage {
+                spec,
+                ppl,
+                m,
+                src,
+                template,
+                device,
+                cancel,
+            };
+            if let Some(summary) = stage.run(&dir, sel, &send)? {
+                model_entry(&mut manifest, &m.slug)["perplexity"] = summary;
+                store::write_manifest(&dir, &manifest)?;
+            }
+        }
+    }
     if let Some(last) = manifest["runs"].as_array_mut().and_then(|r| r.last_mut()) {
         last["finished_at"] = json!(now());
     }
     store::write_manifest(&dir, &manifest)?;
     Ok(Outcome { dir })
+}
+
+/// Perplexity and KLD against BF16 for one model, over its corpus, at every precision.
+struct PplStage<'a> {
+    spec: &'a StudySpec,
+    ppl: &'a PplSpec,
+    m: &'a PlannedModel,
+    src: &'a SourceModel,
+    template: &'a ChatTemplate,
+    device: &'a candle_core::Device,
+    cancel: &'a Arc<AtomicBool>,
+}
+
+impl PplStage<'_> {
+    fn corpus(&self, sel: &Selection) -> Result<Corpus> {
+        let (name, docs) = match &self.ppl.corpus {
+            Some(path) => (
+                path.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| path.display().to_string()),
+                perplexity::read_documents(path, self.template)?,
+            ),
+            None => (
+                "bbq-prompts".to_string(),
+                sel.items
+                    .iter()
+                    .map(|i| prompt::study_prompt(self.template, i))
+                    .collect::<Result<Vec<_>>>()?,
+            ),
+        };
+        let tokens = perplexity::tokenize(&self.src.tok, &docs)?;
+        perplexity::chunk(&name, &tokens, self.ppl.seq_len, self.ppl.sequences)
+    }
+
+    fn build(&self, p: Precision) -> Result<Built> {
+        match self.m.checkpoint(p) {
+            Some(c) => {
+                let ck = source::load(&c.resolved)?;
+                check_compatible(self.src, &ck)?;
+                quant::build(&ck, p, self.spec.scheme, self.spec.compute, self.device)
+            }
+            None => quant::build(
+                self.src,
+                p,
+                self.spec.scheme,
+                self.spec.compute,
+                self.device,
+            ),
+        }
+    }
+
+    /// Compute and write the rows unless the same corpus was already scored; returns the
+    /// manifest's summary of what was done.
+    fn run(
+        &self,
+        dir: &ResultsDir,
+        sel: &Selection,
+        send: &dyn Fn(Event),
+    ) -> Result<Option<serde_json::Value>> {
+        let (m, scheme) = (self.m, self.spec.scheme.as_str());
+        let corpus = self.corpus(sel)?;
+        let have = store::perplexity::read(dir)?;
+        let done = self.spec.precisions.iter().all(|p| {
+            have.iter().any(|r| {
+                r.model == m.slug
+                    && r.scheme == scheme
+                    && r.precision == p.as_str()
+                    && r.corpus_sha256 == corpus.sha256
+            })
+        });
+        if done {
+            return Ok(None);
+        }
+        let n_tokens: usize = corpus.sequences.iter().map(|s| s.len() - 1).sum();
+        send(Event::Stage(format!(
+            "{}: perplexity over {} sequences ({n_tokens} tokens)",
+            m.slug,
+            corpus.sequences.len()
+        )));
+        let t0 = Instant::now();
+        let bf16 = quant::build(
+            self.src,
+            Precision::Bf16,
+            self.spec.scheme,
+            self.spec.compute,
+            self.device,
+        )?;
+        let mut sums = Vec::new();
+        for &p in &self.spec.precisions {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(Error::Cancelled);
+            }
+            send(Event::Stage(format!(
+                "{} {}: perplexity",
+                m.slug,
+                p.as_str()
+            )));
+            let s = if p == Precision::Bf16 {
+                perplexity::measure(&bf16.model, None, &corpus)?
+            } else {
+                let built = self.build(p)?;
+                perplexity::measure(&bf16.model, Some(&built.model), &corpus)?
+            };
+            sums.push((p, s));
+        }
+        let base = sums
+            .iter()
+            .find(|(p, _)| *p == Precision::Bf16)
+            .map(|(_, s)| s.perplexity());
+        let rows: Vec<PplRow> = sums
+            .iter()
+            .map(|(p, s)| PplRow {
+                model: m.slug.clone(),
+                scheme: scheme.to_string(),
+                precision: p.as_str().to_string(),
+                corpus: corpus.name.clone(),
+                corpus_sha256: corpus.sha256.clone(),
+                sequences: corpus.sequences.len() as u64,
+                seq_len: self.ppl.seq_len as u64,
+                tokens: s.tokens,
+                nll: s.nll / s.tokens as f64,
+                perplexity: s.perplexity(),
+                delta_ppl_pct: base
+                    .filter(|_| *p != Precision::Bf16)
+                    .map(|b| 100.0 * (s.perplexity() - b) / b),
+                mean_kld: s.mean_kld(),
+                top1_agreement: s.top1_same as f64 / s.tokens as f64,
+            })
+            .collect();
+        store::perplexity::write(dir, &m.slug, scheme, &rows)?;
+        Ok(Some(json!({
+            "corpus": corpus.name,
+            "corpus_sha256": corpus.sha256,
+            "sequences": corpus.sequences.len(),
+            "seq_len": self.ppl.seq_len,
+            "tokens": n_tokens,
+            "secs": t0.elapsed().as_secs_f64(),
+            "computed": "f32 log-softmax over the full vocabulary; KL(P_bf16 || P_precision) per position",
+        })))
+    }
 }
 
 fn model_entry<'a>(manifest: &'a mut serde_json::Value, slug: &str) -> &'a mut serde_json::Value {

@@ -114,6 +114,10 @@ fn smollm2_forty_items_five_precisions_survive_sigkill_and_resume() {
         out.to_str().expect("utf8"),
         "--part-size",
         "4",
+        "--ppl-sequences",
+        "2",
+        "--ppl-seq-len",
+        "256",
     ];
     // Start a run and kill it hard once some, but not all, of its 50 parts are written.
     let mut child = Command::new(common::bin())
@@ -161,6 +165,16 @@ fn smollm2_forty_items_five_precisions_survive_sigkill_and_resume() {
         stderr(&again)
     );
     assert_eq!(count_parts(&out), 50);
+    assert!(
+        !stderr(&again).contains("perplexity over"),
+        "perplexity of the same corpus is not recomputed: {}",
+        stderr(&again)
+    );
+    assert!(
+        stderr(&resumed).contains("perplexity over 2 sequences (510 tokens)"),
+        "{}",
+        stderr(&resumed)
+    );
 
     common::check_report(&out);
 

@@ -18,7 +18,8 @@ pub fn write_report(dir: &ResultsDir) -> Result<Report> {
     } else {
         Vec::new()
     };
-    let report = compute(&store::read_all_records(dir)?, &items);
+    let report = compute(&store::read_all_records(dir)?, &items)
+        .with_perplexity(store::perplexity::read(dir)?);
     let to_values = |v: &dyn erased::Rows| v.values();
     store::write_json_table(&dir.root.join("metrics.parquet"), &to_values(&report.rows))?;
     store::write_json_table(

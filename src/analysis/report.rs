@@ -19,6 +19,7 @@
 use super::stats::{self, Logit};
 use crate::bbq::Item;
 use crate::store::StoredRecord;
+use crate::store::perplexity::PplRow;
 use nalgebra::DMatrix;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -96,6 +97,22 @@ pub struct Regression {
     pub note: Option<String>,
 }
 
+/// A correlation between two measures, with Pearson's r and its two-sided p-value.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Correlation {
+    pub model: String,
+    pub scheme: String,
+    /// The precision, or `all` when pooled over the quantized precisions.
+    pub precision: String,
+    /// What is correlated with what: `item_kld~became_biased` (per item, among items
+    /// unbiased at BF16) or `delta_ppl_pct~transition_rate` (across precisions).
+    pub measure: String,
+    pub n: u64,
+    pub pearson_r: Option<f64>,
+    pub p_value: Option<f64>,
+    pub note: Option<String>,
+}
+
 /// Everything `report` prints.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Report {
@@ -103,6 +120,72 @@ pub struct Report {
     pub transitions: Vec<TransitionRow>,
     pub flips_by_margin: Vec<MarginRow>,
     pub regressions: Vec<Regression>,
+    /// Perplexity and mean KLD against BF16 per precision (`perplexity.parquet`).
+    pub perplexity: Vec<PplRow>,
+    pub correlations: Vec<Correlation>,
+}
+
+/// `x~y` points of one correlation.
+type Points = (Vec<f64>, Vec<f64>);
+
+fn correlation(
+    (model, scheme, precision): (&str, &str, &str),
+    measure: &str,
+    (x, y): &Points,
+) -> Correlation {
+    let fit = stats::pearson(x, y);
+    Correlation {
+        model: model.to_string(),
+        scheme: scheme.to_string(),
+        precision: precision.to_string(),
+        measure: measure.to_string(),
+        n: x.len() as u64,
+        pearson_r: fit.map(|f| f.0),
+        p_value: fit.map(|f| f.1),
+        note: fit.is_none().then(|| {
+            if x.len() < 3 {
+                "fewer than 3 points".to_string()
+            } else {
+                "one of the two measures does not vary".to_string()
+            }
+        }),
+    }
+}
+
+impl Report {
+    /// Add the perplexity rows and the correlation of perplexity change with the
+    /// transition rate across precisions.
+    pub fn with_perplexity(mut self, ppl: Vec<PplRow>) -> Report {
+        let mut groups: BTreeMap<(String, String), Points> = BTreeMap::new();
+        for t in &self.transitions {
+            let (Some(rate), Some(d)) = (
+                t.rate,
+                ppl.iter()
+                    .find(|r| {
+                        r.model == t.model && r.scheme == t.scheme && r.precision == t.precision
+                    })
+                    .and_then(|r| r.delta_ppl_pct),
+            ) else {
+                continue;
+            };
+            let g = groups
+                .entry((t.model.clone(), t.scheme.clone()))
+                .or_default();
+            g.0.push(d);
+            g.1.push(rate);
+        }
+        for ((model, scheme), pts) in &groups {
+            self.correlations.push(correlation(
+                (model, scheme, "all"),
+                "delta_ppl_pct~transition_rate",
+                pts,
+            ));
+        }
+        let mut ppl = ppl;
+        ppl.sort_by_key(|r| (r.model.clone(), r.scheme.clone(), rank(&r.precision)));
+        self.perplexity = ppl;
+        self
+    }
 }
 
 /// Bits per weight of a precision name (16 for bf16).
@@ -318,6 +401,8 @@ pub fn compute(records: &[StoredRecord], items: &[Item]) -> Report {
 
     let mut transitions = Vec::new();
     let mut flips_by_margin = Vec::new();
+    let mut correlations = Vec::new();
+    let mut kld_pooled: BTreeMap<(String, String), Points> = BTreeMap::new();
     const BUCKETS: [(f64, f64); 4] = [(0.0, 0.05), (0.05, 0.2), (0.2, 0.5), (0.5, 1.0)];
     for ((model, scheme, precision), acc) in &per_item {
         let base = per_item.get(&(model.clone(), scheme.clone(), "bf16".to_string()));
@@ -345,6 +430,7 @@ pub fn compute(records: &[StoredRecord], items: &[Item]) -> Report {
         let (mut num, mut num_floor, mut den) = (0.0, 0.0, 0.0);
         let (mut kld_sum, mut flips, mut compared) = (0.0, 0u64, 0u64);
         let mut buckets = [(0u64, 0u64); 4];
+        let mut kld_pts: Points = (Vec::new(), Vec::new());
         for (key, b) in base {
             let Some(p) = acc.get(key) else { continue };
             compared += 1;
@@ -352,6 +438,10 @@ pub fn compute(records: &[StoredRecord], items: &[Item]) -> Report {
                 unbiased += 1;
                 if p.biased > 0 {
                     became += 1;
+                }
+                if precision != "bf16" {
+                    kld_pts.0.push(kld4(&b.probs, &p.probs));
+                    kld_pts.1.push(f64::from(u8::from(p.biased > 0)));
                 }
             }
             let k = b.seeds as i32;
@@ -370,6 +460,18 @@ pub fn compute(records: &[StoredRecord], items: &[Item]) -> Report {
                 buckets[i].0 += 1;
                 buckets[i].1 += u64::from(flipped);
             }
+        }
+        if precision != "bf16" {
+            let pooled = kld_pooled
+                .entry((model.clone(), scheme.clone()))
+                .or_insert_with(|| (Vec::new(), Vec::new()));
+            pooled.0.extend(&kld_pts.0);
+            pooled.1.extend(&kld_pts.1);
+            correlations.push(correlation(
+                (model, scheme, precision),
+                "item_kld~became_biased",
+                &kld_pts,
+            ));
         }
         let note = (unbiased == 0)
             .then(|| "no item is unbiased at bf16 (or none has a valid bf16 answer)".to_string());
@@ -416,11 +518,28 @@ pub fn compute(records: &[StoredRecord], items: &[Item]) -> Report {
             .then(a.margin_low.total_cmp(&b.margin_low))
     });
 
+    for ((model, scheme), pts) in &kld_pooled {
+        correlations.push(correlation(
+            (model, scheme, "all"),
+            "item_kld~became_biased",
+            pts,
+        ));
+    }
+    correlations.sort_by_key(|c| {
+        (
+            c.model.clone(),
+            c.scheme.clone(),
+            c.measure.clone(),
+            rank(&c.precision),
+        )
+    });
     Report {
         rows,
         transitions,
         flips_by_margin,
         regressions: regressions(&study),
+        perplexity: Vec::new(),
+        correlations,
     }
 }
 
@@ -596,6 +715,50 @@ impl Report {
                 ));
             }
             s.push_str("\nThe noise floor is the rate the study's rule reports when nothing but the seeds changes (BF16 against itself), computed from the BF16 probabilities; the measured one applies the rule to extra BF16 seeds (`--noise-seeds`).\n");
+            let ppl: Vec<&PplRow> = self
+                .perplexity
+                .iter()
+                .filter(|r| r.model == model && r.scheme == scheme)
+                .collect();
+            if let Some(first) = ppl.first() {
+                s.push_str(&format!(
+                    "\n### Perplexity and KL divergence from BF16\n\nCorpus: {} ({} sequences, {} scored tokens), full-vocabulary next-token distributions in f32.\n\n| precision | perplexity | Δ vs BF16 | mean KLD (nats/token) | top-1 agreement |\n|---|---:|---:|---:|---:|\n",
+                    first.corpus, first.sequences, first.tokens
+                ));
+                for r in &ppl {
+                    s.push_str(&format!(
+                        "| {} | {:.4} | {} | {:.5} | {} |\n",
+                        r.precision,
+                        r.perplexity,
+                        r.delta_ppl_pct
+                            .map(|d| format!("{d:+.2}%"))
+                            .unwrap_or_else(|| "-".into()),
+                        r.mean_kld,
+                        pct(Some(r.top1_agreement)),
+                    ));
+                }
+            }
+            let corr: Vec<&Correlation> = self
+                .correlations
+                .iter()
+                .filter(|c| c.model == model && c.scheme == scheme)
+                .collect();
+            if !corr.is_empty() {
+                s.push_str("\n### Correlations\n\n| measure | precision | n | Pearson r | p |\n|---|---|---:|---:|---:|\n");
+                for c in corr {
+                    s.push_str(&format!(
+                        "| {} | {} | {} | {} | {} |\n",
+                        c.measure,
+                        c.precision,
+                        c.n,
+                        c.pearson_r
+                            .map(|r| format!("{r:+.3}"))
+                            .unwrap_or_else(|| c.note.clone().unwrap_or_default()),
+                        pvalue(c.p_value),
+                    ));
+                }
+                s.push_str("\n`item_kld~became_biased`: per item unbiased at BF16, the KL divergence of its A/B/C/other distribution from BF16's against whether it became biased (point-biserial). `delta_ppl_pct~transition_rate`: across precisions, the perplexity change against the transition rate.\n");
+            }
             s.push_str("\n### Stereotype rate by category\n\n| category | precision | valid | SRS [95% CI] | Δ SRS | χ² p | Cohen's h |\n|---|---|---:|---|---:|---:|---|\n");
             for r in self
                 .rows
@@ -652,7 +815,7 @@ impl Report {
     /// A compact text table: pooled rows with their transitions.
     pub fn table(&self) -> String {
         let mut lines = vec![format!(
-            "{:<28} {:<6} {:<5} {:>7} {:>7} {:>7} {:>7} {:>18} {:>9} {:>9}",
+            "{:<28} {:<6} {:<5} {:>7} {:>7} {:>7} {:>7} {:>18} {:>9} {:>9} {:>8}",
             "model",
             "scheme",
             "prec",
@@ -662,7 +825,8 @@ impl Report {
             "USR",
             "transitions",
             "expected",
-            "floor"
+            "floor",
+            "Δppl"
         )];
         for r in self.rows.iter().filter(|r| r.category == "ALL") {
             let t = self
@@ -684,8 +848,17 @@ impl Report {
                 }) => "no bf16".into(),
                 _ => "-".into(),
             };
+            let dppl = self
+                .perplexity
+                .iter()
+                .find(|p| p.model == r.model && p.scheme == r.scheme && p.precision == r.precision)
+                .map(|p| match p.delta_ppl_pct {
+                    Some(d) => format!("{d:+.1}%"),
+                    None => format!("{:.2}", p.perplexity),
+                })
+                .unwrap_or_else(|| "-".into());
             lines.push(format!(
-                "{:<28} {:<6} {:<5} {:>7} {:>7} {:>7} {:>7} {:>18} {:>9} {:>9}",
+                "{:<28} {:<6} {:<5} {:>7} {:>7} {:>7} {:>7} {:>18} {:>9} {:>9} {:>8}",
                 r.model,
                 r.scheme,
                 r.precision,
@@ -696,6 +869,7 @@ impl Report {
                 trans,
                 pct(t.and_then(|t| t.expected_rate)),
                 pct(t.and_then(|t| t.noise_floor)),
+                dppl,
             ));
         }
         lines.join("\n")

@@ -1,10 +1,11 @@
 //! Statistical building blocks: Wilson intervals, the χ² test with Yates' correction on a
 //! 2×2 table (as scipy's `chi2_contingency` applies it), Cohen's h, and a logistic
-//! regression fitted by Newton's method with Wald standard errors. Distributions come from
+//! regression fitted by Newton's method with Wald standard errors, and Pearson's r with its
+//! two-sided p-value. Distributions come from
 //! statrs; linear algebra from nalgebra.
 
 use nalgebra::{DMatrix, DVector};
-use statrs::distribution::{ChiSquared, ContinuousCDF, Normal};
+use statrs::distribution::{ChiSquared, ContinuousCDF, Normal, StudentsT};
 
 /// The 97.5% quantile of the standard normal.
 pub fn z975() -> f64 {
@@ -67,6 +68,36 @@ pub fn h_label(h: f64) -> &'static str {
     } else {
         "large"
     }
+}
+
+/// Pearson's correlation of `x` and `y` and its two-sided p-value (the t test with n − 2
+/// degrees of freedom, as scipy's `pearsonr`). `None` with fewer than 3 points or when either
+/// variable is constant.
+pub fn pearson(x: &[f64], y: &[f64]) -> Option<(f64, f64)> {
+    let n = x.len();
+    if n < 3 || y.len() != n {
+        return None;
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / n as f64;
+    let (mx, my) = (mean(x), mean(y));
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (a, b) in x.iter().zip(y) {
+        sxy += (a - mx) * (b - my);
+        sxx += (a - mx) * (a - mx);
+        syy += (b - my) * (b - my);
+    }
+    if sxx == 0.0 || syy == 0.0 {
+        return None;
+    }
+    let r = (sxy / (sxx.sqrt() * syy.sqrt())).clamp(-1.0, 1.0);
+    let df = (n - 2) as f64;
+    let p = if r.abs() == 1.0 {
+        0.0
+    } else {
+        let t = r * (df / (1.0 - r * r)).sqrt();
+        2.0 * StudentsT::new(0.0, 1.0, df).ok()?.sf(t.abs())
+    };
+    Some((r, p))
 }
 
 /// A fitted logistic regression.
@@ -133,6 +164,19 @@ pub fn logistic(x: &DMatrix<f64>, y: &[f64], names: Vec<String>) -> Option<Logit
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pearson_of_known_points() {
+        // r = 0.8 exactly for these points; t = 0.8·√(3/0.36) = 2.3094, two-sided p with
+        // 3 degrees of freedom = 0.104088 (scipy.stats.pearsonr).
+        let (r, p) = pearson(&[1.0, 2.0, 3.0, 4.0, 5.0], &[1.0, 3.0, 2.0, 5.0, 4.0]).expect("r");
+        assert!((r - 0.8).abs() < 1e-12, "{r}");
+        assert!((p - 0.10408803866182788).abs() < 1e-9, "{p}");
+        let (r, p) = pearson(&[1.0, 2.0, 3.0], &[2.0, 4.0, 6.0]).expect("r");
+        assert!((r - 1.0).abs() < 1e-12 && p < 1e-6, "{r} {p}");
+        assert_eq!(pearson(&[1.0, 2.0], &[1.0, 2.0]), None);
+        assert_eq!(pearson(&[1.0, 2.0, 3.0], &[1.0, 1.0, 1.0]), None);
+    }
 
     #[test]
     fn wilson_bounds_at_zero_and_one() {

@@ -8,6 +8,7 @@ pub mod fetch;
 pub mod hf;
 pub mod mlx;
 pub mod model;
+pub mod perplexity;
 pub mod quant;
 pub mod sample;
 pub mod source;

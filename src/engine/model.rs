@@ -183,6 +183,29 @@ impl Transformer {
     /// Run `tokens` after the context in `cache`; returns the next-token logits (F32,
     /// `[vocab]`) at the last position and the extended cache.
     pub fn forward(&self, tokens: &[u32], cache: &KvCache) -> Result<(Tensor, KvCache)> {
+        let (x, cache) = self.hidden(tokens, cache)?;
+        let last = x.narrow(1, tokens.len() - 1, 1)?;
+        let logits = self.head(&last)?.squeeze(0)?.squeeze(0)?;
+        Ok((logits, cache))
+    }
+
+    /// The next-token logits (F32, `[len, vocab]`) at every position of `tokens`, from an
+    /// empty context.
+    pub fn forward_all(&self, tokens: &[u32]) -> Result<Tensor> {
+        let (x, _) = self.hidden(tokens, &KvCache::default())?;
+        Ok(self.head(&x)?.squeeze(0)?)
+    }
+
+    fn head(&self, x: &Tensor) -> Result<Tensor> {
+        let x = candle_nn::ops::rms_norm(x, &self.norm, self.cfg.rms_norm_eps as f32)?;
+        Ok(self.lm_head.forward(&x)?.to_dtype(DType::F32)?)
+    }
+
+    /// The residual stream `[1, len, hidden]` after the last block, and the extended cache.
+    fn hidden(&self, tokens: &[u32], cache: &KvCache) -> Result<(Tensor, KvCache)> {
+        if tokens.is_empty() {
+            return Err(crate::Error::Model("forward of no tokens".into()));
+        }
         let cfg = &self.cfg;
         let len = tokens.len();
         let pos = cache.len;
@@ -245,12 +268,8 @@ impl Transformer {
             let up = layer.w_up.forward(&h)?;
             x = (x + layer.w_down.forward(&(gate * up)?)?)?;
         }
-        let last = x.narrow(1, len - 1, 1)?;
-        let last = candle_nn::ops::rms_norm(&last, &self.norm, eps)?;
-        let logits = self.lm_head.forward(&last)?.squeeze(0)?.squeeze(0)?;
-        let logits = logits.to_dtype(DType::F32)?;
         Ok((
-            logits,
+            x,
             KvCache {
                 layers: new_layers,
                 len: pos + len,

@@ -515,4 +515,5 @@ pub fn read_all_records(dir: &ResultsDir) -> Result<Vec<StoredRecord>> {
 }
 
 pub mod export;
+pub mod perplexity;
 pub mod view;
