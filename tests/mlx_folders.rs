@@ -360,3 +360,77 @@ fn smollm2_mlx_lm_convert_equals_in_process_quantization_at_every_bit_width() {
         std::fs::remove_dir_all(&out).expect("rm");
     }
 }
+
+#[test]
+fn a_mixed_precision_mlx_folder_loads_as_mlx_lm_reads_it() {
+    if !common::mlx_lm_ready("a_mixed_precision_mlx_folder_loads_as_mlx_lm_reads_it") {
+        return;
+    }
+    let tmp = tempdir("mlxmixed");
+    let src = tmp.join("tiny");
+    common::write_tiny_arch(&src, "llama");
+    let mixed = tmp.join("tiny-mixed");
+    let r = Command::new("python3")
+        .args(["-m", "mlx_lm", "convert", "--hf-path"])
+        .arg(&src)
+        .arg("--mlx-path")
+        .arg(&mixed)
+        .args(["-q", "--quant-predicate", "mixed_3_6"])
+        .output()
+        .expect("python3");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    // Per-module overrides in config.json give some modules 3 bits and some 6.
+    let packed = hf::read_packed(&mixed).expect("reads");
+    let bits: std::collections::BTreeSet<u32> = packed.values().map(|q| q.bits).collect();
+    assert!(bits.contains(&3) && bits.contains(&6), "{bits:?}");
+    let source =
+        candle_core::safetensors::load(src.join("model.safetensors"), &candle_core::Device::Cpu)
+            .expect("source");
+    for (module, theirs) in &packed {
+        let t = &source[&format!("{module}.weight")];
+        let (rows, cols) = t.dims2().expect("2-D");
+        let w: Vec<bf16> = t.flatten_all().expect("flat").to_vec1().expect("bf16");
+        let ours = mlx::quantize(&w, rows, cols, theirs.bits, theirs.group_size).expect("q");
+        assert!(&ours == theirs, "{module} at {} bits", theirs.bits);
+    }
+    // stereoscope's model from the folder computes what mlx-lm's does with the same
+    // dequantized weights.
+    let loaded = engine::source::load(
+        &engine::resolve_model(mixed.to_str().expect("utf8")).expect("resolves"),
+    )
+    .expect("loads");
+    let held = loaded.mlx_quant.as_ref().expect("quantized").precision;
+    let tokens = [261u32, 72, 101, 108, 108, 111, 32, 256, 257, 258];
+    let ours = logits(&mixed, held);
+    let ids: Vec<String> = tokens.iter().map(|t| t.to_string()).collect();
+    let out = tmp.join("mixed-logits.json");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/mlx_logits.py");
+    let r = Command::new("python3")
+        .arg(script)
+        .arg(&mixed)
+        .arg(ids.join(","))
+        .arg(&out)
+        .arg("--dense")
+        .output()
+        .expect("python3");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("read")).expect("json");
+    let last = v["logits"]
+        .as_array()
+        .expect("rows")
+        .last()
+        .expect("last")
+        .clone();
+    let max = last
+        .as_array()
+        .expect("row")
+        .iter()
+        .zip(&ours)
+        .map(|(x, y)| (x.as_f64().expect("number") as f32 - y).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        max <= 1e-4,
+        "mixed folder: max |Δ logit| {max} against mlx-lm"
+    );
+}

@@ -330,8 +330,13 @@ fn unpack_all(
                     format!("quantization.{module} is false but `{module}.weight` is packed"),
                 ));
             }
-            Some(v @ Value::Object(_)) => {
-                quant_params(v, cfg_path, &format!("quantization.{module}"))?
+            Some(Value::Object(o)) => {
+                // Fields an override leaves out (or sets to null) come from the top level.
+                let mut merged = block.clone();
+                for (k, v) in o.iter().filter(|(_, v)| !v.is_null()) {
+                    merged[k] = v.clone();
+                }
+                quant_params(&merged, cfg_path, &format!("quantization.{module}"))?
             }
             _ => top,
         };
