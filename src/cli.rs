@@ -172,10 +172,12 @@ pub struct StudyArgs {
     /// Tokens per perplexity sequence.
     #[arg(long, default_value_t = 512)]
     pub ppl_seq_len: usize,
-    /// Perplexity corpus: JSONL with a chat `messages` list or a `text` string per line, or
-    /// plain text [default: the run's BBQ prompts through the chat template].
+    /// Perplexity corpus: JSONL with a chat `messages` list or a `text` string per line,
+    /// Parquet with a `messages` or `text` column, plain text, `hub:OWNER/NAME` (a hub
+    /// dataset's first training Parquet file) or `tulu` (the study's
+    /// allenai/tulu-3-sft-mixture) [default: the run's BBQ prompts through the chat template].
     #[arg(long)]
-    pub ppl_corpus: Option<PathBuf>,
+    pub ppl_corpus: Option<String>,
     /// Items per part file (the unit of resume).
     #[arg(long, default_value_t = 32)]
     pub part_size: usize,
@@ -495,9 +497,14 @@ fn prepare(a: &StudyArgs) -> Result<Option<Prepared>> {
             "--noise-seeds must differ from --seeds; {s} is in both"
         )));
     }
-    if let Some(c) = &a.ppl_corpus {
-        engine::perplexity::parse_corpus(c)?;
-    }
+    let ppl_corpus = match &a.ppl_corpus {
+        Some(c) if a.ppl_sequences > 0 => {
+            let path = engine::perplexity::resolve_corpus(c)?;
+            engine::perplexity::parse_corpus(&path)?;
+            Some(path)
+        }
+        _ => None,
+    };
     if a.ppl_sequences > 0 && a.ppl_seq_len < 2 {
         return Err(Error::Input("--ppl-seq-len must be at least 2".into()));
     }
@@ -562,7 +569,7 @@ fn prepare(a: &StudyArgs) -> Result<Option<Prepared>> {
         ppl: (a.ppl_sequences > 0).then(|| study::PplSpec {
             sequences: a.ppl_sequences,
             seq_len: a.ppl_seq_len,
-            corpus: a.ppl_corpus.clone(),
+            corpus: ppl_corpus.clone(),
         }),
     };
     let selection_args = serde_json::json!({

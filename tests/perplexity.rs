@@ -272,3 +272,98 @@ fn a_bad_corpus_line_is_named() {
     // Checked before any model loads or item is scored.
     assert!(common::part_files(&out).is_empty());
 }
+
+#[test]
+fn a_hub_dataset_corpus_is_fetched_through_the_hub_protocol() {
+    let tmp = tempdir("pplhub");
+    let gguf = tmp.join("tiny.gguf");
+    common::write_tiny_gguf(&gguf);
+    // A dataset repository as the hub serves it: the API's file listing and the file.
+    let server = tmp.join("server");
+    let api = server.join("api/datasets/tiny-org/tiny-chat/revision");
+    std::fs::create_dir_all(&api).expect("mkdir");
+    std::fs::write(
+        api.join("main"),
+        r#"{"id": "tiny-org/tiny-chat", "sha": "0123456789abcdef0123456789abcdef01234567", "siblings": [{"rfilename": "README.md"}, {"rfilename": "data/test-00000-of-00001.parquet"}, {"rfilename": "data/train-00000-of-00001.parquet"}]}"#,
+    )
+    .expect("listing");
+    let data = server.join("datasets/tiny-org/tiny-chat/resolve/main/data");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    let script = "import sys, pyarrow as pa, pyarrow.parquet as pq\n\
+        rows = [[{'role': 'user', 'content': f'Question {i} about ABC?'}, {'role': 'assistant', 'content': f'Answer {i}: CBA.'}] for i in range(40)]\n\
+        pq.write_table(pa.table({'id': [str(i) for i in range(40)], 'messages': rows}), sys.argv[1])\n";
+    let r = Command::new("python3")
+        .args(["-c", script])
+        .arg(data.join("train-00000-of-00001.parquet"))
+        .output()
+        .expect("python3");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let base = common::serve_files(server, "");
+    let bbq = common::bbq_dir();
+    let out = tmp.join("run");
+    let args = [
+        "--batch",
+        "--model",
+        gguf.to_str().expect("utf8"),
+        "--bbq-dir",
+        bbq.to_str().expect("utf8"),
+        "--categories",
+        "Age",
+        "--limit",
+        "2",
+        "--precisions",
+        "bf16,q4",
+        "--ppl-corpus",
+        "hub:tiny-org/tiny-chat",
+        "--ppl-sequences",
+        "4",
+        "--ppl-seq-len",
+        "64",
+        "--out",
+        out.to_str().expect("utf8"),
+    ];
+    let o = Command::new(common::bin())
+        .args(args)
+        .env("STEREOSCOPE_CACHE", tmp.join("cache"))
+        .env("HF_HOME", tmp.join("hf"))
+        .env("HF_ENDPOINT", &base)
+        .env_remove("HF_HUB_OFFLINE")
+        .output()
+        .expect("runs");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows =
+        stereoscope::store::perplexity::read(&stereoscope::store::ResultsDir { root: out.clone() })
+            .expect("reads");
+    assert_eq!(rows.len(), 2);
+    assert!(
+        rows.iter()
+            .all(|r| r.corpus == "train-00000-of-00001.parquet"
+                && r.sequences == 4
+                && r.tokens == 4 * 63)
+    );
+    assert!(
+        tmp.join("hf/hub/datasets--tiny-org--tiny-chat").is_dir(),
+        "cached where the hub client caches"
+    );
+
+    // An unreachable hub is one clear error before anything runs.
+    let out2 = tmp.join("run2");
+    let mut args2 = args;
+    args2[args2.len() - 1] = out2.to_str().expect("utf8");
+    let o = Command::new(common::bin())
+        .args(args2)
+        .env("STEREOSCOPE_CACHE", tmp.join("cache"))
+        .env("HF_HOME", tmp.join("hf2"))
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        .env_remove("HF_HUB_OFFLINE")
+        .output()
+        .expect("runs");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!out2.join("records").exists());
+    assert!(
+        stderr(&o).contains("cannot get the perplexity corpus tiny-org/tiny-chat@main")
+            && stderr(&o).contains("--ppl-corpus"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -11,7 +11,7 @@ use super::tokenizer::Tok;
 use crate::error::{Error, Result};
 use crate::prompt::ChatTemplate;
 use candle_core::{D, DType, Tensor};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Token sequences to score, with what they were made from.
 #[derive(Debug, Clone)]
@@ -68,9 +68,153 @@ pub enum Doc {
     Text(String),
 }
 
-/// Parse a corpus file: `.jsonl` lines hold `messages` or `text`; any other file is one
-/// plain-text document. Errors name the file and line.
+/// The hub dataset the study measured perplexity on.
+pub const TULU: &str = "allenai/tulu-3-sft-mixture";
+/// Documents read from a Parquet corpus at most (enough for 256 sequences of 512 tokens).
+const MAX_PARQUET_DOCS: usize = 2048;
+
+/// Resolve `--ppl-corpus`: a local file, `hub:OWNER/NAME[@REVISION]` (the first training
+/// Parquet file of a hub dataset, fetched into the Hugging Face cache), or `tulu` for the
+/// study's corpus.
+pub fn resolve_corpus(arg: &str) -> Result<PathBuf> {
+    let hub = match arg {
+        "tulu" => Some(TULU),
+        _ => arg.strip_prefix("hub:"),
+    };
+    let Some(id) = hub else {
+        let p = PathBuf::from(arg);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(Error::Input(format!("--ppl-corpus {arg}: no such file")))
+        };
+    };
+    let (id, revision) = match id.split_once('@') {
+        Some((i, r)) => (i.to_string(), r.to_string()),
+        None => (id.to_string(), "main".to_string()),
+    };
+    let fail = |what: String| {
+        Error::Input(format!(
+            "cannot get the perplexity corpus {id}@{revision} from the hub: {what}; pass a local file with --ppl-corpus"
+        ))
+    };
+    let api = hf_hub::api::sync::ApiBuilder::from_env()
+        .with_progress(false)
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let repo = api.repo(hf_hub::Repo::with_revision(
+        id.clone(),
+        hf_hub::RepoType::Dataset,
+        revision.clone(),
+    ));
+    let info = repo.info().map_err(|e| fail(e.to_string()))?;
+    let mut files: Vec<String> = info
+        .siblings
+        .into_iter()
+        .map(|s| s.rfilename)
+        .filter(|f| f.ends_with(".parquet"))
+        .collect();
+    files.sort();
+    let file = files
+        .iter()
+        .find(|f| {
+            Path::new(f)
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("train"))
+        })
+        .or(files.first())
+        .ok_or_else(|| fail("the dataset has no Parquet file".into()))?;
+    repo.get(file).map_err(|e| fail(format!("{file}: {e}")))
+}
+
+/// Documents of a Parquet corpus: a `messages` column (list of {role, content}) or a `text`
+/// column, the first rows in file order.
+fn parquet_docs(path: &Path) -> Result<Vec<Doc>> {
+    use arrow::array::{Array, AsArray, ListArray, StructArray};
+    use parquet::arrow::ProjectionMask;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let bad = |what: String| Error::Input(format!("perplexity corpus {}: {what}", path.display()));
+    let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad(e.to_string()))?;
+    let fields = builder.parquet_schema().root_schema().get_fields().to_vec();
+    let pick = |name: &str| fields.iter().position(|f| f.name() == name);
+    let (col, is_chat) = match (pick("messages"), pick("text")) {
+        (Some(i), _) => (i, true),
+        (None, Some(i)) => (i, false),
+        _ => return Err(bad("no `messages` or `text` column".into())),
+    };
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [col]);
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(256)
+        .build()
+        .map_err(|e| bad(e.to_string()))?;
+    let text_of = |a: &dyn Array, i: usize| -> Option<String> {
+        if a.is_null(i) {
+            return None;
+        }
+        if let Some(s) = a.as_string_opt::<i32>() {
+            return Some(s.value(i).to_string());
+        }
+        a.as_string_opt::<i64>().map(|s| s.value(i).to_string())
+    };
+    let mut docs = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| bad(e.to_string()))?;
+        let column = batch.column(0);
+        for row in 0..batch.num_rows() {
+            if docs.len() >= MAX_PARQUET_DOCS {
+                return Ok(docs);
+            }
+            if !is_chat {
+                if let Some(t) = text_of(column.as_ref(), row) {
+                    docs.push(Doc::Text(t));
+                }
+                continue;
+            }
+            let list = column
+                .as_any()
+                .downcast_ref::<ListArray>()
+                .ok_or_else(|| bad("`messages` is not a list".into()))?;
+            if list.is_null(row) {
+                continue;
+            }
+            let turns = list.value(row);
+            let turns = turns
+                .as_any()
+                .downcast_ref::<StructArray>()
+                .ok_or_else(|| bad("`messages` items are not {role, content}".into()))?;
+            let (Some(role), Some(content)) = (
+                turns.column_by_name("role"),
+                turns.column_by_name("content"),
+            ) else {
+                return Err(bad("`messages` items need `role` and `content`".into()));
+            };
+            let msgs: Option<Vec<(String, String)>> = (0..turns.len())
+                .map(|i| Some((text_of(role.as_ref(), i)?, text_of(content.as_ref(), i)?)))
+                .collect();
+            if let Some(m) = msgs.filter(|m| !m.is_empty()) {
+                docs.push(Doc::Messages(m));
+            }
+        }
+    }
+    Ok(docs)
+}
+
+/// Parse a corpus file: `.jsonl` lines hold `messages` or `text`; a `.parquet` file has a
+/// `messages` or `text` column; any other file is one plain-text document. Errors name the
+/// file and line.
 pub fn parse_corpus(path: &Path) -> Result<Vec<Doc>> {
+    if path.extension().is_some_and(|x| x == "parquet") {
+        let docs = parquet_docs(path)?;
+        if docs.is_empty() {
+            return Err(Error::Input(format!(
+                "perplexity corpus {} has no documents",
+                path.display()
+            )));
+        }
+        return Ok(docs);
+    }
     let text = std::fs::read_to_string(path).map_err(|e| {
         Error::Input(format!(
             "cannot read perplexity corpus {}: {e}",
