@@ -33,6 +33,9 @@ pub enum Command {
         /// table, markdown or json.
         #[arg(long, default_value = "table")]
         format: String,
+        /// Also write figures (SVG and PNG) into this folder, created if needed.
+        #[arg(long, value_name = "OUT")]
+        figures: Option<PathBuf>,
     },
     /// Measure prompt tokens/s and records/s per precision on the study's prompts.
     Bench {
@@ -207,7 +210,11 @@ pub fn main() -> i32 {
 
 fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
-        Some(Command::Report { dir, format }) => report(&dir, &format),
+        Some(Command::Report {
+            dir,
+            format,
+            figures,
+        }) => report(&dir, &format, figures.as_deref()),
         Some(Command::Bench {
             model,
             bbq_dir,
@@ -331,7 +338,7 @@ fn dispatch(cli: Cli) -> Result<()> {
     }
 }
 
-fn report(dir: &std::path::Path, format: &str) -> Result<()> {
+fn report(dir: &std::path::Path, format: &str, figures: Option<&std::path::Path>) -> Result<()> {
     let rd = ResultsDir {
         root: dir.to_path_buf(),
     };
@@ -355,6 +362,17 @@ fn report(dir: &std::path::Path, format: &str) -> Result<()> {
             "{}",
             serde_json::to_string_pretty(&report).unwrap_or_default()
         ),
+    }
+    if let Some(out) = figures {
+        // Perplexity is not measured by the study yet: that figure is skipped with a note.
+        let records = store::read_all_records(&rd)?;
+        let written = analysis::figures::write_figures(&report, &records, &[], out)?;
+        for note in &written.notes {
+            eprintln!("note: {note}");
+        }
+        for path in &written.written {
+            eprintln!("wrote {}", path.display());
+        }
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! scores, the study's transitions with their exact expectation and noise floor, per-item
 //! KL divergence and flips, and a logistic regression on bit width.
 
+pub mod figures;
 pub mod report;
 pub mod stats;
 
