@@ -364,9 +364,19 @@ fn report(dir: &std::path::Path, format: &str, figures: Option<&std::path::Path>
         ),
     }
     if let Some(out) = figures {
-        // Perplexity is not measured by the study yet: that figure is skipped with a note.
         let records = store::read_all_records(&rd)?;
-        let written = analysis::figures::write_figures(&report, &records, &[], out)?;
+        let ppl: Vec<analysis::figures::PplPoint> = report
+            .perplexity
+            .iter()
+            .map(|r| analysis::figures::PplPoint {
+                model: r.model.clone(),
+                scheme: r.scheme.clone(),
+                precision: r.precision.clone(),
+                ppl: r.perplexity,
+                delta_ppl_pct: r.delta_ppl_pct,
+            })
+            .collect();
+        let written = analysis::figures::write_figures(&report, &records, &ppl, out)?;
         for note in &written.notes {
             eprintln!("note: {note}");
         }
