@@ -518,6 +518,8 @@ mod tests {
             ],
             flips_by_margin: Vec::new(),
             regressions: Vec::new(),
+            perplexity: Vec::new(),
+            correlations: Vec::new(),
         }
     }
 
