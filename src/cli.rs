@@ -104,6 +104,9 @@ pub enum Command {
         precisions: String,
         #[arg(long, default_value = "mlx")]
         scheme: String,
+        /// cpu, cuda, cuda:N or metal.
+        #[arg(long, default_value = "cpu")]
+        device: String,
         #[arg(long)]
         out: PathBuf,
     },
@@ -294,8 +297,10 @@ fn dispatch(cli: Cli) -> Result<()> {
             limit,
             precisions,
             scheme,
+            device,
             out,
         }) => {
+            let (device, _) = engine::select_device(&device)?;
             let categories = list(&categories);
             bbq::validate_categories(&categories)?;
             let precisions = list(&precisions)
@@ -309,7 +314,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 scheme,
                 &sel.items,
                 &precisions,
-                &candle_core::Device::Cpu,
+                &device,
                 &out,
             )
         }
