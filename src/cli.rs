@@ -309,14 +309,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 .collect::<Result<Vec<_>>>()?;
             let scheme = Scheme::parse(&scheme)?;
             let (sel, resolved) = ambiguous_items_and_model(bbq_dir, categories, limit, &model)?;
-            crate::bench::dump_logprobs(
-                &resolved,
-                scheme,
-                &sel.items,
-                &precisions,
-                &device,
-                &out,
-            )
+            crate::bench::dump_logprobs(&resolved, scheme, &sel.items, &precisions, &device, &out)
         }
         Some(Command::Open { dir }) => {
             crate::tui::check_folder(&dir)?;
