@@ -99,12 +99,14 @@ fn smollm2_run_gets_every_figure_as_svg_and_png() {
         .to_string();
     let stem = |kind: &str| format!("{kind}-{model}-gguf");
 
-    // A results folder has no perplexity: that figure is skipped with a note.
-    assert!(
-        err.contains("note: perplexity_vs_transitions: not drawn"),
-        "{err}"
-    );
-    let kinds = ["srs_by_precision", "transitions", "kld_by_precision"];
+    // The run measured perplexity (the default stage), so every figure is drawn.
+    assert!(json["perplexity"].as_array().expect("perplexity").len() == 5);
+    let kinds = [
+        "srs_by_precision",
+        "transitions",
+        "perplexity_vs_transitions",
+        "kld_by_precision",
+    ];
     let mut want = Vec::new();
     for kind in kinds {
         for ext in ["png", "svg"] {
@@ -125,6 +127,17 @@ fn smollm2_run_gets_every_figure_as_svg_and_png() {
     let rows = json["rows"].as_array().expect("rows");
     let with_srs = rows.iter().filter(|r| r["srs"].is_number()).count();
     assert_eq!(with_srs, 15, "ALL, Age, Religion × 5 precisions");
+    let ppl = svg("perplexity_vs_transitions");
+    assert!(
+        ppl.contains(&label("perplexity change vs BF16")),
+        "axis label"
+    );
+    for r in json["perplexity"].as_array().expect("perplexity") {
+        if let Some(d) = r["delta_ppl_pct"].as_f64() {
+            let bar = format!("{d:+.1}%");
+            assert!(ppl.contains(&label(&bar)), "bar label {bar}");
+        }
+    }
     let srs = svg("srs_by_precision");
     assert_eq!(srs.matches("<circle").count(), with_srs);
     let title = format!("Stereotype rate by precision: {model} (gguf)");
@@ -212,7 +225,7 @@ fn a_run_without_valid_answers_gets_notes_not_empty_charts() {
     let tmp = tempdir("figures-tiny");
     let model = tmp.join("tiny-llama.gguf");
     common::write_tiny_gguf(&model);
-    let dir = batch(&model, &tmp, "6", &[]);
+    let dir = batch(&model, &tmp, "6", &["--ppl-sequences", "0"]);
     let figs = tmp.join("figs");
     let o = figures(&dir, &figs, &tmp);
     let err = stderr(&o);
