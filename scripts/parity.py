@@ -30,26 +30,9 @@ import mlx.core as mx
 import numpy as np
 from mlx_lm import convert, load
 
+from mlx_logits import dense_from_quantized
+
 PRECISIONS = {"bf16": None, "q8": 8, "q6": 6, "q4": 4, "q3": 3}
-
-
-def dense_from_quantized(model):
-    """Replace quantized layers by dense ones holding mx.dequantize's BF16 weights."""
-    import mlx.nn as nn
-    from mlx.utils import tree_unflatten
-    swaps = []
-    for name, m in model.named_modules():
-        if isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding)):
-            w = mx.dequantize(m.weight, m.scales, m.biases, group_size=m.group_size, bits=m.bits)
-            if isinstance(m, nn.QuantizedEmbedding):
-                d = nn.Embedding(w.shape[0], w.shape[1])
-            else:
-                d = nn.Linear(w.shape[1], w.shape[0], bias="bias" in m)
-                if "bias" in m:
-                    d.bias = m.bias
-            d.weight = w
-            swaps.append((name, d))
-    model.update_modules(tree_unflatten(swaps))
 
 
 def last_logits(model, ids):

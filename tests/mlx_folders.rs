@@ -12,18 +12,10 @@ use std::process::Command;
 use stereoscope::engine::{self, Compute, KvCache, Precision, Scheme, hf, mlx, quant};
 
 fn convert(src: &Path, out: &Path, bits: u32) {
-    let r = Command::new("python3")
-        .args(["-m", "mlx_lm", "convert", "--hf-path"])
-        .arg(src)
-        .arg("--mlx-path")
-        .arg(out)
-        .args(["-q", "--q-group-size", "64", "--q-bits", &bits.to_string()])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        r.status.success(),
-        "mlx_lm convert failed: {}",
-        String::from_utf8_lossy(&r.stderr)
+    common::mlx_convert(
+        src,
+        out,
+        &["--q-group-size", "64", "--q-bits", &bits.to_string()],
     );
 }
 
@@ -370,15 +362,7 @@ fn a_mixed_precision_mlx_folder_loads_as_mlx_lm_reads_it() {
     let src = tmp.join("tiny");
     common::write_tiny_arch(&src, "llama");
     let mixed = tmp.join("tiny-mixed");
-    let r = Command::new("python3")
-        .args(["-m", "mlx_lm", "convert", "--hf-path"])
-        .arg(&src)
-        .arg("--mlx-path")
-        .arg(&mixed)
-        .args(["-q", "--quant-predicate", "mixed_3_6"])
-        .output()
-        .expect("python3");
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    common::mlx_convert(&src, &mixed, &["--quant-predicate", "mixed_3_6"]);
     // Per-module overrides in config.json give some modules 3 bits and some 6.
     let packed = hf::read_packed(&mixed).expect("reads");
     let bits: std::collections::BTreeSet<u32> = packed.values().map(|q| q.bits).collect();

@@ -70,15 +70,7 @@ fn perplexity_and_kld_match_mlx_lm_on_the_same_sequences() {
     let src = tmp.join("tiny-llama");
     common::write_tiny_arch(&src, "llama");
     let q4 = tmp.join("tiny-llama-q4");
-    let r = Command::new("python3")
-        .args(["-m", "mlx_lm", "convert", "--hf-path"])
-        .arg(&src)
-        .arg("--mlx-path")
-        .arg(&q4)
-        .args(["-q", "--q-group-size", "64", "--q-bits", "4"])
-        .output()
-        .expect("python3");
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    common::mlx_convert(&src, &q4, &["--q-group-size", "64", "--q-bits", "4"]);
     let corpus = tmp.join("corpus.jsonl");
     std::fs::write(
         &corpus,

@@ -545,3 +545,22 @@ pub fn write_tiny_arch(dir: &Path, arch: &str) {
     }
     std::fs::write(dir.join("config.json"), config.to_string()).expect("config");
 }
+
+/// Quantize the Hugging Face folder `src` into an MLX folder `out` with `mlx_lm.convert -q`
+/// and the given extra arguments (`--q-bits 4 --q-group-size 64`, `--quant-predicate …`).
+pub fn mlx_convert(src: &Path, out: &Path, args: &[&str]) {
+    let r = Command::new("python3")
+        .args(["-m", "mlx_lm", "convert", "--hf-path"])
+        .arg(src)
+        .arg("--mlx-path")
+        .arg(out)
+        .arg("-q")
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        r.status.success(),
+        "mlx_lm convert failed: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+}
