@@ -369,28 +369,15 @@ pub fn run(
             precision.as_str()
         )));
         let t0 = Instant::now();
-        let ckpt_src = match m.checkpoint(precision) {
-            Some(c) => {
-                send(Event::Stage(format!(
-                    "{} {}: loading checkpoint {}",
-                    m.slug,
-                    precision.as_str(),
-                    c.resolved.id
-                )));
-                let ck = source::load(&c.resolved)?;
-                check_compatible(src, &ck)?;
-                Some(ck)
-            }
-            None => None,
-        };
-        let built = quant::build(
-            ckpt_src.as_ref().unwrap_or(src),
-            precision,
-            spec.scheme,
-            spec.compute,
-            device,
-        )?;
-        drop(ckpt_src);
+        if let Some(c) = m.checkpoint(precision) {
+            send(Event::Stage(format!(
+                "{} {}: loading checkpoint {}",
+                m.slug,
+                precision.as_str(),
+                c.resolved.id
+            )));
+        }
+        let built = build_precision(spec, m, src, precision, device)?;
         record_precision(
             &mut manifest,
             m,
@@ -524,20 +511,7 @@ impl PplStage<'_> {
     }
 
     fn build(&self, p: Precision) -> Result<Built> {
-        match self.m.checkpoint(p) {
-            Some(c) => {
-                let ck = source::load(&c.resolved)?;
-                check_compatible(self.src, &ck)?;
-                quant::build(&ck, p, self.spec.scheme, self.spec.compute, self.device)
-            }
-            None => quant::build(
-                self.src,
-                p,
-                self.spec.scheme,
-                self.spec.compute,
-                self.device,
-            ),
-        }
+        build_precision(self.spec, self.m, self.src, p, self.device)
     }
 
     /// Compute and write the rows unless the same corpus was already scored; returns the
@@ -697,6 +671,25 @@ fn record_precision(
         (None, None) => json!({"quantized_in_process": p != Precision::Bf16}),
     };
     e["precisions"][p.as_str()]["weights"] = from;
+}
+
+/// A model at one precision: from its attached checkpoint when it has one for `p`, else
+/// made from the BF16 source.
+fn build_precision(
+    spec: &StudySpec,
+    m: &PlannedModel,
+    src: &SourceModel,
+    p: Precision,
+    device: &candle_core::Device,
+) -> Result<Built> {
+    match m.checkpoint(p) {
+        Some(c) => {
+            let ck = source::load(&c.resolved)?;
+            check_compatible(src, &ck)?;
+            quant::build(&ck, p, spec.scheme, spec.compute, device)
+        }
+        None => quant::build(src, p, spec.scheme, spec.compute, device),
+    }
 }
 
 /// A checkpoint must be the same model as the BF16 source: architecture, shapes and
