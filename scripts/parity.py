@@ -35,6 +35,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 import mlx.core as mx
 import numpy as np
@@ -102,11 +103,13 @@ def compare(model, ids, ours, letters):
 
 def main():
     a = parse_args()
+    t0 = time.time()
     work = tempfile.mkdtemp(prefix="stereoscope-parity-")
     dump = os.path.join(work, "stereoscope")
     subprocess.run([a.binary, "logprobs", "--model", a.model, "--bbq-dir", a.bbq, "--categories", "Age,Religion",
                     "--limit", str(a.n), "--precisions", ",".join(a.precisions), "--scheme", "mlx",
                     "--device", a.stereoscope_device, "--out", dump], check=True)
+    print(f"stereoscope logprobs took {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
     prompts = json.load(open(os.path.join(dump, "prompts.json")))
     ids, texts = prompts["ids"], prompts["texts"]
     letters = json.load(open(os.path.join(dump, "letters.json")))
@@ -132,7 +135,7 @@ def main():
                 same_ids = sum(tok.encode(t, add_special_tokens=False) == i for t, i in zip(texts, ids)) / len(ids)
             row, differing = compare(model, ids, ours, letters)
             rows[(dtype, weights)].append((prec, *row))
-            print(f"done {prec} {dtype} {weights}: {rows[(dtype, weights)][-1]}; argmax differs on prompts {differing}",
+            print(f"[{time.time() - t0:.0f} s] done {prec} {dtype} {weights}: {rows[(dtype, weights)][-1]}; argmax differs on prompts {differing}",
                   file=sys.stderr, flush=True)
     head = ("precision", "prompts", "max |Δ| all", "median |Δ| all", "max |Δ| letters", "median |Δ| letters",
             "same argmax", "same A/B/C rank")
