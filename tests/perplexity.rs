@@ -323,9 +323,8 @@ fn a_hub_dataset_corpus_is_fetched_through_the_hub_protocol() {
         .output()
         .expect("runs");
     assert!(o.status.success(), "{}", stderr(&o));
-    let rows =
-        stereoscope::store::perplexity::read(&stereoscope::store::ResultsDir { root: out.clone() })
-            .expect("reads");
+    let rows = stereoscope::store::perplexity::read(&stereoscope::store::ResultsDir::at(&out))
+        .expect("reads");
     assert_eq!(rows.len(), 2);
     assert!(
         rows.iter()

@@ -2,6 +2,9 @@
 //! `records/model=…/scheme=…/precision=…/part-NNNNN.parquet`. Parts are written under a
 //! hidden temporary name and renamed, so a crash leaves either a whole part or none (readers
 //! such as pyarrow skip hidden files). A folder made by a different plan is refused.
+//!
+//! A shard `I/N` of a plan writes `manifest-sI.json` and parts `part-sI-NNNNN.parquet`, so
+//! shards can share one folder; `merge` (in `merge.rs`) joins them into the layout above.
 
 use crate::bbq::Item;
 use crate::error::{Error, Result};
@@ -85,6 +88,16 @@ fn floats(it: impl Iterator<Item = f64>) -> ArrayRef {
     Arc::new(Float64Array::from_iter_values(it))
 }
 
+/// A suffix for temporary file names that differs between processes, also on different
+/// hosts writing into one shared folder (shards).
+fn tmp_suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{}-{nanos}.tmp", std::process::id())
+}
+
 fn write_batch(path: &Path, batch: &RecordBatch) -> Result<()> {
     let dir = path
         .parent()
@@ -92,7 +105,7 @@ fn write_batch(path: &Path, batch: &RecordBatch) -> Result<()> {
     std::fs::create_dir_all(dir)
         .map_err(|e| store_err(dir, format!("cannot create folder: {e}")))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("part");
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let tmp = dir.join(format!(".{name}.{}", tmp_suffix()));
     let file =
         std::fs::File::create(&tmp).map_err(|e| store_err(&tmp, format!("cannot write: {e}")))?;
     let props = WriterProperties::builder()
@@ -334,15 +347,73 @@ pub fn read_items(path: &Path) -> Result<Vec<Item>> {
     Ok(out)
 }
 
-/// A results folder.
+/// One shard of a plan: part `k` of every model and precision belongs to shard
+/// `k % count + 1`. `index` counts from 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// Parse `I/N` (1 ≤ I ≤ N).
+    pub fn parse(s: &str) -> Result<Shard> {
+        let bad = || {
+            Error::Input(format!(
+                "--shard must be I/N with 1 ≤ I ≤ N (such as 2/8), not `{s}`"
+            ))
+        };
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let index: usize = i.trim().parse().map_err(|_| bad())?;
+        let count: usize = n.trim().parse().map_err(|_| bad())?;
+        if index == 0 || index > count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// Whether part `k` belongs to this shard.
+    pub fn owns(&self, part: usize) -> bool {
+        part % self.count == self.index - 1
+    }
+
+    pub fn to_json(self) -> serde_json::Value {
+        serde_json::json!({"index": self.index, "count": self.count})
+    }
+
+    pub fn from_json(v: &serde_json::Value) -> Option<Shard> {
+        let index = v.get("index")?.as_u64()? as usize;
+        let count = v.get("count")?.as_u64()? as usize;
+        (index >= 1 && index <= count).then_some(Shard { index, count })
+    }
+
+    /// The manifest file name of this shard.
+    pub fn manifest_name(&self) -> String {
+        format!("manifest-s{}.json", self.index)
+    }
+}
+
+/// A results folder, or one shard's files in it.
 #[derive(Debug, Clone)]
 pub struct ResultsDir {
     pub root: PathBuf,
+    pub shard: Option<Shard>,
 }
 
 impl ResultsDir {
+    /// A whole (unsharded or merged) results folder.
+    pub fn at(root: &Path) -> ResultsDir {
+        ResultsDir {
+            root: root.to_path_buf(),
+            shard: None,
+        }
+    }
+
     pub fn manifest_path(&self) -> PathBuf {
-        self.root.join("manifest.json")
+        match self.shard {
+            Some(s) => self.root.join(s.manifest_name()),
+            None => self.root.join("manifest.json"),
+        }
     }
 
     pub fn items_path(&self) -> PathBuf {
@@ -359,31 +430,79 @@ impl ResultsDir {
             .join(format!("model={model}"))
             .join(format!("scheme={scheme}"))
             .join(format!("precision={precision}"))
-            .join(format!("part-{index:05}.parquet"))
+            .join(match self.shard {
+                Some(s) => format!("part-s{}-{index:05}.parquet", s.index),
+                None => format!("part-{index:05}.parquet"),
+            })
     }
 
-    /// Open `root` for a run of `plan`: create it, or resume it when its manifest holds the
-    /// same plan. A folder with another plan, or a non-empty folder that is not a results
-    /// folder, is refused.
-    pub fn prepare(root: &Path, plan: &serde_json::Value) -> Result<ResultsDir> {
+    /// Open `root` for a run of `plan` (or one shard of it): create it, or resume it when its
+    /// manifest holds the same plan. A folder with another plan, or a non-empty folder that
+    /// is not a results folder, is refused. Shards of one plan may share a folder; a whole
+    /// run and shards never do.
+    pub fn prepare(
+        root: &Path,
+        plan: &serde_json::Value,
+        shard: Option<Shard>,
+    ) -> Result<ResultsDir> {
         let dir = ResultsDir {
             root: root.to_path_buf(),
+            shard,
         };
         let out_err = |what: String| Error::Store(format!("--out {}: {what}", root.display()));
         if root.exists() && !root.is_dir() {
             return Err(out_err("exists and is not a folder".into()));
         }
-        if dir.manifest_path().is_file() {
-            let old = read_manifest(&dir.manifest_path())?;
+        let whole = root.join("manifest.json");
+        let shards = shard_manifests(root);
+        if shard.is_some() && whole.is_file() {
+            return Err(out_err(
+                "holds a whole run (manifest.json); shards would duplicate its records: choose another --out".into(),
+            ));
+        }
+        if shard.is_none() && !whole.is_file() && !shards.is_empty() {
+            return Err(out_err(format!(
+                "holds shards of a run ({}); join them with `stereoscope merge OUT {}` first",
+                shards
+                    .iter()
+                    .map(|p| p
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .unwrap_or("?")
+                        .to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                root.display()
+            )));
+        }
+        let mut theirs: Vec<PathBuf> = if shard.is_some() { shards } else { vec![] };
+        if whole.is_file() {
+            theirs.push(whole);
+        }
+        for path in &theirs {
+            let old = read_manifest(path)?;
             let old_plan = old.get("plan").cloned().unwrap_or_default();
             let diff = plan_diff(&old_plan, plan);
             if !diff.is_empty() {
                 return Err(out_err(format!(
-                    "holds a run of a different plan ({}); choose another --out or remove it",
-                    diff.join("; ")
+                    "holds a run of a different plan ({}, in {}); choose another --out or remove it",
+                    diff.join("; "),
+                    path.display()
                 )));
             }
-        } else if root.is_dir() {
+            if let Some(s) = shard {
+                let count = old.get("shard").and_then(Shard::from_json).map(|o| o.count);
+                if count != Some(s.count) {
+                    return Err(out_err(format!(
+                        "{} is a shard of {} but this run is a shard of {}; use the same N for every shard",
+                        path.display(),
+                        count.map(|c| c.to_string()).unwrap_or_else(|| "?".into()),
+                        s.count
+                    )));
+                }
+            }
+        }
+        if theirs.is_empty() && root.is_dir() {
             let non_empty = std::fs::read_dir(root)
                 .map(|mut d| d.next().is_some())
                 .unwrap_or(false);
@@ -400,6 +519,43 @@ impl ResultsDir {
         let _ = std::fs::remove_file(&probe);
         Ok(dir)
     }
+}
+
+/// The error for a folder without `manifest.json`: names the shards it holds, if any.
+pub fn not_a_results_folder(dir: &Path) -> Error {
+    let shards = shard_manifests(dir);
+    if shards.is_empty() {
+        Error::Input(format!(
+            "{} is not a stereoscope results folder (no manifest.json)",
+            dir.display()
+        ))
+    } else {
+        Error::Input(format!(
+            "{} holds {} shard(s) of a run, not a whole run; join them with `stereoscope merge OUT {}`",
+            dir.display(),
+            shards.len(),
+            dir.display()
+        ))
+    }
+}
+
+/// The shard manifests (`manifest-sI.json`) in a folder, sorted.
+pub fn shard_manifests(root: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.strip_prefix("manifest-s")
+                    .and_then(|r| r.strip_suffix(".json"))
+                    .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()))
+            })
+        })
+        .collect();
+    v.sort();
+    v
 }
 
 /// Keys whose values differ between two plans, each with both values.
@@ -449,9 +605,11 @@ pub fn read_manifest(path: &Path) -> Result<serde_json::Value> {
 /// Write the manifest atomically.
 pub fn write_manifest(dir: &ResultsDir, manifest: &serde_json::Value) -> Result<()> {
     let path = dir.manifest_path();
-    let tmp = dir
-        .root
-        .join(format!(".manifest.json.{}.tmp", std::process::id()));
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("manifest.json");
+    let tmp = dir.root.join(format!(".{name}.{}", tmp_suffix()));
     let text = serde_json::to_string_pretty(manifest).map_err(|e| store_err(&path, e))?;
     std::fs::write(&tmp, text).map_err(|e| store_err(&tmp, format!("cannot write: {e}")))?;
     std::fs::rename(&tmp, &path)
@@ -515,5 +673,6 @@ pub fn read_all_records(dir: &ResultsDir) -> Result<Vec<StoredRecord>> {
 }
 
 pub mod export;
+pub mod merge;
 pub mod perplexity;
 pub mod view;

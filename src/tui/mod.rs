@@ -31,14 +31,9 @@ pub fn load(dir: &ResultsDir) -> Result<(Vec<ItemView>, Option<analysis::Report>
 
 /// Check that `dir` is a results folder this version reads, and name its model and scheme.
 pub fn check_folder(dir: &Path) -> Result<String> {
-    let rd = ResultsDir {
-        root: dir.to_path_buf(),
-    };
+    let rd = ResultsDir::at(dir);
     if !rd.manifest_path().is_file() {
-        return Err(Error::Input(format!(
-            "{} is not a stereoscope results folder (no manifest.json)",
-            dir.display()
-        )));
+        return Err(store::not_a_results_folder(dir));
     }
     let m = store::read_manifest(&rd.manifest_path())?;
     let model = m["models"]
@@ -89,9 +84,7 @@ fn osc52(text: &str) {
 /// Run the explorer on `dir` until the user quits; `starter` runs the study alongside.
 pub fn run(dir: &Path, device: &str, starter: Option<Starter>) -> Result<()> {
     let model = check_folder(dir).unwrap_or_else(|_| "starting".into());
-    let rd = ResultsDir {
-        root: dir.to_path_buf(),
-    };
+    let rd = ResultsDir::at(dir);
     let mut app = App::new(dir.to_path_buf(), model, device.to_string());
     let mut job = starter.as_ref().map(|s| s());
     if job.is_some() {
