@@ -49,7 +49,7 @@ pub fn measure(
     part_size: usize,
     device: &candle_core::Device,
 ) -> Result<(Vec<BenchRow>, Vec<Vec<u32>>)> {
-    let (src, template, letters) = crate::study::load_for_scoring(resolved)?;
+    let (src, template, letters) = crate::study::load_for_scoring(resolved, None)?;
     let prompts = items
         .iter()
         .map(|it| src.tok.encode(&prompt::study_prompt(&template, it)?))
@@ -64,6 +64,7 @@ pub fn measure(
         device: String::new(),
         part_size,
         ppl: None,
+        protocol: Default::default(),
     };
     let mut rows = Vec::new();
     for &p in precisions {
@@ -200,7 +201,7 @@ pub fn dump_logprobs(
     device: &candle_core::Device,
     out: &Path,
 ) -> Result<()> {
-    let (src, template, letters) = crate::study::load_for_scoring(resolved)?;
+    let (src, template, letters) = crate::study::load_for_scoring(resolved, None)?;
     let texts = items
         .iter()
         .map(|it| prompt::study_prompt(&template, it))

@@ -201,6 +201,16 @@ pub struct StudyArgs {
     /// Headless only.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
+    /// Replace the study's system message (an empty text sends no system message).
+    #[arg(long, value_name = "TEXT")]
+    pub system_prompt: Option<String>,
+    /// Replace the study's user message: a text file with the placeholders {context},
+    /// {question}, {ans0}, {ans1}, {ans2} (options are labelled A, B, C by the template).
+    #[arg(long, value_name = "FILE")]
+    pub user_template: Option<PathBuf>,
+    /// Replace the model's chat template with this Jinja file (Hugging Face's format).
+    #[arg(long, value_name = "FILE")]
+    pub chat_template: Option<PathBuf>,
     /// Print the plan and exit without running.
     #[arg(long)]
     pub dry_run: bool,
@@ -524,6 +534,7 @@ fn prepare(a: &StudyArgs) -> Result<Option<Prepared>> {
     let scheme = Scheme::parse(&a.scheme)?;
     let compute = Compute::parse(&a.compute)?;
     let shard = a.shard.as_deref().map(store::Shard::parse).transpose()?;
+    let protocol = protocol(a)?;
     let seeds = list(&a.seeds)
         .iter()
         .map(|s| {
@@ -623,6 +634,7 @@ fn prepare(a: &StudyArgs) -> Result<Option<Prepared>> {
             seq_len: a.ppl_seq_len,
             corpus: ppl_corpus.clone(),
         }),
+        protocol,
     };
     let selection_args = serde_json::json!({
         "categories": categories, "conditions": conditions, "limit": limit,
@@ -672,6 +684,48 @@ fn prepare(a: &StudyArgs) -> Result<Option<Prepared>> {
         device,
         device_name,
     }))
+}
+
+/// The prompt from `--system-prompt`, `--user-template` and `--chat-template`, each checked
+/// before any model loads.
+fn protocol(a: &StudyArgs) -> Result<crate::prompt::Protocol> {
+    use crate::prompt::{ChatTemplate, Protocol};
+    let mut p = Protocol::default();
+    if let Some(s) = &a.system_prompt {
+        p.system = (!s.trim().is_empty()).then(|| s.clone());
+    }
+    let read = |flag: &str, path: &PathBuf| {
+        std::fs::read_to_string(path)
+            .map_err(|e| Error::Input(format!("{flag} {}: cannot read: {e}", path.display())))
+    };
+    if let Some(path) = &a.user_template {
+        let text = read("--user-template", path)?;
+        let text = text.strip_suffix('\n').unwrap_or(&text).to_string();
+        Protocol::check_user_template(&text, &format!("--user-template {}", path.display()))?;
+        p.user_template = text;
+    }
+    if let Some(path) = &a.chat_template {
+        let text = read("--chat-template", path)?;
+        let origin = format!("--chat-template {}", path.display());
+        let t = ChatTemplate::new(&text, "<s>", "</s>")
+            .map_err(|e| Error::Input(format!("{origin}: {e}")))?;
+        let probe = crate::bbq::Item {
+            category: "Age".into(),
+            example_id: 0,
+            context_condition: "ambig".into(),
+            question_polarity: "neg".into(),
+            context: "A context.".into(),
+            question: "A question?".into(),
+            answers: ["one".into(), "two".into(), "Can't be determined".into()],
+            label: 2,
+            biased_index: 0,
+            unknown_index: 2,
+        };
+        p.prompt(&t, &probe)
+            .map_err(|e| Error::Input(format!("{origin}: {e}")))?;
+        p.chat_template = Some(text);
+    }
+    Ok(p)
 }
 
 /// The precisions to run: an MLX folder given as `--model` runs only the precision it

@@ -41,6 +41,8 @@ pub struct StudySpec {
     pub part_size: usize,
     /// Perplexity and KLD against BF16 after scoring, when set.
     pub ppl: Option<PplSpec>,
+    /// The prompt: the study's unless overridden.
+    pub protocol: prompt::Protocol,
 }
 
 /// The perplexity stage: how many sequences of how many tokens, from which corpus.
@@ -231,12 +233,7 @@ pub fn plan_json(
         "precisions": spec.precisions.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
         "seeds": spec.seeds,
         "compute": spec.compute,
-        "protocol": {
-            "name": "paper",
-            "system": prompt::SYSTEM_PROMPT,
-            "temperature": prompt::TEMPERATURE,
-            "max_new_tokens": prompt::MAX_NEW_TOKENS,
-        },
+        "protocol": spec.protocol.to_json(),
         "selection": selection_args,
         "items": { "count": sel.items.len(), "sha256": sha_hex(items_key.join(",").as_bytes()) },
         "part_size": spec.part_size,
@@ -360,8 +357,16 @@ pub fn run(
         let m = &models[mi];
         if loaded.as_ref().map(|l| l.0) != Some(mi) {
             send(Event::Stage(format!("loading {}", m.resolved.id)));
-            let (src, template, letters) = load_for_scoring(&m.resolved)?;
+            let (src, template, letters) =
+                load_for_scoring(&m.resolved, spec.protocol.chat_template.as_deref())?;
             record_model(&mut manifest, m, &src, &letters);
+            if let Some(first) = sel.items.first() {
+                // What the model sees, for a reader to check the prompt.
+                model_entry(&mut manifest, &m.slug)["example_prompt"] = json!({
+                    "item": format!("{}:{}", first.category, first.example_id),
+                    "text": spec.protocol.prompt(&template, first)?,
+                });
+            }
             store::write_manifest(&dir, &manifest)?;
             loaded = Some((mi, src, template, letters));
         }
@@ -463,7 +468,8 @@ pub fn run(
             }
             if loaded.as_ref().map(|l| l.0) != Some(mi) {
                 send(Event::Stage(format!("loading {}", m.resolved.id)));
-                let (src, template, letters) = load_for_scoring(&m.resolved)?;
+                let (src, template, letters) =
+                    load_for_scoring(&m.resolved, spec.protocol.chat_template.as_deref())?;
                 loaded = Some((mi, src, template, letters));
             }
             let Some((_, src, template, _)) = loaded.as_ref() else {
@@ -515,7 +521,7 @@ impl PplStage<'_> {
                 "bbq-prompts".to_string(),
                 sel.items
                     .iter()
-                    .map(|i| prompt::study_prompt(self.template, i))
+                    .map(|i| self.spec.protocol.prompt(self.template, i))
                     .collect::<Result<Vec<_>>>()?,
             ),
         };
@@ -735,11 +741,24 @@ fn check_compatible(src: &SourceModel, ck: &SourceModel) -> Result<()> {
     Ok(())
 }
 
-/// Load a model's BF16 source with what scoring needs: its chat template and letter tokens.
-pub fn load_for_scoring(resolved: &Resolved) -> Result<(SourceModel, ChatTemplate, Letters)> {
-    let src = source::load(resolved)?;
+/// Load a model's BF16 source with what scoring needs: its chat template (or `chat_template`
+/// in its place, which is then also what the manifest records) and letter tokens.
+pub fn load_for_scoring(
+    resolved: &Resolved,
+    chat_template: Option<&str>,
+) -> Result<(SourceModel, ChatTemplate, Letters)> {
+    let mut src = source::load(resolved)?;
+    if let Some(t) = chat_template {
+        src.chat_template = Some(t.to_string());
+    }
+    let Some(source) = src.chat_template.as_deref() else {
+        return Err(Error::Model(format!(
+            "{} has no chat template (no tokenizer.chat_template in a GGUF, no chat_template in tokenizer_config.json or chat_template.jinja in a folder); pass --chat-template FILE",
+            resolved.id
+        )));
+    };
     let name = |t: &Option<(u32, String)>| t.as_ref().map(|b| b.1.clone()).unwrap_or_default();
-    let template = ChatTemplate::new(&src.chat_template, &name(&src.tok.bos), &name(&src.tok.eos))?;
+    let template = ChatTemplate::new(source, &name(&src.tok.bos), &name(&src.tok.eos))?;
     let letters = Letters::find(&src.tok)?;
     Ok((src, template, letters))
 }
@@ -781,7 +800,7 @@ impl Scorer<'_> {
     ) -> Result<(Vec<Record>, u64, u64)> {
         let model = &self.built.model;
         let tok = &self.src.tok;
-        let text = prompt::study_prompt(self.template, item)?;
+        let text = self.spec.protocol.prompt(self.template, item)?;
         let tokens = tok.encode(&text)?;
         if tokens.is_empty() {
             return Err(Error::Model(format!(

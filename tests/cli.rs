@@ -751,3 +751,177 @@ fn shards_in_one_folder_or_several_merge_into_what_one_run_writes() {
         "--shard must be I/N",
     );
 }
+
+#[test]
+fn the_prompt_can_be_replaced_and_the_manifest_shows_what_the_model_saw() {
+    let tmp = tempdir("protocol");
+    let model = tiny(&tmp);
+    let bbq = common::bbq_dir();
+    let (m, b) = (model.to_str().expect("utf8"), bbq.to_str().expect("utf8"));
+    let path = |name: &str| tmp.join(name).to_str().expect("utf8").to_string();
+    let user = tmp.join("user.txt");
+    std::fs::write(
+        &user,
+        "Question: {question}\nContext: {context}\n(A) {ans0} (B) {ans1} (C) {ans2}\nLetter:\n",
+    )
+    .expect("write");
+    let chat = tmp.join("chat.jinja");
+    std::fs::write(
+        &chat,
+        "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}",
+    )
+    .expect("write");
+    let run_ok = |out: &str, extra: &[&str]| {
+        let mut a = batch_args(m, b, out, "6");
+        a.extend(["--precisions", "bf16,q4", "--ppl-sequences", "0"]);
+        a.extend(extra.iter().copied());
+        let r = run(&a, &tmp);
+        assert!(r.status.success(), "{a:?}: {}", stderr(&r));
+        let manifest: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(Path::new(out).join("manifest.json")).expect("manifest"),
+        )
+        .expect("json");
+        manifest
+    };
+    let study = run_ok(&path("study"), &[]);
+    let custom = run_ok(
+        &path("custom"),
+        &[
+            "--system-prompt",
+            "Reply with one letter.",
+            "--user-template",
+            user.to_str().expect("utf8"),
+            "--chat-template",
+            chat.to_str().expect("utf8"),
+        ],
+    );
+    let example = |m: &serde_json::Value| {
+        let models = m["models"].as_object().expect("models");
+        let entry = models.values().next().expect("one model");
+        entry["example_prompt"]["text"]
+            .as_str()
+            .expect("example prompt")
+            .to_string()
+    };
+    assert_eq!(study["plan"]["protocol"]["name"], "paper");
+    assert!(
+        example(&study).contains("Answer the following multiple choice question"),
+        "{}",
+        example(&study)
+    );
+    assert_eq!(custom["plan"]["protocol"]["name"], "custom");
+    assert_eq!(
+        custom["plan"]["protocol"]["system"],
+        "Reply with one letter."
+    );
+    let text = example(&custom);
+    assert!(
+        text.starts_with("<|system|>Reply with one letter.\n<|user|>Question: "),
+        "{text}"
+    );
+    assert!(text.ends_with("\nLetter:\n<|assistant|>"), "{text}");
+    let entry = custom["models"]
+        .as_object()
+        .expect("models")
+        .values()
+        .next()
+        .cloned();
+    assert_eq!(
+        entry.expect("model")["chat_template"].as_str(),
+        Some(std::fs::read_to_string(&chat).expect("read").as_str())
+    );
+    // Another prompt gives other probabilities from the same model.
+    let probs = |d: &str| {
+        let rd = stereoscope::store::ResultsDir::at(Path::new(d));
+        let mut v: Vec<(String, i64, i64, [f64; 3])> = stereoscope::store::read_all_records(&rd)
+            .expect("records")
+            .into_iter()
+            .filter(|r| r.precision == "bf16")
+            .map(|r| (r.rec.category, r.rec.example_id, r.rec.seed, r.rec.prob))
+            .collect();
+        v.sort_by(|a, b| (&a.0, a.1, a.2).cmp(&(&b.0, b.1, b.2)));
+        v
+    };
+    let (p_study, p_custom) = (probs(&path("study")), probs(&path("custom")));
+    assert_eq!(p_study.len(), p_custom.len());
+    assert!(p_study.iter().zip(&p_custom).all(|(a, b)| a.3 != b.3));
+    // An empty system prompt sends no system message.
+    let none = run_ok(
+        &path("nosys"),
+        &[
+            "--system-prompt",
+            "",
+            "--chat-template",
+            chat.to_str().expect("utf8"),
+        ],
+    );
+    assert!(
+        example(&none).starts_with("<|user|>Context: "),
+        "{}",
+        example(&none)
+    );
+    // Another prompt into the study's folder is refused, naming the protocol.
+    let dir_study = path("study");
+    let mut a = batch_args(m, b, &dir_study, "6");
+    a.extend([
+        "--precisions",
+        "bf16,q4",
+        "--ppl-sequences",
+        "0",
+        "--system-prompt",
+        "x",
+    ]);
+    expect_error(&a, &tmp, "protocol");
+    // Bad templates are named before any model loads.
+    let bad_user = tmp.join("bad-user.txt");
+    std::fs::write(&bad_user, "{question}\n{ans0} {ans1} {answer2}\n").expect("write");
+    let bad_chat = tmp.join("bad.jinja");
+    std::fs::write(&bad_chat, "{% for m in messages %}{{ m.content }").expect("write");
+    for (flag, file, needle) in [
+        (
+            "--user-template",
+            bad_user.to_str().expect("utf8"),
+            "bad-user.txt, line 2",
+        ),
+        (
+            "--chat-template",
+            bad_chat.to_str().expect("utf8"),
+            "bad.jinja",
+        ),
+        ("--user-template", "/nonexistent/user.txt", "cannot read"),
+    ] {
+        let dir_bad = path("bad");
+        let mut a = batch_args(m, b, &dir_bad, "6");
+        a.extend([flag, file]);
+        // (minijinja's own message says "syntax error:", so no single-message check here.)
+        let r = run(&a, &tmp);
+        assert_eq!(r.status.code(), Some(2), "{a:?}: {}", stderr(&r));
+        assert!(stderr(&r).contains(needle), "{needle}: {}", stderr(&r));
+    }
+    assert!(!tmp.join("bad").exists());
+    // A folder model without a chat template needs --chat-template.
+    let folder = tmp.join("no-template");
+    common::write_tiny_arch(&folder, "llama");
+    let cfg_path = folder.join("tokenizer_config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).expect("read")).expect("json");
+    cfg.as_object_mut().expect("object").remove("chat_template");
+    std::fs::write(&cfg_path, cfg.to_string()).expect("write");
+    let f = folder.to_str().expect("utf8");
+    let dir_nt = path("nt");
+    let mut a = batch_args(f, b, &dir_nt, "6");
+    a.extend(["--precisions", "bf16", "--ppl-sequences", "0"]);
+    expect_error(&a, &tmp, "pass --chat-template FILE");
+    let dir_nt2 = path("nt2");
+    let mut a = batch_args(f, b, &dir_nt2, "6");
+    a.extend([
+        "--precisions",
+        "bf16",
+        "--ppl-sequences",
+        "0",
+        "--chat-template",
+        chat.to_str().expect("utf8"),
+    ]);
+    let r = run(&a, &tmp);
+    assert!(r.status.success(), "{}", stderr(&r));
+}

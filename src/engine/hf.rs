@@ -562,13 +562,8 @@ pub fn load(id: &str, dir: &Path) -> Result<SourceModel> {
     let tok_cfg = read_json(&dir.join("tokenizer_config.json"))?;
     let tok = tokenizer::from_hf_files(&dir.join("tokenizer.json"), &tok_cfg)?;
     let chat_template = match tok_cfg.get("chat_template") {
-        Some(Value::String(s)) => s.clone(),
-        _ => std::fs::read_to_string(dir.join("chat_template.jinja")).map_err(|_| {
-            Error::Model(format!(
-                "{}: no chat_template in tokenizer_config.json",
-                dir.display()
-            ))
-        })?,
+        Some(Value::String(s)) => Some(s.clone()),
+        _ => std::fs::read_to_string(dir.join("chat_template.jinja")).ok(),
     };
     let mlx_quant = quant.map(|(bits, group_size, precision)| MlxQuant {
         bits,

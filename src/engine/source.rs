@@ -77,7 +77,8 @@ pub struct SourceModel {
     pub cfg: ModelConfig,
     pub tensors: BTreeMap<String, Tensor>,
     pub tok: Tok,
-    pub chat_template: String,
+    /// The model's own chat template (`None` when it has none: `--chat-template` supplies one).
+    pub chat_template: Option<String>,
     /// When the BF16 source was dequantized from quantized tensors: their types and counts.
     pub dequantized_from: Option<String>,
     pub format: String,
@@ -442,13 +443,7 @@ fn load_gguf(id: &str, path: &Path) -> Result<SourceModel> {
         .metadata
         .get("tokenizer.chat_template")
         .and_then(|v| v.to_string().ok())
-        .cloned()
-        .ok_or_else(|| {
-            gguf_err(
-                path,
-                "no tokenizer.chat_template in metadata; pass --chat-template",
-            )
-        })?;
+        .cloned();
     let dequantized_from = (!quantized.is_empty()).then(|| {
         quantized
             .iter()
