@@ -114,7 +114,8 @@ fn perplexity_and_kld_match_mlx_lm_on_the_same_sequences() {
 
     // The sequences the run scored, rebuilt with the library.
     let resolved = stereoscope::engine::resolve_model(src.to_str().expect("utf8")).expect("model");
-    let (model, template, _) = stereoscope::study::load_for_scoring(&resolved).expect("loads");
+    let (model, template, _) =
+        stereoscope::study::load_for_scoring(&resolved, None).expect("loads");
     let docs = perplexity::read_documents(&corpus, &template).expect("documents");
     assert_eq!(docs.len(), 3);
     assert!(
