@@ -26,8 +26,10 @@ fn hf_folder_and_gguf_of_the_same_weights_give_the_same_logits() {
     )
     .expect("reads")
     .remove(0);
-    let ta = prompt::ChatTemplate::new(&a.chat_template, "", "").expect("template");
-    let tb = prompt::ChatTemplate::new(&b.chat_template, "", "").expect("template");
+    let ta = prompt::ChatTemplate::new(a.chat_template.as_deref().expect("template"), "", "")
+        .expect("template");
+    let tb = prompt::ChatTemplate::new(b.chat_template.as_deref().expect("template"), "", "")
+        .expect("template");
     let ids_a = a
         .tok
         .encode(&prompt::study_prompt(&ta, &item).expect("prompt"))
@@ -193,7 +195,8 @@ fn convert_writes_a_folder_that_computes_what_the_gguf_computes() {
     )
     .expect("reads")
     .remove(0);
-    let t = prompt::ChatTemplate::new(&b.chat_template, "", "").expect("template");
+    let t = prompt::ChatTemplate::new(b.chat_template.as_deref().expect("template"), "", "")
+        .expect("template");
     let ids = b
         .tok
         .encode(&prompt::study_prompt(&t, &item).expect("prompt"))
