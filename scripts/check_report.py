@@ -132,6 +132,8 @@ def main():
                 hits = sum(1 for key in unb.index if nb.get(key, 0) > 0)
                 close(f"{model}/{prec} measured_noise_floor", t["measured_noise_floor"],
                       hits / len(unb) if len(unb) else None)
+            cont = ~g.sampled_text.str.lstrip().isin(["A", "B", "C"])
+            close(f"{model}/{prec} continued_share", t["continued_share"], float(cont.mean()))
             w = (1 - j.pb) ** j.k
             close(f"{model}/{prec} expected_rate", t["expected_rate"], float((w * (1 - (1 - j.q) ** j.k)).sum() / w.sum()))
             close(f"{model}/{prec} noise_floor", t["noise_floor"], float((w * (1 - (1 - j.pb) ** j.k)).sum() / w.sum()))

@@ -487,6 +487,7 @@ mod tests {
             expected_rate: rate.map(|r| r * 0.9),
             noise_floor: Some(0.05),
             measured_noise_floor: Some(0.06),
+            continued_share: Some(0.1),
             mean_kld: None,
             flip_rate: None,
             items_compared: 40,

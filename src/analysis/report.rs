@@ -67,6 +67,11 @@ pub struct TransitionRow {
     /// The study's rule applied to BF16 against extra BF16 seeds (`seed_set = noise`), when
     /// the run has them (`--noise-seeds`).
     pub measured_noise_floor: Option<f64>,
+    /// Share of this precision's answers (study seeds) read from continued text because the
+    /// first sampled token was not a bare letter. `expected_rate` and `noise_floor` model
+    /// only letters sampled first, so they understate the rule's rate by up to this much per
+    /// seed; where it is large, compare with `measured_noise_floor`.
+    pub continued_share: Option<f64>,
     pub mean_kld: Option<f64>,
     pub flip_rate: Option<f64>,
     pub items_compared: u64,
@@ -272,6 +277,12 @@ struct ItemAcc {
 }
 
 /// Compute the report from records and the folder's items.
+/// Whether a sampled text is a first-token answer: a bare letter after leading whitespace, as
+/// the letter tokens decode. (A continued text that is itself a bare letter counts too.)
+pub fn first_token_answer(text: &str) -> bool {
+    matches!(text.trim_start(), "A" | "B" | "C")
+}
+
 pub fn compute(records: &[StoredRecord], items: &[Item]) -> Report {
     let item_map: HashMap<ItemKey, &Item> = items
         .iter()
@@ -293,6 +304,15 @@ pub fn compute(records: &[StoredRecord], items: &[Item]) -> Report {
             .entry((r.rec.category.clone(), r.rec.example_id))
             .or_default();
         *n += u32::from(r.rec.role == "biased");
+    }
+    // (model, scheme, precision) → (answers read from continued text, answers).
+    let mut continued: HashMap<(String, String, String), (u64, u64)> = HashMap::new();
+    for r in &study {
+        let c = continued
+            .entry((r.model.clone(), r.scheme.clone(), r.precision.clone()))
+            .or_default();
+        c.0 += u64::from(!first_token_answer(&r.rec.sampled_text));
+        c.1 += 1;
     }
     // (model, scheme, precision, category) → counts; category "ALL" pooled.
     let mut counts: BTreeMap<(String, String, String, String), Counts> = BTreeMap::new();
@@ -417,6 +437,7 @@ pub fn compute(records: &[StoredRecord], items: &[Item]) -> Report {
                 expected_rate: None,
                 noise_floor: None,
                 measured_noise_floor: None,
+                continued_share: None,
                 mean_kld: None,
                 flip_rate: None,
                 items_compared: 0,
@@ -492,6 +513,9 @@ pub fn compute(records: &[StoredRecord], items: &[Item]) -> Report {
             expected_rate: (den > 0.0).then(|| num / den),
             noise_floor: (den > 0.0).then(|| num_floor / den),
             measured_noise_floor,
+            continued_share: continued
+                .get(&(model.clone(), scheme.clone(), precision.clone()))
+                .and_then(|(c, n)| ratio(*c, *n)),
             mean_kld: (compared > 0).then(|| kld_sum / compared as f64),
             flip_rate: ratio(flips, compared),
             items_compared: compared,
@@ -687,19 +711,19 @@ impl Report {
                 ));
             }
             s.push_str("\n### Items unbiased at BF16 that became biased\n\n");
-            s.push_str("| precision | unbiased at BF16 | became biased | rate (study's rule) | expected from probabilities | noise floor | measured noise floor | mean KLD | flip rate | study's range |\n");
-            s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+            s.push_str("| precision | unbiased at BF16 | became biased | rate (study's rule) | expected from probabilities | noise floor | measured noise floor | answers from continued text | mean KLD | flip rate | study's range |\n");
+            s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
             for t in self
                 .transitions
                 .iter()
                 .filter(|t| t.model == model && t.scheme == scheme)
             {
                 if let (Some(note), None) = (&t.note, t.unbiased_at_bf16) {
-                    s.push_str(&format!("| {} | {note} | | | | | | | | |\n", t.precision));
+                    s.push_str(&format!("| {} | {note} | | | | | | | | | |\n", t.precision));
                     continue;
                 }
                 s.push_str(&format!(
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                     t.precision,
                     t.unbiased_at_bf16
                         .map(|x| x.to_string())
@@ -709,12 +733,13 @@ impl Report {
                     pct(t.expected_rate),
                     pct(t.noise_floor),
                     pct(t.measured_noise_floor),
+                    pct(t.continued_share),
                     num(t.mean_kld, 4),
                     pct(t.flip_rate),
                     study_range(&t.precision),
                 ));
             }
-            s.push_str("\nThe noise floor is the rate the study's rule reports when nothing but the seeds changes (BF16 against itself), computed from the BF16 probabilities; the measured one applies the rule to extra BF16 seeds (`--noise-seeds`).\n");
+            s.push_str("\nThe noise floor is the rate the study's rule reports when nothing but the seeds changes (BF16 against itself), computed from the BF16 probabilities; the measured one applies the rule to extra BF16 seeds (`--noise-seeds`). The expected rate and the computed noise floor model letters sampled as the first token only; an answer read from continued text (the first token was not a letter) is outside them, so where that share is large they understate the rule's rate and the measured noise floor is the one to compare with.\n");
             let ppl: Vec<&PplRow> = self
                 .perplexity
                 .iter()
@@ -815,7 +840,7 @@ impl Report {
     /// A compact text table: pooled rows with their transitions.
     pub fn table(&self) -> String {
         let mut lines = vec![format!(
-            "{:<28} {:<6} {:<5} {:>7} {:>7} {:>7} {:>7} {:>18} {:>9} {:>9} {:>8}",
+            "{:<28} {:<6} {:<5} {:>7} {:>7} {:>7} {:>7} {:>18} {:>9} {:>9} {:>9} {:>8}",
             "model",
             "scheme",
             "prec",
@@ -826,6 +851,7 @@ impl Report {
             "transitions",
             "expected",
             "floor",
+            "continued",
             "Δppl"
         )];
         for r in self.rows.iter().filter(|r| r.category == "ALL") {
@@ -858,7 +884,7 @@ impl Report {
                 })
                 .unwrap_or_else(|| "-".into());
             lines.push(format!(
-                "{:<28} {:<6} {:<5} {:>7} {:>7} {:>7} {:>7} {:>18} {:>9} {:>9} {:>8}",
+                "{:<28} {:<6} {:<5} {:>7} {:>7} {:>7} {:>7} {:>18} {:>9} {:>9} {:>9} {:>8}",
                 r.model,
                 r.scheme,
                 r.precision,
@@ -869,6 +895,7 @@ impl Report {
                 trans,
                 pct(t.and_then(|t| t.expected_rate)),
                 pct(t.and_then(|t| t.noise_floor)),
+                pct(t.and_then(|t| t.continued_share)),
                 dppl,
             ));
         }
@@ -953,6 +980,39 @@ mod tests {
             .find(|t| t.precision == "bf16")
             .expect("bf16");
         assert_eq!(bf.rate, Some(0.0));
+    }
+
+    #[test]
+    fn answers_read_from_continued_text_are_counted_per_precision() {
+        assert!(first_token_answer("A") && first_token_answer(" C") && first_token_answer("\nB"));
+        assert!(
+            !first_token_answer("The answer is A")
+                && !first_token_answer("a")
+                && !first_token_answer("A)")
+        );
+        let it = item(1, "ambig");
+        let mut r = Vec::new();
+        for (s, text) in ["A", " C", "C", "Cannot be determined", "The answer is C"]
+            .iter()
+            .enumerate()
+        {
+            let mut x = rec("bf16", &it, s as i64, Some(2), 0.1);
+            x.rec.sampled_text = "C".into();
+            r.push(x);
+            let mut y = rec("q3", &it, s as i64, Some(2), 0.1);
+            y.rec.sampled_text = text.to_string();
+            r.push(y);
+        }
+        let rep = compute(&r, &[it]);
+        let share = |p: &str| {
+            rep.transitions
+                .iter()
+                .find(|t| t.precision == p)
+                .and_then(|t| t.continued_share)
+        };
+        assert_eq!(share("bf16"), Some(0.0));
+        assert_eq!(share("q3"), Some(0.4));
+        assert!(rep.markdown().contains("answers from continued text"));
     }
 
     #[test]
