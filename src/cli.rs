@@ -674,7 +674,14 @@ fn prepare(a: &StudyArgs) -> Result<Option<Prepared>> {
             s.index, s.count, spec.part_size
         );
     }
-    let rd = ResultsDir::prepare(&out, &plan, shard)?;
+    let (rd, added) = ResultsDir::prepare(&out, &plan, shard)?;
+    if !added.is_empty() {
+        eprintln!(
+            "extending {}: adding {}; what is on disk is kept",
+            out.display(),
+            added.join(", ")
+        );
+    }
     Ok(Some(Prepared {
         spec,
         models,

@@ -925,3 +925,92 @@ fn the_prompt_can_be_replaced_and_the_manifest_shows_what_the_model_saw() {
     let r = run(&a, &tmp);
     assert!(r.status.success(), "{}", stderr(&r));
 }
+
+#[test]
+fn a_plan_that_only_adds_precisions_or_models_extends_the_folder() {
+    let tmp = tempdir("extend");
+    let model = tiny(&tmp);
+    let second = tmp.join("second-tiny.gguf");
+    std::fs::copy(&model, &second).expect("copy");
+    let bbq = common::bbq_dir();
+    let out = tmp.join("out");
+    let (m, m2, b, o) = (
+        model.to_str().expect("utf8"),
+        second.to_str().expect("utf8"),
+        bbq.to_str().expect("utf8"),
+        out.to_str().expect("utf8"),
+    );
+    let with = |precisions: &str, models: &[&str]| {
+        let mut a = batch_args(m, b, o, "6");
+        a.extend(["--precisions", precisions, "--ppl-sequences", "0"]);
+        for extra in models {
+            a.extend(["--model", extra]);
+        }
+        a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let go = |args: Vec<String>| {
+        let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        run(&a, &tmp)
+    };
+    let first = go(with("bf16,q4", &[]));
+    assert!(first.status.success(), "{}", stderr(&first));
+    let before: Vec<(PathBuf, Vec<u8>)> = parts(&out)
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(&p).expect("read");
+            (p, bytes)
+        })
+        .collect();
+    assert_eq!(before.len(), 2);
+    let more = go(with("bf16,q8,q4", &[]));
+    assert!(more.status.success(), "{}", stderr(&more));
+    assert!(
+        stderr(&more).contains("adding precision q8"),
+        "{}",
+        stderr(&more)
+    );
+    assert!(
+        stderr(&more).contains("resuming: 60 of 90 records"),
+        "{}",
+        stderr(&more)
+    );
+    // The parts already there are untouched; q8 is added.
+    for (p, bytes) in &before {
+        assert_eq!(&std::fs::read(p).expect("read"), bytes, "{}", p.display());
+    }
+    assert_eq!(
+        common::pyarrow_counts(&out.join("records")),
+        "90 90 bf16=30,q4=30,q8=30"
+    );
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    assert_eq!(
+        manifest["plan"]["precisions"],
+        serde_json::json!(["bf16", "q8", "q4"])
+    );
+    // A second model is added the same way.
+    let two = go(with("bf16,q8,q4", &[m2]));
+    assert!(two.status.success(), "{}", stderr(&two));
+    assert!(
+        stderr(&two).contains("adding model second-tiny"),
+        "{}",
+        stderr(&two)
+    );
+    assert_eq!(parts(&out).len(), 6);
+    // Dropping a precision, or changing anything else, is refused.
+    let fewer = with("bf16,q4", &[m2]);
+    expect_error(
+        &fewer.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        &tmp,
+        "different plan",
+    );
+    let mut seeds = with("bf16,q8,q4", &[m2]);
+    seeds.extend(["--seeds".to_string(), "1,2".to_string()]);
+    expect_error(
+        &seeds.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        &tmp,
+        "seeds",
+    );
+}

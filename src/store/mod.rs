@@ -439,12 +439,13 @@ impl ResultsDir {
     /// Open `root` for a run of `plan` (or one shard of it): create it, or resume it when its
     /// manifest holds the same plan. A folder with another plan, or a non-empty folder that
     /// is not a results folder, is refused. Shards of one plan may share a folder; a whole
-    /// run and shards never do.
+    /// run and shards never do. A plan that only adds models or precisions extends the
+    /// folder: returned with the folder is what it adds.
     pub fn prepare(
         root: &Path,
         plan: &serde_json::Value,
         shard: Option<Shard>,
-    ) -> Result<ResultsDir> {
+    ) -> Result<(ResultsDir, Vec<String>)> {
         let dir = ResultsDir {
             root: root.to_path_buf(),
             shard,
@@ -479,16 +480,22 @@ impl ResultsDir {
         if whole.is_file() {
             theirs.push(whole);
         }
+        let mut extended = Vec::new();
         for path in &theirs {
             let old = read_manifest(path)?;
             let old_plan = old.get("plan").cloned().unwrap_or_default();
             let diff = plan_diff(&old_plan, plan);
             if !diff.is_empty() {
-                return Err(out_err(format!(
-                    "holds a run of a different plan ({}, in {}); choose another --out or remove it",
-                    diff.join("; "),
-                    path.display()
-                )));
+                match plan_extension(&old_plan, plan) {
+                    Some(added) => extended = added,
+                    None => {
+                        return Err(out_err(format!(
+                            "holds a run of a different plan ({}, in {}); choose another --out or remove it (a plan that only adds models or precisions extends the folder)",
+                            diff.join("; "),
+                            path.display()
+                        )));
+                    }
+                }
             }
             if let Some(s) = shard {
                 let count = old.get("shard").and_then(Shard::from_json).map(|o| o.count);
@@ -517,8 +524,39 @@ impl ResultsDir {
         let probe = root.join(format!(".write-probe.{}", std::process::id()));
         std::fs::write(&probe, b"").map_err(|e| out_err(format!("is not writable: {e}")))?;
         let _ = std::fs::remove_file(&probe);
-        Ok(dir)
+        Ok((dir, extended))
     }
+}
+
+/// When `new` equals `old` but for models and precisions added to it (none removed), what it
+/// adds; the parts already on disk stay valid, since each model and precision has its own.
+pub fn plan_extension(old: &serde_json::Value, new: &serde_json::Value) -> Option<Vec<String>> {
+    let (o, n) = (old.as_object()?, new.as_object()?);
+    let mut keys: Vec<&String> = o.keys().chain(n.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    if keys
+        .iter()
+        .any(|k| *k != "models" && *k != "precisions" && o.get(*k) != n.get(*k))
+    {
+        return None;
+    }
+    let mut added = Vec::new();
+    for (key, what) in [("models", "model"), ("precisions", "precision")] {
+        let (a, b) = (o.get(key)?.as_array()?, n.get(key)?.as_array()?);
+        if a.iter().any(|x| !b.contains(x)) {
+            return None;
+        }
+        for x in b.iter().filter(|x| !a.contains(x)) {
+            let name = x
+                .get("slug")
+                .and_then(|s| s.as_str())
+                .or_else(|| x.as_str())
+                .unwrap_or("?");
+            added.push(format!("{what} {name}"));
+        }
+    }
+    (!added.is_empty()).then_some(added)
 }
 
 /// The error for a folder without `manifest.json`: names the shards it holds, if any.
