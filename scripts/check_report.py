@@ -45,6 +45,9 @@ def main():
     noise = rec[(rec.seed_set == "noise") & (rec.precision == "bf16")].copy()
     noise["is_biased"] = noise.role == "biased"
     rec = rec[rec.seed_set == "study"]
+    # Every table but option_orders uses the study's option order.
+    all_orders = rec.copy()
+    rec = rec[rec.option_order == "012"]
     items = pq.read_table(f"{folder}/items.parquet").to_pandas()
     rec = rec.merge(items[["category", "example_id", "label", "biased_index"]], on=["category", "example_id"])
     rec["valid"] = rec.role != "invalid"
@@ -222,11 +225,59 @@ def main():
             close(f"logit {name} se", g["fit"]["se"][i], float(fit.bse[i]))
             close(f"logit {name} p", g["fit"]["p"][i], float(fit.pvalues[i]), rel=True)
 
+    # Option orders: the rule within each order, `every` across orders, letter shares.
+    ao = all_orders.merge(items[["category", "example_id", "biased_index"]], on=["category", "example_id"])
+    ao["valid"] = ao.answer.notna()
+    ao["is_biased"] = ao.valid & (ao.answer == ao.biased_index)
+    want_rows = {}
+    for (model, scheme), mg in ao.groupby(["model", "scheme"]):
+        orders = sorted(mg.option_order.unique())
+        if len(orders) < 2 or not (mg.precision == "bf16").any():
+            continue
+        per = mg.groupby(["precision", "option_order", "category", "example_id"]).agg(
+            valid=("valid", "sum"), biased=("is_biased", "sum"))
+        for prec in mg.precision.unique():
+            every_u, every_b = None, None
+            for o in orders:
+                try:
+                    b = per.loc[("bf16", o)]
+                    u = set(b[(b.valid > 0) & (b.biased == 0)].index)
+                except KeyError:
+                    u = set()
+                try:
+                    p_ = per.loc[(prec, o)]
+                    became = {k for k in u if k in p_.index and p_.loc[k, "biased"] > 0}
+                except KeyError:
+                    became = set()
+                g = mg[(mg.precision == prec) & (mg.option_order == o) & mg.valid]
+                pos = [o.index(str(int(a))) for a in g.answer]
+                shares = [pos.count(j) / len(pos) for j in range(3)] if pos else None
+                want_rows[(model, scheme, prec, o)] = (len(u), len(became), shares)
+                every_u = u if every_u is None else every_u & u
+                every_b = became if every_b is None else every_b & became
+            want_rows[(model, scheme, prec, "every")] = (len(every_u), len(every_b & every_u), None)
+    got_rows = {(r["model"], r["scheme"], r["precision"], r["option_order"]): r for r in rep["option_orders"]}
+    if set(got_rows) != set(want_rows):
+        problems.append(f"option_orders rows: got {sorted(got_rows)}, expected {sorted(want_rows)}")
+    for k, (u, b, shares) in want_rows.items():
+        r = got_rows.get(k)
+        if r is None:
+            continue
+        if (r["unbiased_at_bf16"], r["became_biased"]) != (u, b):
+            problems.append(f"option_orders {k}: got {r['became_biased']}/{r['unbiased_at_bf16']}, expected {b}/{u}")
+        if shares is None:
+            if r["letter_shares"] is not None:
+                problems.append(f"option_orders {k}: letter shares without answers")
+        else:
+            for j in range(3):
+                close(f"option_orders {k} letter {j}", r["letter_shares"][j], shares[j])
+
     if problems:
         print("\n".join(problems))
         sys.exit(1)
     print(f"report agrees with scipy/statsmodels: {seen} rows, {len(trans)} transition rows, "
-          f"{checked_corr} correlations, {len(rep['regressions'])} regressions")
+          f"{checked_corr} correlations, {len(rep['regressions'])} regressions, "
+          f"{len(rep['option_orders'])} option-order rows")
 
 
 if __name__ == "__main__":

@@ -65,6 +65,7 @@ pub fn measure(
         part_size,
         ppl: None,
         protocol: Default::default(),
+        option_orders: vec![prompt::OptionOrder::STUDY],
     };
     let mut rows = Vec::new();
     for &p in precisions {
@@ -86,7 +87,8 @@ pub fn measure(
             let mut cache = KvCache::default();
             let mut prev = Vec::new();
             for it in part {
-                let (recs, t, c) = scorer.score(it, &mut cache, &mut prev)?;
+                let (recs, t, c) =
+                    scorer.score(it, prompt::OptionOrder::STUDY, &mut cache, &mut prev)?;
                 records += recs.len();
                 tokens += t;
                 computed += c;

@@ -201,6 +201,11 @@ pub struct StudyArgs {
     /// Headless only.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
+    /// Also show each item's options in other orders, as a check of position bias: `cyclic`
+    /// (012, 120, 201), `all` (six orders) or a list such as 012,210. The study's order 012
+    /// must be among them; the report's main tables use it alone.
+    #[arg(long, default_value = "012", value_name = "ORDERS")]
+    pub option_orders: String,
     /// Replace the study's system message (an empty text sends no system message).
     #[arg(long, value_name = "TEXT")]
     pub system_prompt: Option<String>,
@@ -399,7 +404,7 @@ fn report(dir: &std::path::Path, format: &str, figures: Option<&std::path::Path>
         ),
     }
     if let Some(out) = figures {
-        let records = store::read_all_records(&rd)?;
+        let records = store::study_order(store::read_all_records(&rd)?);
         let ppl: Vec<analysis::figures::PplPoint> = report
             .perplexity
             .iter()
@@ -535,6 +540,7 @@ fn prepare(a: &StudyArgs) -> Result<Option<Prepared>> {
     let compute = Compute::parse(&a.compute)?;
     let shard = a.shard.as_deref().map(store::Shard::parse).transpose()?;
     let protocol = protocol(a)?;
+    let option_orders = crate::prompt::OptionOrder::parse_list(&a.option_orders)?;
     let seeds = list(&a.seeds)
         .iter()
         .map(|s| {
@@ -635,6 +641,7 @@ fn prepare(a: &StudyArgs) -> Result<Option<Prepared>> {
             corpus: ppl_corpus.clone(),
         }),
         protocol,
+        option_orders,
     };
     let selection_args = serde_json::json!({
         "categories": categories, "conditions": conditions, "limit": limit,
@@ -645,14 +652,24 @@ fn prepare(a: &StudyArgs) -> Result<Option<Prepared>> {
         .clone()
         .unwrap_or_else(|| study::default_out(&models, &plan));
     let n_items = sel.items.len();
-    let passes = n_items * spec.precisions.len() * models.len();
+    let orders = spec.option_orders.len();
+    let passes = n_items * spec.precisions.len() * models.len() * orders;
+    let noise = n_items
+        * models.len()
+        * spec.noise_seeds.len()
+        * usize::from(spec.precisions.contains(&Precision::Bf16));
+    let order_note = if orders > 1 {
+        format!(" × {orders} option orders")
+    } else {
+        String::new()
+    };
     eprintln!(
-        "plan: {} model(s) × {} precision(s) × {} item(s) × {} seed(s) = {} records ({} forward passes) on {device_name} into {}",
+        "plan: {} model(s) × {} precision(s) × {} item(s){order_note} × {} seed(s) = {} records ({} forward passes) on {device_name} into {}",
         models.len(),
         spec.precisions.len(),
         n_items,
         spec.seeds.len(),
-        passes * spec.seeds.len(),
+        passes * spec.seeds.len() + noise,
         passes,
         out.display()
     );

@@ -22,6 +22,86 @@ pub const USER_TEMPLATE: &str =
 
 const PLACEHOLDERS: [&str; 5] = ["context", "question", "ans0", "ans1", "ans2"];
 
+/// The order in which an item's options are shown: position j (letter A, B, C) shows the
+/// dataset's option `order[j]`. `012` is the dataset's (and the study's) order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OptionOrder(pub [u8; 3]);
+
+impl OptionOrder {
+    pub const STUDY: OptionOrder = OptionOrder([0, 1, 2]);
+
+    /// Parse `120` (a permutation of 0, 1, 2).
+    pub fn parse(s: &str) -> Result<OptionOrder> {
+        let d: Vec<u8> = s.bytes().map(|b| b.wrapping_sub(b'0')).collect();
+        let mut sorted = d.clone();
+        sorted.sort_unstable();
+        if sorted != [0, 1, 2] {
+            return Err(Error::Input(format!(
+                "option order `{s}` is not a permutation of 012 (such as 120)"
+            )));
+        }
+        Ok(OptionOrder([d[0], d[1], d[2]]))
+    }
+
+    /// `012`, `cyclic` (012, 120, 201: each option once in each position) or `all` (the six
+    /// orders), or a comma-separated list of orders. The study's order must be among them.
+    pub fn parse_list(s: &str) -> Result<Vec<OptionOrder>> {
+        let list: Vec<OptionOrder> = match s.trim() {
+            "cyclic" => ["012", "120", "201"]
+                .iter()
+                .map(|o| OptionOrder::parse(o))
+                .collect::<Result<_>>()?,
+            "all" => ["012", "021", "102", "120", "201", "210"]
+                .iter()
+                .map(|o| OptionOrder::parse(o))
+                .collect::<Result<_>>()?,
+            other => other
+                .split(',')
+                .map(|o| OptionOrder::parse(o.trim()))
+                .collect::<Result<_>>()
+                .map_err(|e| Error::Input(format!("--option-orders: {e}")))?,
+        };
+        let mut seen = std::collections::HashSet::new();
+        if let Some(d) = list.iter().find(|o| !seen.insert(**o)) {
+            return Err(Error::Input(format!(
+                "--option-orders names {} twice",
+                d.as_str()
+            )));
+        }
+        if !list.contains(&OptionOrder::STUDY) {
+            return Err(Error::Input(
+                "--option-orders must include 012, the study's order, which the report's main tables use".into(),
+            ));
+        }
+        Ok(list)
+    }
+
+    pub fn as_str(&self) -> String {
+        self.0.iter().map(|d| char::from(b'0' + d)).collect()
+    }
+
+    /// The item with its options in this order (what the prompt shows).
+    pub fn shown(&self, item: &Item) -> Item {
+        let mut shown = item.clone();
+        shown.answers = self.0.map(|k| item.answers[k as usize].clone());
+        shown
+    }
+
+    /// The dataset option shown at letter position `letter`.
+    pub fn dataset_index(&self, letter: u8) -> u8 {
+        self.0[letter as usize]
+    }
+
+    /// Per-letter values rearranged into dataset order (`out[order[j]] = v[j]`).
+    pub fn to_dataset(&self, v: [f64; 3]) -> [f64; 3] {
+        let mut out = [0.0; 3];
+        for (j, x) in v.into_iter().enumerate() {
+            out[self.0[j] as usize] = x;
+        }
+        out
+    }
+}
+
 /// What the model is asked: the system message (none when `None`), the user message
 /// template and, when set, a chat template that replaces the model's own.
 #[derive(Debug, Clone, PartialEq)]
@@ -292,6 +372,41 @@ mod tests {
             biased_index: 1,
             unknown_index: 2,
         }
+    }
+
+    #[test]
+    fn option_orders_show_options_and_map_letters_back() {
+        let o = OptionOrder::parse("120").expect("order");
+        let shown = o.shown(&item());
+        assert_eq!(
+            shown.answers,
+            ["The grandfather", "Unknown", "The grandson"].map(String::from)
+        );
+        // Letter A shows ans1, so an A answer is dataset option 1.
+        assert_eq!(o.dataset_index(0), 1);
+        assert_eq!(o.dataset_index(2), 0);
+        assert_eq!(o.to_dataset([0.5, 0.3, 0.2]), [0.2, 0.5, 0.3]);
+        assert_eq!(o.as_str(), "120");
+        assert_eq!(
+            OptionOrder::parse_list("cyclic")
+                .expect("cyclic")
+                .iter()
+                .map(|o| o.as_str())
+                .collect::<Vec<_>>(),
+            ["012", "120", "201"]
+        );
+        assert_eq!(OptionOrder::parse_list("all").expect("all").len(), 6);
+        for bad in ["011", "0123", "12", "abc"] {
+            assert!(OptionOrder::parse(bad).is_err(), "{bad}");
+        }
+        assert!(
+            OptionOrder::parse_list("120,201").is_err(),
+            "012 is required"
+        );
+        assert!(
+            OptionOrder::parse_list("012,120,012").is_err(),
+            "duplicates"
+        );
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct StudySpec {
     pub ppl: Option<PplSpec>,
     /// The prompt: the study's unless overridden.
     pub protocol: prompt::Protocol,
+    /// Orders in which each item's options are shown; `012` (the study's) first.
+    pub option_orders: Vec<prompt::OptionOrder>,
 }
 
 /// The perplexity stage: how many sequences of how many tokens, from which corpus.
@@ -241,6 +243,14 @@ pub fn plan_json(
     if !spec.noise_seeds.is_empty() {
         plan["noise_seeds"] = json!(spec.noise_seeds);
     }
+    if spec.option_orders != [prompt::OptionOrder::STUDY] {
+        plan["option_orders"] = json!(
+            spec.option_orders
+                .iter()
+                .map(|o| o.as_str())
+                .collect::<Vec<_>>()
+        );
+    }
     plan
 }
 
@@ -309,8 +319,10 @@ pub fn run(
     store::write_manifest(&dir, &manifest)?;
 
     let item_parts = parts(&sel.items, spec.part_size);
+    // Records per item at a precision: every option order has the study seeds; the study's
+    // order at BF16 also has the noise seeds.
     let seeds_at = |p: Precision| {
-        spec.seeds.len()
+        spec.seeds.len() * spec.option_orders.len()
             + if p == Precision::Bf16 {
                 spec.noise_seeds.len()
             } else {
@@ -419,24 +431,30 @@ pub fn run(
         let (mut n_items, mut prompt_tokens, mut computed) = (0usize, 0u64, 0u64);
         for k in todo {
             let part = item_parts[k];
-            let mut records = Vec::with_capacity(part.len() * spec.seeds.len());
-            let mut cache = KvCache::default();
-            let mut prev: Vec<u32> = Vec::new();
-            for item in part {
-                if cancel.load(Ordering::Relaxed) {
-                    return Err(Error::Cancelled);
+            let mut records = Vec::with_capacity(part.len() * seeds_at(precision));
+            // Each order goes through the part on its own, so the study's order computes
+            // exactly what it computes in a run without other orders.
+            for &order in &spec.option_orders {
+                let mut cache = KvCache::default();
+                let mut prev: Vec<u32> = Vec::new();
+                for item in part {
+                    if cancel.load(Ordering::Relaxed) {
+                        return Err(Error::Cancelled);
+                    }
+                    let (recs, tokens, fresh) = ctx.score(item, order, &mut cache, &mut prev)?;
+                    let n_records = recs.len() as u64;
+                    records.extend(recs);
+                    if order == prompt::OptionOrder::STUDY {
+                        n_items += 1;
+                    }
+                    prompt_tokens += tokens;
+                    computed += fresh;
+                    send(Event::Progress {
+                        precision,
+                        records: n_records,
+                        prompt_tokens: tokens,
+                    });
                 }
-                let (recs, tokens, fresh) = ctx.score(item, &mut cache, &mut prev)?;
-                let n_records = recs.len() as u64;
-                records.extend(recs);
-                n_items += 1;
-                prompt_tokens += tokens;
-                computed += fresh;
-                send(Event::Progress {
-                    precision,
-                    records: n_records,
-                    prompt_tokens: tokens,
-                });
             }
             store::write_records(
                 &dir.part_path(&m.slug, spec.scheme.as_str(), precision.as_str(), k),
@@ -795,12 +813,16 @@ impl Scorer<'_> {
     pub fn score(
         &self,
         item: &Item,
+        order: prompt::OptionOrder,
         cache: &mut KvCache,
         prev: &mut Vec<u32>,
     ) -> Result<(Vec<Record>, u64, u64)> {
         let model = &self.built.model;
         let tok = &self.src.tok;
-        let text = self.spec.protocol.prompt(self.template, item)?;
+        let text = self
+            .spec
+            .protocol
+            .prompt(self.template, &order.shown(item))?;
         let tokens = tok.encode(&text)?;
         if tokens.is_empty() {
             return Err(Error::Model(format!(
@@ -817,17 +839,19 @@ impl Scorer<'_> {
         *prev = tokens.clone();
         let p1 = softmax(&logits, 1.0);
         let pt = softmax(&logits, prompt::TEMPERATURE);
-        let prob = self.letters.mass(&p1);
-        let samp = self.letters.mass(&pt);
+        // Letter probabilities, stored per dataset option (ans0, ans1, ans2).
+        let prob = order.to_dataset(self.letters.mass(&p1));
+        let samp = order.to_dataset(self.letters.mass(&pt));
         let pass_ms = t0.elapsed().as_secs_f64() * 1e3;
         let mut out = Vec::with_capacity(self.spec.seeds.len());
         let mut memo = HashMap::new();
         let mut forwards = 0u64;
-        let noise: &[u64] = if self.precision == Precision::Bf16 {
-            &self.spec.noise_seeds
-        } else {
-            &[]
-        };
+        let noise: &[u64] =
+            if self.precision == Precision::Bf16 && order == prompt::OptionOrder::STUDY {
+                &self.spec.noise_seeds
+            } else {
+                &[]
+            };
         let seeds = self
             .spec
             .seeds
@@ -843,9 +867,10 @@ impl Scorer<'_> {
                 self.precision.as_str(),
                 &item.category,
                 item.example_id,
+                &order.as_str(),
             );
             let first = rng.sample(&pt);
-            let (sampled_text, answer) = match self.letters.letter_of(first) {
+            let (sampled_text, letter) = match self.letters.letter_of(first) {
                 Some(letter) => (tok.decode(&[first])?, Some(letter)),
                 None => {
                     let generated =
@@ -855,6 +880,7 @@ impl Scorer<'_> {
                     (text, answer)
                 }
             };
+            let answer = letter.map(|l| order.dataset_index(l));
             out.push(Record {
                 category: item.category.clone(),
                 example_id: item.example_id,
@@ -865,7 +891,7 @@ impl Scorer<'_> {
                 letter_mass: prob.iter().sum(),
                 samp_prob: samp,
                 seed_set: seed_set.into(),
-                option_order: "012".into(),
+                option_order: order.as_str(),
                 sampled_text,
                 answer,
                 role: item.role_of(answer).as_str().into(),

@@ -1014,3 +1014,79 @@ fn a_plan_that_only_adds_precisions_or_models_extends_the_folder() {
         "seeds",
     );
 }
+
+#[test]
+fn option_orders_check_position_and_leave_the_study_order_unchanged() {
+    let tmp = tempdir("orders");
+    let model = tiny(&tmp);
+    let bbq = common::bbq_dir();
+    let (m, b) = (model.to_str().expect("utf8"), bbq.to_str().expect("utf8"));
+    let path = |name: &str| tmp.join(name).to_str().expect("utf8").to_string();
+    let go = |out: &str, extra: &[&str]| {
+        let mut a = batch_args(m, b, out, "6");
+        a.extend(["--precisions", "bf16,q4", "--ppl-sequences", "0"]);
+        a.extend(extra.iter().copied());
+        let r = run(&a, &tmp);
+        assert!(r.status.success(), "{a:?}: {}", stderr(&r));
+        r
+    };
+    let (plain, cyclic) = (path("plain"), path("cyclic"));
+    go(&plain, &[]);
+    let r = go(&cyclic, &["--option-orders", "cyclic"]);
+    assert!(stderr(&r).contains("× 3 option orders"), "{}", stderr(&r));
+    // 6 items × 2 precisions × 3 orders × 5 seeds; the keys without the order are 60.
+    assert_eq!(
+        common::pyarrow_counts(&tmp.join("cyclic/records")),
+        "180 60 bf16=90,q4=90"
+    );
+    // The study's order is computed exactly as in a run without other orders.
+    let study = |d: &str| {
+        records_of(Path::new(d))
+            .into_iter()
+            .filter(|r| r.3.option_order == "012")
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(study(&cyclic), records_of(Path::new(&plain)));
+    let all = records_of(Path::new(&cyclic));
+    assert!(all.iter().any(|r| r.3.option_order == "201"));
+    // The main tables equal the plain run's; the option-order table is added.
+    let json = |d: &str| -> serde_json::Value {
+        let r = run(&["report", d, "--format", "json"], &tmp);
+        assert!(r.status.success(), "{}", stderr(&r));
+        serde_json::from_str(&stdout(&r)).expect("json")
+    };
+    let (jp, jc) = (json(&plain), json(&cyclic));
+    assert_eq!(jp["rows"], jc["rows"]);
+    assert_eq!(jp["transitions"], jc["transitions"]);
+    assert_eq!(jp["option_orders"], serde_json::json!([]));
+    let orders: Vec<String> = jc["option_orders"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter(|r| r["precision"] == "q4")
+        .map(|r| r["option_order"].as_str().expect("order").to_string())
+        .collect();
+    assert_eq!(orders, ["012", "120", "201", "every"]);
+    common::check_report(Path::new(&cyclic));
+    let md = std::fs::read_to_string(tmp.join("cyclic/report.md")).expect("report.md");
+    assert!(md.contains("### Option order"), "{md}");
+    // The explorer's export shows the study's order only: one row per item.
+    let csv = tmp.join("items.csv");
+    let r = run(
+        &["export", &cyclic, "--out", csv.to_str().expect("utf8")],
+        &tmp,
+    );
+    assert!(r.status.success(), "{}", stderr(&r));
+    let a = std::fs::read_to_string(&csv).expect("csv");
+    let r = run(
+        &["export", &plain, "--out", csv.to_str().expect("utf8")],
+        &tmp,
+    );
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert_eq!(a, std::fs::read_to_string(&csv).expect("csv"));
+    // The study's order is required.
+    let bad = path("bad");
+    let mut args = batch_args(m, b, &bad, "6");
+    args.extend(["--option-orders", "120,201"]);
+    expect_error(&args, &tmp, "must include 012");
+}

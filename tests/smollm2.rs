@@ -214,3 +214,53 @@ fn explorer_end_to_end_in_tmux() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// With the options shown in other orders, every parsed answer names the dataset option
+/// shown at the letter it gives, and the report's option-order table agrees with scipy's
+/// recomputation (check_report.py).
+#[test]
+fn smollm2_answers_map_through_the_option_order() {
+    let tmp = tempdir("smol-orders");
+    let model = common::smollm2();
+    let bbq = common::bbq_dir();
+    let out = tmp.join("out");
+    let r = run(
+        &[
+            "--batch",
+            "--model",
+            model.to_str().expect("utf8"),
+            "--bbq-dir",
+            bbq.to_str().expect("utf8"),
+            "--categories",
+            "Age,Religion",
+            "--limit",
+            "8",
+            "--precisions",
+            "bf16,q4",
+            "--option-orders",
+            "cyclic",
+            "--ppl-sequences",
+            "0",
+            "--out",
+            out.to_str().expect("utf8"),
+        ],
+        &tmp,
+    );
+    assert!(r.status.success(), "{}", stderr(&r));
+    let rd = stereoscope::store::ResultsDir::at(&out);
+    let records = stereoscope::store::read_all_records(&rd).expect("records");
+    assert_eq!(records.len(), 8 * 2 * 3 * 5);
+    let mut moved = 0;
+    for s in &records {
+        let r = &s.rec;
+        let Some(letter) = stereoscope::prompt::parse_answer(&r.sampled_text) else {
+            assert_eq!(r.answer, None, "{r:?}");
+            continue;
+        };
+        let shown = r.option_order.as_bytes()[letter as usize] - b'0';
+        assert_eq!(r.answer, Some(shown), "{r:?}");
+        moved += usize::from(shown != letter);
+    }
+    assert!(moved >= 20, "only {moved} answers whose option was moved");
+    common::check_report(&out);
+}

@@ -518,6 +518,7 @@ mod tests {
                 transition("q3", Some(0.2)),
             ],
             flips_by_margin: Vec::new(),
+            option_orders: Vec::new(),
             regressions: Vec::new(),
             perplexity: Vec::new(),
             correlations: Vec::new(),

@@ -3,6 +3,7 @@
 //! KL divergence and flips, and a logistic regression on bit width.
 
 pub mod figures;
+pub mod orders;
 pub mod report;
 pub mod stats;
 

@@ -128,6 +128,9 @@ pub struct Report {
     /// Perplexity and mean KLD against BF16 per precision (`perplexity.parquet`).
     pub perplexity: Vec<PplRow>,
     pub correlations: Vec<Correlation>,
+    /// The study's rule within each option order, when the run showed options in several
+    /// orders (`--option-orders`); empty otherwise.
+    pub option_orders: Vec<super::orders::OrderRow>,
 }
 
 /// `x~y` points of one correlation.
@@ -288,9 +291,10 @@ pub fn compute(records: &[StoredRecord], items: &[Item]) -> Report {
         .iter()
         .map(|i| ((i.category.clone(), i.example_id), i))
         .collect();
+    // The study's rule and every table but `option_orders` use the study's option order.
     let study: Vec<&StoredRecord> = records
         .iter()
-        .filter(|r| r.rec.seed_set == "study")
+        .filter(|r| r.rec.seed_set == "study" && r.rec.option_order == "012")
         .collect();
     // (model, scheme) → item → biased answers among the extra BF16 seeds.
     let mut noise: HashMap<(String, String), HashMap<ItemKey, u32>> = HashMap::new();
@@ -316,7 +320,7 @@ pub fn compute(records: &[StoredRecord], items: &[Item]) -> Report {
     }
     // (model, scheme, precision, category) → counts; category "ALL" pooled.
     let mut counts: BTreeMap<(String, String, String, String), Counts> = BTreeMap::new();
-    let mut per_item: BTreeMap<(String, String, String), HashMap<ItemKey, ItemAcc>> =
+    let mut per_item: BTreeMap<(String, String, String), BTreeMap<ItemKey, ItemAcc>> =
         BTreeMap::new();
     for r in &study {
         let key = (r.rec.category.clone(), r.rec.example_id);
@@ -564,6 +568,13 @@ pub fn compute(records: &[StoredRecord], items: &[Item]) -> Report {
         regressions: regressions(&study),
         perplexity: Vec::new(),
         correlations,
+        option_orders: super::orders::compute(
+            records,
+            &items
+                .iter()
+                .map(|i| ((i.category.clone(), i.example_id), i.biased_index))
+                .collect(),
+        ),
     }
 }
 
@@ -740,6 +751,32 @@ impl Report {
                 ));
             }
             s.push_str("\nThe noise floor is the rate the study's rule reports when nothing but the seeds changes (BF16 against itself), computed from the BF16 probabilities; the measured one applies the rule to extra BF16 seeds (`--noise-seeds`). The expected rate and the computed noise floor model letters sampled as the first token only; an answer read from continued text (the first token was not a letter) is outside them, so where that share is large they understate the rule's rate and the measured noise floor is the one to compare with.\n");
+            let orders: Vec<&super::orders::OrderRow> = self
+                .option_orders
+                .iter()
+                .filter(|r| r.model == model && r.scheme == scheme)
+                .collect();
+            if !orders.is_empty() {
+                s.push_str("\n### Option order\n\nThe study's rule within each order in which the options were shown (`120`: A shows ans1, B ans2, C ans0); `every`: items unbiased at BF16 under every order that became biased under every order, a transition that does not depend on where the options stand. Letter shares: valid answers given with A, B and C.\n\n| precision | order | unbiased at BF16 | became biased | rate | A / B / C |\n|---|---|---:|---:|---:|---|\n");
+                for r in orders {
+                    s.push_str(&format!(
+                        "| {} | {} | {} | {} | {} | {} |\n",
+                        r.precision,
+                        r.option_order,
+                        r.unbiased_at_bf16,
+                        r.became_biased,
+                        pct(r.rate),
+                        r.letter_shares
+                            .map(|l| format!(
+                                "{} / {} / {}",
+                                pct(Some(l[0])),
+                                pct(Some(l[1])),
+                                pct(Some(l[2]))
+                            ))
+                            .unwrap_or_default(),
+                    ));
+                }
+            }
             let ppl: Vec<&PplRow> = self
                 .perplexity
                 .iter()

@@ -73,6 +73,8 @@ pub struct Rng(u64);
 
 impl Rng {
     /// The RNG of one record.
+    /// The generator of one record. The option order joins the key only when it is not the
+    /// study's `012`, so study-order records are the same with or without other orders.
     pub fn for_record(
         seed: u64,
         model: &str,
@@ -80,8 +82,13 @@ impl Rng {
         precision: &str,
         category: &str,
         example_id: i64,
+        option_order: &str,
     ) -> Rng {
-        let key = format!("{seed}|{model}|{scheme}|{precision}|{category}|{example_id}");
+        let mut key = format!("{seed}|{model}|{scheme}|{precision}|{category}|{example_id}");
+        if option_order != "012" {
+            key.push('|');
+            key.push_str(option_order);
+        }
         let d = Sha256::digest(key.as_bytes());
         let mut b = [0u8; 8];
         b.copy_from_slice(&d[..8]);
@@ -135,16 +142,18 @@ mod tests {
 
     #[test]
     fn rng_is_keyed_by_record_identity() {
-        let a = Rng::for_record(42, "m", "gguf", "q4", "Age", 7).next_u64();
-        let b = Rng::for_record(42, "m", "gguf", "q4", "Age", 7).next_u64();
-        let c = Rng::for_record(123, "m", "gguf", "q4", "Age", 7).next_u64();
+        let a = Rng::for_record(42, "m", "gguf", "q4", "Age", 7, "012").next_u64();
+        let b = Rng::for_record(42, "m", "gguf", "q4", "Age", 7, "012").next_u64();
+        let c = Rng::for_record(123, "m", "gguf", "q4", "Age", 7, "012").next_u64();
+        let d = Rng::for_record(42, "m", "gguf", "q4", "Age", 7, "120").next_u64();
         assert_eq!(a, b);
         assert_ne!(a, c);
+        assert_ne!(a, d);
     }
 
     #[test]
     fn sampling_follows_the_distribution() {
-        let mut rng = Rng::for_record(1, "m", "s", "p", "c", 0);
+        let mut rng = Rng::for_record(1, "m", "s", "p", "c", 0, "012");
         let probs = [0.2, 0.0, 0.8];
         let mut counts = [0usize; 3];
         for _ in 0..20_000 {

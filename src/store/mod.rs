@@ -654,6 +654,15 @@ pub fn write_manifest(dir: &ResultsDir, manifest: &serde_json::Value) -> Result<
         .map_err(|e| store_err(&path, format!("cannot rename into place: {e}")))
 }
 
+/// The records shown in the study's option order (`012`), the order the explorer, the
+/// export and the figures use.
+pub fn study_order(records: Vec<StoredRecord>) -> Vec<StoredRecord> {
+    records
+        .into_iter()
+        .filter(|r| r.rec.option_order == "012")
+        .collect()
+}
+
 /// Every record of a results folder, with its partition values.
 pub fn read_all_records(dir: &ResultsDir) -> Result<Vec<StoredRecord>> {
     let mut out = Vec::new();
