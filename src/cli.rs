@@ -216,6 +216,10 @@ pub struct StudyArgs {
     /// Replace the model's chat template with this Jinja file (Hugging Face's format).
     #[arg(long, value_name = "FILE")]
     pub chat_template: Option<PathBuf>,
+    /// Leave out malformed BBQ lines (counted, and listed in the manifest) instead of
+    /// stopping at the first one.
+    #[arg(long)]
+    pub skip_bad: bool,
     /// Print the plan and exit without running.
     #[arg(long)]
     pub dry_run: bool,
@@ -472,6 +476,7 @@ fn ambiguous_items_and_model(
             categories,
             conditions: Conditions::Ambig,
             limit: Some(limit),
+            skip_bad: false,
         },
     )?;
     let resolved = engine::resolve_model(model)?;
@@ -590,8 +595,15 @@ fn prepare(a: &StudyArgs) -> Result<Option<Prepared>> {
         categories: categories.clone(),
         conditions,
         limit,
+        skip_bad: a.skip_bad,
     };
     let sel = bbq::select(&dir, &select)?;
+    if let Some(first) = sel.skipped.first() {
+        eprintln!(
+            "warning: --skip-bad left out {} malformed BBQ line(s) (listed in the manifest); the first: {first}",
+            sel.skipped.len()
+        );
+    }
     for m in &sel.missing {
         eprintln!(
             "warning: BBQ category {m} has no file in {}; going on without it",

@@ -306,6 +306,9 @@ pub fn run(
         "checksums": sel.checksums,
         "missing_categories": sel.missing,
     });
+    if !sel.skipped.is_empty() {
+        manifest["selection"]["skipped_lines"] = json!(sel.skipped);
+    }
     let mut runs = manifest
         .get("runs")
         .and_then(|r| r.as_array())

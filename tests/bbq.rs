@@ -77,6 +77,7 @@ fn target_loc_from_additional_metadata_wins() {
             categories: vec!["Religion".into()],
             conditions: Conditions::Both,
             limit: None,
+            skip_bad: false,
         },
     )
     .expect("selects");
@@ -94,6 +95,7 @@ fn target_loc_from_additional_metadata_wins() {
             categories: vec!["Religion".into()],
             conditions: Conditions::Both,
             limit: None,
+            skip_bad: false,
         },
     )
     .expect("selects");
@@ -147,6 +149,7 @@ fn unknown_category_is_refused_and_missing_ones_are_reported() {
             categories: vec!["Age".into(), "SES".into()],
             conditions: Conditions::Ambig,
             limit: Some(10),
+            skip_bad: false,
         },
     )
     .expect("selects");
@@ -160,6 +163,7 @@ fn unknown_category_is_refused_and_missing_ones_are_reported() {
             categories: vec!["SES".into()],
             conditions: Conditions::Ambig,
             limit: None,
+            skip_bad: false,
         },
     );
     assert!(none.expect_err("no file").to_string().contains("SES"));
@@ -171,6 +175,7 @@ fn limit_is_stratified_deterministic_and_ambiguous_only() {
         categories: vec!["Age".into(), "Religion".into()],
         conditions: Conditions::Ambig,
         limit: Some(40),
+        skip_bad: false,
     };
     let a = bbq::select(
         &BbqDir {

@@ -1090,3 +1090,78 @@ fn option_orders_check_position_and_leave_the_study_order_unchanged() {
     args.extend(["--option-orders", "120,201"]);
     expect_error(&args, &tmp, "must include 012");
 }
+
+#[test]
+fn skip_bad_leaves_out_malformed_lines_and_lists_them() {
+    let tmp = tempdir("skip-bad");
+    let model = tiny(&tmp);
+    let bbq = tmp.join("bbq");
+    std::fs::create_dir_all(&bbq).expect("mkdir");
+    let src = std::fs::read_to_string(common::bbq_dir().join("Religion.jsonl")).expect("read");
+    let mut lines: Vec<String> = src.lines().take(40).map(String::from).collect();
+    lines[4] = "{\"example_id\": 4, \"broken".into();
+    let mut no_question: serde_json::Value = serde_json::from_str(&lines[9]).expect("json");
+    no_question
+        .as_object_mut()
+        .expect("object")
+        .remove("question");
+    lines[9] = no_question.to_string();
+    std::fs::write(bbq.join("Religion.jsonl"), lines.join("\n")).expect("write");
+    let out = tmp.join("out");
+    let (m, b, o) = (
+        model.to_str().expect("utf8"),
+        bbq.to_str().expect("utf8"),
+        out.to_str().expect("utf8"),
+    );
+    let mut args = vec![
+        "--batch",
+        "--model",
+        m,
+        "--bbq-dir",
+        b,
+        "--categories",
+        "Religion",
+        "--conditions",
+        "both",
+        "--limit",
+        "all",
+        "--precisions",
+        "bf16",
+        "--ppl-sequences",
+        "0",
+        "--out",
+        o,
+    ];
+    // Without the flag the first bad line stops the run before anything is written.
+    expect_error(&args, &tmp, "Religion.jsonl:5:");
+    assert!(!out.exists());
+    args.push("--skip-bad");
+    let r = run(&args, &tmp);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert!(
+        stderr(&r).contains("left out 2 malformed BBQ line(s)"),
+        "{}",
+        stderr(&r)
+    );
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    let skipped: Vec<&str> = manifest["selection"]["skipped_lines"]
+        .as_array()
+        .expect("skipped lines")
+        .iter()
+        .map(|v| v.as_str().expect("text"))
+        .collect();
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
+    assert!(skipped[0].contains("Religion.jsonl:5:"), "{skipped:?}");
+    assert!(
+        skipped[1].contains("Religion.jsonl:10:") && skipped[1].contains("question"),
+        "{skipped:?}"
+    );
+    // 38 items, one BF16 pass, five seeds.
+    assert_eq!(
+        common::pyarrow_counts(&out.join("records")),
+        "190 190 bf16=190"
+    );
+}

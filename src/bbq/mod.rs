@@ -295,29 +295,50 @@ fn resolve(raw: RawItem, file: &Path, line: usize, targets: &TargetLocs) -> Resu
     })
 }
 
-/// Read and resolve every item of one category file.
+/// Read and resolve every item of one category file; the first bad line is an error naming
+/// the file and line.
 pub fn read_category_file(path: &Path, targets: &TargetLocs) -> Result<Vec<Item>> {
+    read_category(path, targets, false).map(|(items, _)| items)
+}
+
+/// Read one category file. With `skip_bad`, a line that does not parse or resolve (or repeats
+/// an example_id) is left out and described in the second list instead of stopping the read.
+pub fn read_category(
+    path: &Path,
+    targets: &TargetLocs,
+    skip_bad: bool,
+) -> Result<(Vec<Item>, Vec<String>)> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::Input(format!("cannot read BBQ file {}: {e}", path.display())))?;
     let mut items = Vec::new();
+    let mut skipped = Vec::new();
     let mut seen = HashSet::new();
     for (i, line) in text.lines().enumerate() {
         let line_no = i + 1;
         if line.trim().is_empty() {
             continue;
         }
-        let raw: RawItem = serde_json::from_str(line).map_err(|e| bad(path, line_no, e))?;
-        let item = resolve(raw, path, line_no, targets)?;
-        if !seen.insert(item.example_id) {
-            return Err(bad(
-                path,
-                line_no,
-                format!("duplicate example_id {}", item.example_id),
-            ));
+        let item = serde_json::from_str::<RawItem>(line)
+            .map_err(|e| bad(path, line_no, e))
+            .and_then(|raw| resolve(raw, path, line_no, targets))
+            .and_then(|item| {
+                if seen.insert(item.example_id) {
+                    Ok(item)
+                } else {
+                    Err(bad(
+                        path,
+                        line_no,
+                        format!("duplicate example_id {}", item.example_id),
+                    ))
+                }
+            });
+        match item {
+            Ok(item) => items.push(item),
+            Err(e) if skip_bad => skipped.push(e.to_string()),
+            Err(e) => return Err(e),
         }
-        items.push(item);
     }
-    Ok(items)
+    Ok((items, skipped))
 }
 
 /// Read `target_loc` from BBQ's `additional_metadata.csv` (columns found by header name).
@@ -406,6 +427,8 @@ pub struct Selection {
     pub checksums: BTreeMap<String, String>,
     /// Requested categories with no file.
     pub missing: Vec<String>,
+    /// Lines left out with `skip_bad`, each naming its file and line.
+    pub skipped: Vec<String>,
 }
 
 /// What to select from a BBQ folder.
@@ -414,6 +437,8 @@ pub struct SelectSpec {
     pub categories: Vec<String>,
     pub conditions: Conditions,
     pub limit: Option<usize>,
+    /// Leave out malformed lines (counted in `Selection::skipped`) instead of stopping.
+    pub skip_bad: bool,
 }
 
 /// The sha256 of a file, hex encoded.
@@ -449,6 +474,7 @@ pub fn select(dir: &BbqDir, spec: &SelectSpec) -> Result<Selection> {
     };
     let mut by_category = Vec::new();
     let mut missing = Vec::new();
+    let mut skipped = Vec::new();
     for category in &spec.categories {
         let file = dir.category_file(category);
         if !file.is_file() {
@@ -456,7 +482,9 @@ pub fn select(dir: &BbqDir, spec: &SelectSpec) -> Result<Selection> {
             continue;
         }
         checksums.insert(format!("{category}.jsonl"), sha256_file(&file)?);
-        let items: Vec<Item> = read_category_file(&file, &targets)?
+        let (items, bad_lines) = read_category(&file, &targets, spec.skip_bad)?;
+        skipped.extend(bad_lines);
+        let items: Vec<Item> = items
             .into_iter()
             .filter(|it| spec.conditions.admits(&it.context_condition))
             .collect();
@@ -477,6 +505,7 @@ pub fn select(dir: &BbqDir, spec: &SelectSpec) -> Result<Selection> {
         items,
         checksums,
         missing,
+        skipped,
     })
 }
 
