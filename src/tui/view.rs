@@ -445,7 +445,7 @@ fn render_summary(f: &mut Frame, app: &App, area: Rect) {
     for t in &rep.transitions {
         let line = match (t.became_biased, t.unbiased_at_bf16) {
             (Some(b), Some(u)) => format!(
-                "{:<5} {:>6} ({b}/{u})  expected {:>6}  noise floor {:>6}{}  mean KLD {}  flips {}  study {}",
+                "{:<5} {:>6} ({b}/{u})  expected {:>6}  noise floor {:>6}{}  mean KLD {}  flips {}{}  study {}",
                 t.precision,
                 pct(t.rate),
                 pct(t.expected_rate),
@@ -457,6 +457,10 @@ fn render_summary(f: &mut Frame, app: &App, area: Rect) {
                     .map(|k| format!("{k:.4}"))
                     .unwrap_or_else(|| "-".into()),
                 pct(t.flip_rate),
+                t.continued_share
+                    .filter(|c| *c > 0.0)
+                    .map(|c| format!("  continued {}", pct(Some(c))))
+                    .unwrap_or_default(),
                 crate::analysis::report::study_range(&t.precision),
             ),
             _ => format!("{:<5} {}", t.precision, t.note.clone().unwrap_or_default()),
@@ -465,7 +469,7 @@ fn render_summary(f: &mut Frame, app: &App, area: Rect) {
     }
     lines.push(Line::from(""));
     lines.push(Line::from(
-        "A rate at or below the noise floor is what re-sampling the BF16 model alone would show.",
+        "A rate at or below the noise floor is what re-sampling the BF16 model alone would show. `continued`: answers read from text after a first token that was not a letter, which the expected rate and noise floor do not model.",
     ));
     f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), area);
 }
