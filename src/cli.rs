@@ -693,6 +693,10 @@ fn prepare(a: &StudyArgs) -> Result<Option<Prepared>> {
         for (c, n) in per_cat {
             println!("{c}: {n} items");
         }
+        println!(
+            "{}",
+            eta(&spec, &sel, &device, &device_name, passes / n_items.max(1))?
+        );
         return Ok(None);
     }
     if let Some(s) = shard {
@@ -720,6 +724,45 @@ fn prepare(a: &StudyArgs) -> Result<Option<Prepared>> {
         device,
         device_name,
     }))
+}
+
+/// The projected time of a plan: the first model scores a few items at BF16 (load and build
+/// timed too), and every model, precision and option order is assumed to go at that speed.
+fn eta(
+    spec: &StudySpec,
+    sel: &bbq::Selection,
+    device: &candle_core::Device,
+    device_name: &str,
+    passes_per_item: usize,
+) -> Result<String> {
+    let Some(first) = spec.models.first() else {
+        return Ok("eta: no model".into());
+    };
+    let sample = &sel.items[..sel.items.len().min(4)];
+    let (rows, _) = crate::bench::measure(
+        first,
+        spec.scheme,
+        sample,
+        &[Precision::Bf16],
+        &spec.seeds,
+        spec.compute,
+        spec.part_size,
+        device,
+    )?;
+    let Some(row) = rows.first().filter(|r| r.items > 0) else {
+        return Ok("eta: nothing to measure".into());
+    };
+    let per_item = row.secs / row.items as f64;
+    let builds = spec.models.len() * spec.precisions.len();
+    let total =
+        per_item * (sel.items.len() * passes_per_item) as f64 + row.build_secs * builds as f64;
+    let secs = std::time::Duration::from_secs(total.round().max(1.0) as u64);
+    Ok(format!(
+        "eta: about {} on {device_name}, projected from BF16 on {} item(s) ({per_item:.2} s per item, {:.1} s to build BF16); precisions whose answers are mostly continued text (q4 and q3 of small models) ran 2-3x slower per item than BF16 on SmolLM2, and the perplexity stage adds to it",
+        humantime::format_duration(secs),
+        row.items,
+        row.build_secs
+    ))
 }
 
 /// The prompt from `--system-prompt`, `--user-template` and `--chat-template`, each checked

@@ -301,6 +301,13 @@ fn dry_run_prints_the_plan_and_runs_nothing() {
         stdout(&r)
     );
     assert!(stderr(&r).contains("1000 records"), "{}", stderr(&r));
+    // The ETA is projected from a few items scored at BF16.
+    assert!(
+        stdout(&r).contains("eta: about")
+            && stdout(&r).contains("projected from BF16 on 4 item(s)"),
+        "{}",
+        stdout(&r)
+    );
     assert!(!out.exists());
 }
 
