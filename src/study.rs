@@ -43,7 +43,7 @@ pub struct StudySpec {
     pub ppl: Option<PplSpec>,
     /// The prompt: the study's unless overridden.
     pub protocol: prompt::Protocol,
-    /// Orders in which each item's options are shown; `012` (the study's) first.
+    /// Orders in which each item's options are shown; `012` (the study's) is among them.
     pub option_orders: Vec<prompt::OptionOrder>,
 }
 
