@@ -4,13 +4,16 @@
 
 use crate::bbq::Item;
 use crate::engine::quant;
-use crate::engine::source::Resolved;
+use crate::engine::sample::Letters;
+use crate::engine::source::{Resolved, SourceModel};
 use crate::engine::{Compute, KvCache, Precision, Scheme};
 use crate::error::{Error, Result};
-use crate::prompt;
+use crate::prompt::{self, ChatTemplate};
 use crate::study::{Scorer, StudySpec};
+use candle_core::Tensor;
 use serde::Serialize;
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 /// One measured engine configuration.
@@ -24,8 +27,28 @@ pub struct BenchRow {
     pub prompt_tokens: u64,
     /// Tokens actually run through the model (prompt suffixes after a shared prefix, plus decoding).
     pub computed_tokens: u64,
+    /// Loading the source model (0 for the precisions after the first).
+    #[serde(default)]
+    pub load_secs: f64,
     pub build_secs: f64,
     pub secs: f64,
+    /// Prompts per forward pass.
+    #[serde(default)]
+    pub batch_size: usize,
+    /// Bytes of weights the precision holds on the device.
+    #[serde(default)]
+    pub weight_bytes: u64,
+    /// Peak resident memory of the process so far (VmHWM), bytes; 0 where unknown.
+    #[serde(default)]
+    pub peak_rss_bytes: u64,
+    /// Unix time at the start and end of scoring, to line up with a device-memory log.
+    #[serde(default)]
+    pub started_unix: f64,
+    #[serde(default)]
+    pub ended_unix: f64,
+    /// Matmul FLOPs per computed token (2 × the parameters of the blocks' matrices).
+    #[serde(default)]
+    pub flop_per_token: f64,
 }
 
 impl BenchRow {
@@ -35,85 +58,197 @@ impl BenchRow {
     pub fn records_s(&self) -> f64 {
         self.records as f64 / self.secs
     }
+    pub fn prompts_s(&self) -> f64 {
+        self.items as f64 / self.secs
+    }
 }
 
-/// Measure stereoscope on `items` at each precision; returns the rows and the prompts' ids.
-#[allow(clippy::too_many_arguments)]
-pub fn measure(
-    resolved: &Resolved,
-    scheme: Scheme,
-    items: &[Item],
-    precisions: &[Precision],
-    seeds: &[u64],
-    compute: Compute,
-    part_size: usize,
-    device: &candle_core::Device,
-) -> Result<(Vec<BenchRow>, Vec<Vec<u32>>)> {
-    let (src, template, letters) = crate::study::load_for_scoring(resolved, None)?;
-    let prompts = items
-        .iter()
-        .map(|it| src.tok.encode(&prompt::study_prompt(&template, it)?))
-        .collect::<Result<Vec<_>>>()?;
-    let spec = StudySpec {
-        models: vec![resolved.clone()],
-        scheme,
-        precisions: precisions.to_vec(),
-        seeds: seeds.to_vec(),
-        noise_seeds: Vec::new(),
-        compute,
-        device: String::new(),
-        part_size,
-        ppl: None,
-        protocol: Default::default(),
-        option_orders: vec![prompt::OptionOrder::STUDY],
-    };
-    let mut rows = Vec::new();
-    for &p in precisions {
-        let t0 = Instant::now();
-        let built = quant::build(&src, p, scheme, compute, device)?;
-        let build_secs = t0.elapsed().as_secs_f64();
-        let scorer = Scorer {
-            spec: &spec,
-            slug: &src.slug,
-            precision: p,
-            built: &built,
-            src: &src,
-            template: &template,
-            letters: &letters,
+/// What one bench run measures: a loaded model and how to score it.
+pub struct Bench<'a> {
+    pub src: &'a SourceModel,
+    pub template: &'a ChatTemplate,
+    pub letters: &'a Letters,
+    pub scheme: Scheme,
+    pub compute: Compute,
+    pub part_size: usize,
+    pub batch_size: usize,
+    pub load_secs: f64,
+    pub device: &'a candle_core::Device,
+}
+
+/// Peak resident memory (VmHWM) of this process in bytes, where /proc tells it.
+pub fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Matmul FLOPs per token of the transformer blocks and the output layer at one position.
+fn flop_per_token(cfg: &crate::engine::ModelConfig) -> f64 {
+    let (h, i) = (cfg.hidden_size as f64, cfg.intermediate_size as f64);
+    let (q, kv) = (
+        (cfg.num_heads * cfg.head_dim) as f64,
+        (cfg.num_kv_heads * cfg.head_dim) as f64,
+    );
+    2.0 * cfg.num_layers as f64 * (h * (q + 2.0 * kv) + q * h + 3.0 * h * i)
+}
+
+impl Bench<'_> {
+    /// Measure stereoscope on `items` at each precision; returns the rows and the prompts' ids.
+    pub fn measure(
+        &self,
+        items: &[Item],
+        precisions: &[Precision],
+        seeds: &[u64],
+    ) -> Result<(Vec<BenchRow>, Vec<Vec<u32>>)> {
+        let src = self.src;
+        let prompts = items
+            .iter()
+            .map(|it| src.tok.encode(&prompt::study_prompt(self.template, it)?))
+            .collect::<Result<Vec<_>>>()?;
+        let spec = StudySpec {
+            models: Vec::new(),
+            scheme: self.scheme,
+            precisions: precisions.to_vec(),
+            seeds: seeds.to_vec(),
+            noise_seeds: Vec::new(),
+            compute: self.compute,
+            device: String::new(),
+            part_size: self.part_size,
+            batch_size: self.batch_size,
+            ppl: None,
+            protocol: Default::default(),
+            option_orders: vec![prompt::OptionOrder::STUDY],
         };
-        let t1 = Instant::now();
-        let (mut tokens, mut computed, mut records) = (0, 0, 0);
-        for part in items.chunks(part_size.max(1)) {
-            let mut cache = KvCache::default();
-            let mut prev = Vec::new();
-            for it in part {
-                let (recs, t, c) =
-                    scorer.score(it, prompt::OptionOrder::STUDY, &mut cache, &mut prev)?;
-                records += recs.len();
-                tokens += t;
-                computed += c;
+        let mut rows = Vec::new();
+        let never = AtomicBool::new(false);
+        for (k, &p) in precisions.iter().enumerate() {
+            let t0 = Instant::now();
+            let built = quant::build(src, p, self.scheme, self.compute, self.device)?;
+            let build_secs = t0.elapsed().as_secs_f64();
+            if let Some(layer) = built.model.layers.first()
+                && let crate::engine::model::Matrix::Packed(w) = &layer.w_up
+                && !self.device.is_cpu()
+            {
+                let bad = w.mismatches_against_cpu()?;
+                eprintln!(
+                    "{}: device dequantization of blk.0.ffn_up against the CPU's: {bad} of {} values differ",
+                    p.as_str(),
+                    w.rows() * w.cols()
+                );
             }
-        }
-        rows.push(BenchRow {
-            engine: format!(
-                "stereoscope ({})",
-                match (p, scheme, compute) {
-                    (Precision::Bf16, _, _) => "bf16",
-                    (_, Scheme::Mlx, _) => "mlx",
-                    (_, Scheme::Gguf, Compute::Dequant) => "gguf dequant",
-                    (_, Scheme::Gguf, Compute::Kernels) => "gguf kernels",
+            let scorer = Scorer {
+                spec: &spec,
+                slug: &src.slug,
+                precision: p,
+                built: &built,
+                src,
+                template: self.template,
+                letters: self.letters,
+            };
+            // One small batch first: kernels are compiled on first use on a GPU.
+            if let Some(first) = items.first() {
+                scorer.score_part(
+                    std::slice::from_ref(first),
+                    prompt::OptionOrder::STUDY,
+                    &never,
+                )?;
+            }
+            let started_unix = unix_now();
+            let t1 = Instant::now();
+            let (mut tokens, mut computed, mut records) = (0, 0, 0);
+            for part in items.chunks(self.part_size.max(1)) {
+                let scored = if self.batch_size > 1 {
+                    scorer.score_part(part, prompt::OptionOrder::STUDY, &never)?
+                } else {
+                    let mut cache = KvCache::default();
+                    let mut prev = Vec::new();
+                    part.iter()
+                        .map(|it| {
+                            scorer.score(it, prompt::OptionOrder::STUDY, &mut cache, &mut prev)
+                        })
+                        .collect::<Result<Vec<_>>>()?
+                };
+                for (recs, t, c) in scored {
+                    records += recs.len();
+                    tokens += t;
+                    computed += c;
                 }
-            ),
-            precision: p.as_str().into(),
-            items: items.len(),
-            records,
-            prompt_tokens: tokens,
-            computed_tokens: computed,
-            build_secs,
-            secs: t1.elapsed().as_secs_f64(),
-        });
+            }
+            let secs = t1.elapsed().as_secs_f64();
+            rows.push(BenchRow {
+                engine: format!(
+                    "stereoscope ({})",
+                    match (p, self.scheme, self.compute) {
+                        (Precision::Bf16, _, _) => "bf16",
+                        (_, Scheme::Mlx, _) => "mlx",
+                        (_, Scheme::Gguf, Compute::Dequant) => "gguf dequant",
+                        (_, Scheme::Gguf, Compute::Kernels) => "gguf kernels",
+                    }
+                ),
+                precision: p.as_str().into(),
+                items: items.len(),
+                records,
+                prompt_tokens: tokens,
+                computed_tokens: computed,
+                load_secs: if k == 0 { self.load_secs } else { 0.0 },
+                build_secs,
+                secs,
+                batch_size: self.batch_size,
+                weight_bytes: built.model.weight_bytes() as u64,
+                peak_rss_bytes: peak_rss(),
+                started_unix,
+                ended_unix: unix_now(),
+                flop_per_token: flop_per_token(&src.cfg),
+            });
+            eprintln!(
+                "{}: {:.1} prompts/s, build {:.1} s",
+                p.as_str(),
+                items.len() as f64 / secs,
+                build_secs
+            );
+        }
+        Ok((rows, prompts))
     }
-    Ok((rows, prompts))
+}
+
+/// TFLOP/s of a BF16 `n × n × n` matmul on `device` (the ceiling MFU is measured against),
+/// timed over `reps` runs after a warm-up.
+pub fn matmul_ceiling(device: &candle_core::Device, n: usize, reps: usize) -> Result<f64> {
+    let dtype = crate::engine::quant::compute_dtype(device);
+    let a = Tensor::ones((n, n), dtype, device)?;
+    let b = Tensor::ones((n, n), dtype, device)?;
+    let sync = |t: &Tensor| -> Result<()> {
+        t.narrow(0, 0, 1)?
+            .narrow(1, 0, 1)?
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        Ok(())
+    };
+    sync(&a.matmul(&b)?)?;
+    let t0 = Instant::now();
+    let mut last = None;
+    for _ in 0..reps {
+        last = Some(a.matmul(&b)?);
+    }
+    if let Some(c) = &last {
+        sync(c)?;
+    }
+    device.synchronize()?;
+    Ok(2.0 * (n as f64).powi(3) * reps as f64 / t0.elapsed().as_secs_f64() / 1e12)
 }
 
 /// Run llama.cpp through `scripts/llamacpp_peer.py` on the same token ids.
@@ -160,35 +295,75 @@ pub fn llamacpp_peer(
             records: 0,
             prompt_tokens: r["prompt_tokens"].as_u64().unwrap_or(0),
             computed_tokens: r["computed_tokens"].as_u64().unwrap_or(0),
-            build_secs: r["load_secs"].as_f64().unwrap_or(0.0),
+            load_secs: r["load_secs"].as_f64().unwrap_or(0.0),
+            build_secs: 0.0,
             secs: r["secs"].as_f64().unwrap_or(f64::NAN),
+            batch_size: 1,
+            weight_bytes: 0,
+            peak_rss_bytes: 0,
+            started_unix: 0.0,
+            ended_unix: 0.0,
+            flop_per_token: 0.0,
         })
         .collect())
 }
 
-/// The rows as a Markdown table.
-pub fn table(rows: &[BenchRow]) -> String {
+/// The rows as a Markdown table. MFU is matmul FLOPs of the computed tokens per second
+/// over `ceiling` (TFLOP/s of a BF16 matmul timed in the same run), when given.
+pub fn table(rows: &[BenchRow], ceiling: Option<f64>) -> String {
     let mut s = String::from(
-        "| engine | precision | items | prompt tok/s | computed tok/s | records/s | build s |\n|---|---|---:|---:|---:|---:|---:|\n",
+        "| engine | precision | batch | items | prompts/s | records/s | prompt tok/s | computed tok/s | MFU | load s | build s | weights GB | peak RSS GB |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
+    let gb = |b: u64| {
+        if b > 0 {
+            format!("{:.2}", b as f64 / 1e9)
+        } else {
+            "-".into()
+        }
+    };
     for r in rows {
         let rec = if r.records > 0 {
-            format!("{:.2}", r.records_s())
+            format!("{:.1}", r.records_s())
         } else {
             "-".into()
         };
+        let computed = r.computed_tokens as f64 / r.secs;
+        let mfu = match ceiling {
+            Some(c) if r.flop_per_token > 0.0 => {
+                format!("{:.1}%", 100.0 * computed * r.flop_per_token / (c * 1e12))
+            }
+            _ => "-".into(),
+        };
         s.push_str(&format!(
-            "| {} | {} | {} | {:.0} | {:.0} | {} | {:.1} |\n",
+            "| {} | {} | {} | {} | {:.1} | {} | {:.0} | {:.0} | {} | {:.1} | {:.1} | {} | {} |\n",
             r.engine,
             r.precision,
+            r.batch_size,
             r.items,
-            r.prompt_tok_s(),
-            r.computed_tokens as f64 / r.secs,
+            r.prompts_s(),
             rec,
-            r.build_secs
+            r.prompt_tok_s(),
+            computed,
+            mfu,
+            r.load_secs,
+            r.build_secs,
+            gb(r.weight_bytes),
+            gb(r.peak_rss_bytes),
         ));
     }
     s
+}
+
+/// The whole study's projected wall time on this machine from the measured rows: for each
+/// of `models` models and each precision, loading, building and `items` prompts at the
+/// measured prompts per second (seeds share a prompt's forward pass).
+pub fn projected_study_secs(rows: &[BenchRow], models: usize, items: usize) -> f64 {
+    let per_model: f64 = rows
+        .iter()
+        .filter(|r| r.engine.starts_with("stereoscope"))
+        .map(|r| r.load_secs + r.build_secs + items as f64 / r.prompts_s())
+        .sum();
+    per_model * models as f64
 }
 
 /// Write, for each precision, the log-probabilities of the next token at the answer

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::store::{self, ResultsDir};
 use crate::study::{self, Event, StudySpec};
 use clap::{Args, Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -58,6 +58,24 @@ pub enum Command {
         scheme: String,
         #[arg(long, default_value_t = 32)]
         part_size: usize,
+        /// Prompts per forward pass [default: 1 on the CPU, 32 on a GPU].
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// Random BF16 weights of a real shape made in process instead of --model:
+        /// qwen2.5-7b, mistral-7b, phi3.5-mini (or qwen2.5-0.5b).
+        #[arg(long, value_name = "SHAPE")]
+        synthetic: Option<String>,
+        /// With --synthetic: a folder with the real tokenizer.json and tokenizer_config.json
+        /// (chat template) [default: the tokenizer of --model].
+        #[arg(long, value_name = "DIR")]
+        tokenizer: Option<PathBuf>,
+        /// With --synthetic: also write the model as a Hugging Face folder here (for a peer
+        /// engine to load the same weights, or a study run).
+        #[arg(long, value_name = "DIR")]
+        save_model: Option<PathBuf>,
+        /// Write the prompts' token ids here (JSON), for a peer engine to score the same ids.
+        #[arg(long, value_name = "FILE")]
+        prompts_out: Option<PathBuf>,
         /// Also run llama.cpp (llama-cpp-python) on the same token ids from the same GGUF.
         #[arg(long)]
         llamacpp: bool,
@@ -196,6 +214,10 @@ pub struct StudyArgs {
     /// Items per part file (the unit of resume).
     #[arg(long, default_value_t = 32)]
     pub part_size: usize,
+    /// Prompts per forward pass, padded after their shared prefix [default: 1 on the CPU,
+    /// 32 on a GPU]. Lower it if the device runs out of memory.
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
     /// Run only shard I of N (such as 3/8): part k of every model and precision belongs to
     /// shard k mod N + 1. Shards may share one --out folder; `stereoscope merge` joins them.
     /// Headless only.
@@ -261,6 +283,11 @@ fn dispatch(cli: Cli) -> Result<()> {
             compute,
             scheme,
             part_size,
+            batch_size,
+            synthetic,
+            tokenizer,
+            save_model,
+            prompts_out,
             llamacpp,
             json,
         }) => {
@@ -274,22 +301,45 @@ fn dispatch(cli: Cli) -> Result<()> {
             let compute = Compute::parse(&compute)?;
             let (device, device_name) = engine::select_device(&device)?;
             let (sel, resolved) = ambiguous_items_and_model(bbq_dir, categories, limit, &model)?;
+            let t0 = std::time::Instant::now();
+            let (src, template, letters) =
+                bench_source(&resolved, synthetic.as_deref(), tokenizer.as_deref())?;
+            let load_secs = t0.elapsed().as_secs_f64();
+            if let Some(dir) = &save_model {
+                engine::convert::write_hf(&src, dir)?;
+                eprintln!("bench: wrote {} to {}", src.id, dir.display());
+            }
+            let batch_size = batch_size
+                .unwrap_or_else(|| engine::device::default_batch_size(&device))
+                .max(1);
             eprintln!(
-                "bench: {} items on {device_name}, model {}",
+                "bench: {} items on {device_name}, model {}, batch size {batch_size}",
                 sel.items.len(),
-                resolved.id
+                src.id
             );
-            let seeds = crate::prompt::STUDY_SEEDS.to_vec();
-            let (mut rows, prompts) = crate::bench::measure(
-                &resolved,
+            let ceiling = (!device.is_cpu())
+                .then(|| crate::bench::matmul_ceiling(&device, 8192, 20))
+                .transpose()?;
+            if let Some(c) = ceiling {
+                eprintln!("bf16 matmul 8192³: {c:.0} TFLOP/s");
+            }
+            let bench = crate::bench::Bench {
+                src: &src,
+                template: &template,
+                letters: &letters,
                 scheme,
-                &sel.items,
-                &precisions,
-                &seeds,
                 compute,
                 part_size,
-                &device,
-            )?;
+                batch_size,
+                load_secs,
+                device: &device,
+            };
+            let seeds = crate::prompt::STUDY_SEEDS.to_vec();
+            let (mut rows, prompts) = bench.measure(&sel.items, &precisions, &seeds)?;
+            if let Some(path) = &prompts_out {
+                std::fs::write(path, serde_json::to_string(&prompts).unwrap_or_default())
+                    .map_err(|e| Error::Input(format!("cannot write {}: {e}", path.display())))?;
+            }
             if llamacpp {
                 let engine::source::ModelSpec::Gguf(gguf) = &resolved.spec else {
                     return Err(Error::Input("--llamacpp needs a GGUF model".into()));
@@ -303,7 +353,14 @@ fn dispatch(cli: Cli) -> Result<()> {
                     &script, gguf, &prompts, threads, part_size,
                 )?);
             }
-            println!("{}", crate::bench::table(&rows));
+            println!("{}", crate::bench::table(&rows, ceiling));
+            // The study: 3 models × 12,148 ambiguous items, each precision from the source.
+            let study = crate::bench::projected_study_secs(&rows, 3, 12_148);
+            println!(
+                "projected study (3 models like this one × {} precision(s) × 12,148 items × 5 seeds, loading and quantization included): {:.1} min",
+                precisions.len(),
+                study / 60.0
+            );
             if let Some(path) = json {
                 std::fs::write(
                     &path,
@@ -457,6 +514,54 @@ fn export(
 }
 
 /// The ambiguous items and the model that `bench` and `logprobs` measure.
+/// The model a bench scores: the resolved source, or a synthetic one of a real shape with
+/// the tokenizer of `tokenizer` (a folder) or of the resolved source.
+fn bench_source(
+    resolved: &engine::source::Resolved,
+    synthetic: Option<&str>,
+    tokenizer: Option<&Path>,
+) -> Result<(
+    engine::SourceModel,
+    crate::prompt::ChatTemplate,
+    engine::sample::Letters,
+)> {
+    let Some(shape) = synthetic else {
+        return study::load_for_scoring(resolved, None);
+    };
+    let (tok, chat) = match tokenizer {
+        Some(dir) => {
+            let cfg_path = dir.join("tokenizer_config.json");
+            let text = std::fs::read_to_string(&cfg_path)
+                .map_err(|e| Error::Input(format!("{}: {e}", cfg_path.display())))?;
+            let cfg: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| Error::Input(format!("{}: {e}", cfg_path.display())))?;
+            let tok = engine::tokenizer::from_hf_files(&dir.join("tokenizer.json"), &cfg)?;
+            let chat = cfg
+                .get("chat_template")
+                .and_then(|v| v.as_str())
+                .map(String::from)
+                .or_else(|| std::fs::read_to_string(dir.join("chat_template.jinja")).ok());
+            (tok, chat)
+        }
+        None => {
+            let src = engine::source::load(resolved)?;
+            (src.tok, src.chat_template)
+        }
+    };
+    let src = engine::synthetic::model(shape, tok, chat)?;
+    let Some(source) = src.chat_template.as_deref() else {
+        return Err(Error::Input(format!(
+            "the tokenizer for {} has no chat template",
+            src.id
+        )));
+    };
+    let name = |t: &Option<(u32, String)>| t.as_ref().map(|b| b.1.clone()).unwrap_or_default();
+    let template =
+        crate::prompt::ChatTemplate::new(source, &name(&src.tok.bos), &name(&src.tok.eos))?;
+    let letters = engine::sample::Letters::find(&src.tok)?;
+    Ok((src, template, letters))
+}
+
 fn ambiguous_items_and_model(
     bbq_dir: Option<PathBuf>,
     categories: Vec<String>,
@@ -647,6 +752,10 @@ fn prepare(a: &StudyArgs) -> Result<Option<Prepared>> {
         compute,
         device: device_name.clone(),
         part_size: a.part_size.max(1),
+        batch_size: a
+            .batch_size
+            .unwrap_or_else(|| engine::device::default_batch_size(&device))
+            .max(1),
         ppl: (a.ppl_sequences > 0).then(|| study::PplSpec {
             sequences: a.ppl_sequences,
             seq_len: a.ppl_seq_len,
@@ -739,16 +848,21 @@ fn eta(
         return Ok("eta: no model".into());
     };
     let sample = &sel.items[..sel.items.len().min(4)];
-    let (rows, _) = crate::bench::measure(
-        first,
-        spec.scheme,
-        sample,
-        &[Precision::Bf16],
-        &spec.seeds,
-        spec.compute,
-        spec.part_size,
+    let t0 = std::time::Instant::now();
+    let (src, template, letters) =
+        study::load_for_scoring(first, spec.protocol.chat_template.as_deref())?;
+    let bench = crate::bench::Bench {
+        src: &src,
+        template: &template,
+        letters: &letters,
+        scheme: spec.scheme,
+        compute: spec.compute,
+        part_size: spec.part_size,
+        batch_size: spec.batch_size,
+        load_secs: t0.elapsed().as_secs_f64(),
         device,
-    )?;
+    };
+    let (rows, _) = bench.measure(sample, &[Precision::Bf16], &spec.seeds)?;
     let Some(row) = rows.first().filter(|r| r.items > 0) else {
         return Ok("eta: nothing to measure".into());
     };

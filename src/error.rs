@@ -18,7 +18,23 @@ pub enum Error {
     Cancelled,
     /// A tensor operation failed.
     #[error("model computation failed: {}", brief(.0))]
-    Candle(#[from] candle_core::Error),
+    Candle(candle_core::Error),
+    /// The device has no memory left for the batch in flight.
+    #[error(
+        "the device ran out of memory ({0}); run again with a smaller --batch-size: finished parts are kept and the run resumes"
+    )]
+    OutOfMemory(String),
+}
+
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Error {
+        let msg = brief(&e);
+        if msg.contains("OUT_OF_MEMORY") || msg.to_lowercase().contains("out of memory") {
+            Error::OutOfMemory(msg)
+        } else {
+            Error::Candle(e)
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

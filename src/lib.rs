@@ -1,5 +1,6 @@
 //! stereoscope measures how quantizing an instruct LLM changes its answers on the BBQ bias
-//! benchmark. Data flows one way: `bbq → prompt → engine → study → store → analysis → cli`.
+//! benchmark. Data flows one way: `bbq → prompt → engine → study → store → analysis → cli`,
+//! over the terms of [`vocab`].
 
 pub mod analysis;
 pub mod bbq;
@@ -11,6 +12,7 @@ pub mod prompt;
 pub mod store;
 pub mod study;
 pub mod tui;
+pub mod vocab;
 
 pub use error::{Error, Result};
 

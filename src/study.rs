@@ -18,6 +18,8 @@ use crate::error::{Error, Result};
 use crate::prompt::{self, ChatTemplate};
 use crate::store::perplexity::PplRow;
 use crate::store::{self, Record, ResultsDir};
+use crate::vocab::SeedSet;
+use candle_core::DType;
 use serde_json::json;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -39,6 +41,9 @@ pub struct StudySpec {
     pub compute: Compute,
     pub device: String,
     pub part_size: usize,
+    /// Prompts per forward pass: 1 scores prompt by prompt, reusing the previous prompt's
+    /// prefix; more pads prompts of similar length into one batch after their shared prefix.
+    pub batch_size: usize,
     /// Perplexity and KLD against BF16 after scoring, when set.
     pub ppl: Option<PplSpec>,
     /// The prompt: the study's unless overridden.
@@ -438,13 +443,7 @@ pub fn run(
             // Each order goes through the part on its own, so the study's order computes
             // exactly what it computes in a run without other orders.
             for &order in &spec.option_orders {
-                let mut cache = KvCache::default();
-                let mut prev: Vec<u32> = Vec::new();
-                for item in part {
-                    if cancel.load(Ordering::Relaxed) {
-                        return Err(Error::Cancelled);
-                    }
-                    let (recs, tokens, fresh) = ctx.score(item, order, &mut cache, &mut prev)?;
+                let mut tally = |recs: Vec<Record>, tokens: u64, fresh: u64| {
                     let n_records = recs.len() as u64;
                     records.extend(recs);
                     if order == prompt::OptionOrder::STUDY {
@@ -457,6 +456,21 @@ pub fn run(
                         records: n_records,
                         prompt_tokens: tokens,
                     });
+                };
+                if spec.batch_size > 1 {
+                    for (recs, tokens, fresh) in ctx.score_part(part, order, cancel)? {
+                        tally(recs, tokens, fresh);
+                    }
+                    continue;
+                }
+                let mut cache = KvCache::default();
+                let mut prev: Vec<u32> = Vec::new();
+                for item in part {
+                    if cancel.load(Ordering::Relaxed) {
+                        return Err(Error::Cancelled);
+                    }
+                    let (recs, tokens, fresh) = ctx.score(item, order, &mut cache, &mut prev)?;
+                    tally(recs, tokens, fresh);
                 }
             }
             store::write_records(
@@ -702,7 +716,7 @@ fn record_precision(
     e["precisions"][p.as_str()] = json!({
         "type_counts": counts,
         "tensor_types": built.tensor_types,
-        "compute": compute_path(p, scheme, compute),
+        "compute": compute_path(p, scheme, compute, built.model.dtype),
         "build_secs": secs,
     });
     let from = match (m.checkpoint(p), m.holds) {
@@ -784,17 +798,43 @@ pub fn load_for_scoring(
     Ok((src, template, letters))
 }
 
-/// How a precision's layers are computed, for the manifest.
-fn compute_path(p: Precision, scheme: Scheme, compute: Compute) -> &'static str {
-    match (p, scheme, compute) {
-        (Precision::Bf16, _, _) => "bf16 weights, f32 activations",
-        (_, Scheme::Mlx, _) => {
+/// How a precision's layers are computed, for the manifest. `dtype` is the model's compute
+/// dtype: F32 on the CPU, BF16 on a GPU.
+fn compute_path(p: Precision, scheme: Scheme, compute: Compute, dtype: DType) -> &'static str {
+    let gpu = dtype != DType::F32;
+    match (p, scheme, compute, gpu) {
+        (Precision::Bf16, _, _, false) => "bf16 weights, f32 activations",
+        (Precision::Bf16, _, _, true) => {
+            "bf16 weights and activations (f32 norm statistics and softmax accumulation), f32 output layer"
+        }
+        (_, Scheme::Mlx, _, false) => {
             "mlx affine weights dequantized to bf16 (as MLX's prefill), f32 activations"
         }
-        (_, Scheme::Gguf, Compute::Dequant) => {
+        (_, Scheme::Mlx, _, true) => {
+            "mlx affine codes packed on the device, dequantized to bf16 before each use (MLX's values), bf16 activations, f32 output layer"
+        }
+        (_, Scheme::Gguf, Compute::Dequant, false) => {
             "quantized weights dequantized to f32, f32 activations"
         }
-        (_, Scheme::Gguf, Compute::Kernels) => "candle quantized kernels",
+        (_, Scheme::Gguf, Compute::Dequant, true) => {
+            "quantized weights dequantized to bf16, bf16 activations, f32 output layer"
+        }
+        (_, Scheme::Gguf, Compute::Kernels, _) => "candle quantized kernels",
+    }
+}
+
+/// A prompt's next-token distribution at T = 1 and at the sampling temperature.
+struct Dist {
+    p1: Vec<f64>,
+    pt: Vec<f64>,
+}
+
+impl Dist {
+    fn new(logits: &[f32]) -> Dist {
+        Dist {
+            p1: softmax(logits, 1.0),
+            pt: softmax(logits, prompt::TEMPERATURE),
+        }
     }
 }
 
@@ -820,31 +860,120 @@ impl Scorer<'_> {
         cache: &mut KvCache,
         prev: &mut Vec<u32>,
     ) -> Result<(Vec<Record>, u64, u64)> {
-        let model = &self.built.model;
-        let tok = &self.src.tok;
+        let tokens = self.tokens(item, order)?;
+        let t0 = Instant::now();
+        let reuse = common_prefix(prev, &tokens).min(tokens.len() - 1);
+        let base = cache.truncate(reuse)?;
+        let (logits, full) = self.built.model.forward(&tokens[reuse..], &base)?;
+        let logits: Vec<f32> = logits.to_vec1()?;
+        *cache = full.clone();
+        *prev = tokens.clone();
+        let dist = Dist::new(&logits);
+        let (out, forwards) = self.sample(item, order, &dist, &full, t0)?;
+        Ok((
+            out,
+            tokens.len() as u64,
+            (tokens.len() - reuse) as u64 + forwards,
+        ))
+    }
+
+    /// The token ids of an item's prompt in an option order.
+    fn tokens(&self, item: &Item, order: prompt::OptionOrder) -> Result<Vec<u32>> {
         let text = self
             .spec
             .protocol
             .prompt(self.template, &order.shown(item))?;
-        let tokens = tok.encode(&text)?;
+        let tokens = self.src.tok.encode(&text)?;
         if tokens.is_empty() {
             return Err(Error::Model(format!(
                 "item {} {}: empty prompt",
                 item.category, item.example_id
             )));
         }
+        Ok(tokens)
+    }
+
+    /// Score a part's items in one option order, `batch_size` prompts per forward pass:
+    /// prompts sorted by length (ties in item order) so each batch pads little, the prefix
+    /// shared by a batch's prompts computed once. Batches depend only on the part's items,
+    /// so a resumed or sharded run computes the same ones. Results are in item order.
+    pub fn score_part(
+        &self,
+        part: &[Item],
+        order: prompt::OptionOrder,
+        cancel: &AtomicBool,
+    ) -> Result<Vec<(Vec<Record>, u64, u64)>> {
+        let tokens = part
+            .iter()
+            .map(|item| self.tokens(item, order))
+            .collect::<Result<Vec<_>>>()?;
+        let mut by_len: Vec<usize> = (0..part.len()).collect();
+        by_len.sort_by_key(|&i| (tokens[i].len(), i));
+        let mut out: Vec<Option<(Vec<Record>, u64, u64)>> = vec![None; part.len()];
+        for batch in by_len.chunks(self.spec.batch_size.max(1)) {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Error::Cancelled);
+            }
+            let rows: Vec<&[u32]> = batch.iter().map(|&i| tokens[i].as_slice()).collect();
+            let items: Vec<&Item> = batch.iter().map(|&i| &part[i]).collect();
+            for (&i, r) in batch.iter().zip(self.score_batch(&items, order, &rows)?) {
+                out[i] = Some(r);
+            }
+        }
+        out.into_iter()
+            .map(|r| r.ok_or_else(|| Error::Model("a prompt of the part was not scored".into())))
+            .collect()
+    }
+
+    /// One forward pass over several prompts after their common prefix, then each seed of
+    /// each prompt samples.
+    fn score_batch(
+        &self,
+        items: &[&Item],
+        order: prompt::OptionOrder,
+        rows: &[&[u32]],
+    ) -> Result<Vec<(Vec<Record>, u64, u64)>> {
+        use rayon::prelude::*;
+        let model = &self.built.model;
         let t0 = Instant::now();
-        let reuse = common_prefix(prev, &tokens).min(tokens.len() - 1);
-        let base = cache.truncate(reuse)?;
-        let (logits, full) = model.forward(&tokens[reuse..], &base)?;
-        let logits: Vec<f32> = logits.to_vec1()?;
-        *cache = full.clone();
-        *prev = tokens.clone();
-        let p1 = softmax(&logits, 1.0);
-        let pt = softmax(&logits, prompt::TEMPERATURE);
+        let shared = rows
+            .iter()
+            .map(|r| common_prefix(rows[0], r).min(r.len() - 1))
+            .min()
+            .unwrap_or(0);
+        let prefix = match shared {
+            0 => KvCache::default(),
+            n => model.forward(&rows[0][..n], &KvCache::default())?.1,
+        };
+        let suffixes: Vec<&[u32]> = rows.iter().map(|r| &r[shared..]).collect();
+        let (logits, cache) = model.forward_batch(&suffixes, &prefix)?;
+        let logits: Vec<Vec<f32>> = logits.to_vec2()?;
+        let dists: Vec<Dist> = logits.par_iter().map(|l| Dist::new(l)).collect();
+        let mut out = Vec::with_capacity(rows.len());
+        for (b, (item, dist)) in items.iter().zip(&dists).enumerate() {
+            let full = cache.row(b, rows[b].len())?;
+            let (recs, forwards) = self.sample(item, order, dist, &full, t0)?;
+            let fresh = suffixes[b].len() + if b == 0 { shared } else { 0 };
+            out.push((recs, rows[b].len() as u64, fresh as u64 + forwards));
+        }
+        Ok(out)
+    }
+
+    /// Each seed samples from one prompt's distribution (continuing after a first token
+    /// that is not a letter). Returns the records and the decoding steps computed.
+    fn sample(
+        &self,
+        item: &Item,
+        order: prompt::OptionOrder,
+        dist: &Dist,
+        full: &KvCache,
+        t0: Instant,
+    ) -> Result<(Vec<Record>, u64)> {
+        let tok = &self.src.tok;
+        let pt = &dist.pt;
         // Letter probabilities, stored per dataset option (ans0, ans1, ans2).
-        let prob = order.to_dataset(self.letters.mass(&p1));
-        let samp = order.to_dataset(self.letters.mass(&pt));
+        let prob = order.to_dataset(self.letters.mass(&dist.p1));
+        let samp = order.to_dataset(self.letters.mass(pt));
         let pass_ms = t0.elapsed().as_secs_f64() * 1e3;
         let mut out = Vec::with_capacity(self.spec.seeds.len());
         let mut memo = HashMap::new();
@@ -859,8 +988,8 @@ impl Scorer<'_> {
             .spec
             .seeds
             .iter()
-            .map(|s| (*s, "study"))
-            .chain(noise.iter().map(|s| (*s, "noise")));
+            .map(|s| (*s, SeedSet::Study))
+            .chain(noise.iter().map(|s| (*s, SeedSet::Noise)));
         for (seed, seed_set) in seeds {
             let t1 = Instant::now();
             let mut rng = Rng::for_record(
@@ -872,12 +1001,12 @@ impl Scorer<'_> {
                 item.example_id,
                 &order.as_str(),
             );
-            let first = rng.sample(&pt);
+            let first = rng.sample(pt);
             let (sampled_text, letter) = match self.letters.letter_of(first) {
                 Some(letter) => (tok.decode(&[first])?, Some(letter)),
                 None => {
                     let generated =
-                        self.continue_from(first, &full, &mut rng, &mut memo, &mut forwards)?;
+                        self.continue_from(first, full, &mut rng, &mut memo, &mut forwards)?;
                     let text = tok.decode(&generated)?;
                     let answer = prompt::parse_answer(&text);
                     (text, answer)
@@ -893,19 +1022,15 @@ impl Scorer<'_> {
                 prob,
                 letter_mass: prob.iter().sum(),
                 samp_prob: samp,
-                seed_set: seed_set.into(),
+                seed_set,
                 option_order: order.as_str(),
                 sampled_text,
                 answer,
-                role: item.role_of(answer).as_str().into(),
+                role: item.role_of(answer),
                 latency_ms: pass_ms + t1.elapsed().as_secs_f64() * 1e3,
             });
         }
-        Ok((
-            out,
-            tokens.len() as u64,
-            (tokens.len() - reuse) as u64 + forwards,
-        ))
+        Ok((out, forwards))
     }
 
     /// Decode up to the token limit after a first token that is not a bare letter. Seeds of

@@ -73,9 +73,7 @@ fn mlx_logits(dir: &std::path::Path) -> Vec<Vec<f32>> {
 
 #[test]
 fn four_architectures_match_mlx_lm_logits_in_f32() {
-    if !common::mlx_lm_ready("four_architectures_match_mlx_lm_logits_in_f32") {
-        return;
-    }
+    common::require_mlx_lm("four_architectures_match_mlx_lm_logits_in_f32");
     let tmp = tempdir("archs");
     let mut report = Vec::new();
     for arch in ["llama", "mistral", "qwen2", "phi3"] {

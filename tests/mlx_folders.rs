@@ -42,9 +42,7 @@ fn logits(dir: &Path, p: Precision) -> Vec<f32> {
 
 #[test]
 fn mlx_lm_convert_output_equals_in_process_quantization() {
-    if !common::mlx_lm_ready("mlx_lm_convert_output_equals_in_process_quantization") {
-        return;
-    }
+    common::require_mlx_lm("mlx_lm_convert_output_equals_in_process_quantization");
     let tmp = tempdir("mlxconv");
     for arch in ["llama", "phi3"] {
         let src = tmp.join(arch);
@@ -140,9 +138,7 @@ fn study(model: &Path, extra: &[&str], out: &Path, cache: &Path) -> std::process
 
 #[test]
 fn an_mlx_folder_runs_alone_and_as_a_checkpoint() {
-    if !common::mlx_lm_ready("an_mlx_folder_runs_alone_and_as_a_checkpoint") {
-        return;
-    }
+    common::require_mlx_lm("an_mlx_folder_runs_alone_and_as_a_checkpoint");
     let tmp = tempdir("mlxrun");
     let cache = tmp.join("cache");
     let src = tmp.join("tiny-qwen2");
@@ -237,9 +233,7 @@ fn load_err(dir: &Path) -> String {
 
 #[test]
 fn broken_mlx_folders_are_named() {
-    if !common::mlx_lm_ready("broken_mlx_folders_are_named") {
-        return;
-    }
+    common::require_mlx_lm("broken_mlx_folders_are_named");
     let tmp = tempdir("mlxbad");
     let src = tmp.join("tiny");
     common::write_tiny_arch(&src, "llama");
@@ -300,9 +294,7 @@ fn broken_mlx_folders_are_named() {
 
 #[test]
 fn smollm2_mlx_lm_convert_equals_in_process_quantization_at_every_bit_width() {
-    if !common::mlx_lm_ready("smollm2_mlx_lm_convert_equals_in_process_quantization") {
-        return;
-    }
+    common::require_mlx_lm("smollm2_mlx_lm_convert_equals_in_process_quantization");
     let tmp = tempdir("mlxsmol");
     let bf16_dir = tmp.join("smollm2-bf16");
     let o = run(
@@ -355,9 +347,7 @@ fn smollm2_mlx_lm_convert_equals_in_process_quantization_at_every_bit_width() {
 
 #[test]
 fn a_mixed_precision_mlx_folder_loads_as_mlx_lm_reads_it() {
-    if !common::mlx_lm_ready("a_mixed_precision_mlx_folder_loads_as_mlx_lm_reads_it") {
-        return;
-    }
+    common::require_mlx_lm("a_mixed_precision_mlx_folder_loads_as_mlx_lm_reads_it");
     let tmp = tempdir("mlxmixed");
     let src = tmp.join("tiny");
     common::write_tiny_arch(&src, "llama");

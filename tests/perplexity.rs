@@ -63,9 +63,7 @@ fn argmax(x: &[f64]) -> usize {
 
 #[test]
 fn perplexity_and_kld_match_mlx_lm_on_the_same_sequences() {
-    if !common::mlx_lm_ready("perplexity_and_kld_match_mlx_lm_on_the_same_sequences") {
-        return;
-    }
+    common::require_mlx_lm("perplexity_and_kld_match_mlx_lm_on_the_same_sequences");
     let tmp = tempdir("ppl");
     let src = tmp.join("tiny-llama");
     common::write_tiny_arch(&src, "llama");

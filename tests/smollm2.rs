@@ -69,11 +69,10 @@ fn smollm2_tokenizer_matches_known_ids_and_is_lossless_on_bbq() {
 }
 
 #[test]
-fn qwen_tokenizer_is_lossless_on_bbq_when_present() {
-    // The 0.5B Qwen GGUF is large; this runs when STEREOSCOPE_TEST_QWEN names it.
-    let Some(p) = std::env::var_os("STEREOSCOPE_TEST_QWEN") else {
-        return;
-    };
+#[ignore = "needs the Qwen2.5-Coder-0.5B GGUF (stereoscope fetch-model qwen2.5-coder-0.5b): STEREOSCOPE_TEST_QWEN=PATH cargo test -- --ignored"]
+fn qwen_tokenizer_is_lossless_on_bbq() {
+    let p = std::env::var_os("STEREOSCOPE_TEST_QWEN")
+        .expect("STEREOSCOPE_TEST_QWEN names the Qwen2.5-Coder-0.5B GGUF");
     tokenizer_checks(
         PathBuf::from(p),
         &[

@@ -13,6 +13,7 @@ use super::report::{Report, kld4};
 use super::stats;
 use crate::error::{Error, Result};
 use crate::store::StoredRecord;
+use crate::vocab::SeedSet;
 use draw::{draw_to, log_range, pow10_label};
 use plotters::prelude::{BitMapBackend, IntoDrawingArea, SVGBackend};
 use std::collections::BTreeMap;
@@ -47,7 +48,7 @@ pub const KINDS: [&str; 4] = [
     "kld_by_precision",
 ];
 
-const PRECISIONS: [&str; 5] = ["bf16", "q8", "q6", "q4", "q3"];
+const PRECISIONS: [&str; 5] = crate::vocab::Precision::NAMES;
 /// Per-item dots are drawn in the KLD figure up to this many items per precision.
 const MAX_DOTS: usize = 400;
 
@@ -104,7 +105,7 @@ pub fn write_figures(
 pub fn item_klds(records: &[StoredRecord]) -> BTreeMap<(String, String, String), Vec<f64>> {
     type Probs<'a> = BTreeMap<(&'a str, i64), [f64; 3]>;
     let mut probs: BTreeMap<(&str, &str, &str), Probs> = BTreeMap::new();
-    for r in records.iter().filter(|r| r.rec.seed_set == "study") {
+    for r in records.iter().filter(|r| r.rec.seed_set == SeedSet::Study) {
         probs
             .entry((&r.model, &r.scheme, &r.precision))
             .or_default()
@@ -446,6 +447,7 @@ mod tests {
     use super::draw::quantile;
     use super::*;
     use crate::analysis::report::{Row, TransitionRow};
+    use crate::vocab::Role;
 
     fn row(category: &str, precision: &str, srs: f64) -> Row {
         Row {
@@ -627,7 +629,13 @@ mod tests {
         );
     }
 
-    fn record(precision: &str, id: i64, seed: i64, prob: [f64; 3], seed_set: &str) -> StoredRecord {
+    fn record(
+        precision: &str,
+        id: i64,
+        seed: i64,
+        prob: [f64; 3],
+        seed_set: SeedSet,
+    ) -> StoredRecord {
         StoredRecord {
             model: "m".into(),
             scheme: "gguf".into(),
@@ -641,11 +649,11 @@ mod tests {
                 prob,
                 letter_mass: prob.iter().sum(),
                 samp_prob: prob,
-                seed_set: seed_set.into(),
+                seed_set,
                 option_order: "012".into(),
                 sampled_text: "A".into(),
                 answer: Some(0),
-                role: "anti".into(),
+                role: Role::Anti,
                 latency_ms: 0.0,
             },
         }
@@ -661,13 +669,13 @@ mod tests {
         ];
         for (id, (b, q)) in items.iter().enumerate() {
             for seed in 0..3 {
-                recs.push(record("bf16", id as i64, seed, *b, "study"));
-                recs.push(record("q4", id as i64, seed, *q, "study"));
+                recs.push(record("bf16", id as i64, seed, *b, SeedSet::Study));
+                recs.push(record("q4", id as i64, seed, *q, SeedSet::Study));
             }
         }
         // An item only at q4 and a noise-seed record are left out.
-        recs.push(record("q4", 9, 0, [0.1, 0.1, 0.1], "study"));
-        recs.push(record("bf16", 0, 7, [0.0, 0.0, 1.0], "noise"));
+        recs.push(record("q4", 9, 0, [0.1, 0.1, 0.1], SeedSet::Study));
+        recs.push(record("bf16", 0, 7, [0.0, 0.0, 1.0], SeedSet::Noise));
         let klds = item_klds(&recs);
         let key = |p: &str| ("m".to_string(), "gguf".to_string(), p.to_string());
         let q4 = &klds[&key("q4")];

@@ -3,6 +3,7 @@
 //! share of answers at each letter position.
 
 use crate::store::StoredRecord;
+use crate::vocab::SeedSet;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -40,7 +41,7 @@ pub fn compute(records: &[StoredRecord], biased_index: &BTreeMap<ItemKey, u8>) -
     let mut acc: BTreeMap<Key, ByPrecision> = BTreeMap::new();
     // (model, scheme, precision, order) → answers per letter position.
     let mut letters: BTreeMap<(Key, String, String), [u64; 3]> = BTreeMap::new();
-    for r in records.iter().filter(|r| r.rec.seed_set == "study") {
+    for r in records.iter().filter(|r| r.rec.seed_set == SeedSet::Study) {
         let key = (r.model.clone(), r.scheme.clone());
         let item = (r.rec.category.clone(), r.rec.example_id);
         let Some(&bi) = biased_index.get(&item) else {

@@ -20,6 +20,7 @@ use super::stats::{self, Logit};
 use crate::bbq::Item;
 use crate::store::StoredRecord;
 use crate::store::perplexity::PplRow;
+use crate::vocab::{Precision, Role, SeedSet};
 use nalgebra::DMatrix;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -196,23 +197,13 @@ impl Report {
     }
 }
 
-/// Bits per weight of a precision name (16 for bf16).
+/// Bits per weight of a precision name (16 for bf16, 0 for a name off the ladder).
 pub fn bits_of(precision: &str) -> u32 {
-    match precision {
-        "bf16" => 16,
-        "q8" => 8,
-        "q6" => 6,
-        "q4" => 4,
-        "q3" => 3,
-        _ => 0,
-    }
+    Precision::parse(precision).map_or(0, Precision::bits)
 }
 
 fn rank(p: &str) -> usize {
-    ["bf16", "q8", "q6", "q4", "q3"]
-        .iter()
-        .position(|x| *x == p)
-        .unwrap_or(9)
+    Precision::rank_of(p).unwrap_or(9)
 }
 
 fn ratio(a: u64, b: u64) -> Option<f64> {
@@ -237,16 +228,16 @@ struct Counts {
 impl Counts {
     fn add(&mut self, r: &StoredRecord, label: Option<u8>) {
         self.n += 1;
-        let role = r.rec.role.as_str();
-        if role == "invalid" {
+        let role = r.rec.role;
+        if role == Role::Invalid {
             return;
         }
         self.valid += 1;
-        let biased = role == "biased";
+        let biased = role == Role::Biased;
         match role {
-            "biased" => self.biased += 1,
-            "unknown" => self.unknown += 1,
-            _ => self.anti += 1,
+            Role::Biased => self.biased += 1,
+            Role::Unknown => self.unknown += 1,
+            Role::Anti | Role::Invalid => self.anti += 1,
         }
         let ambig = r.rec.context_condition == "ambig";
         if ambig {
@@ -255,7 +246,7 @@ impl Counts {
                 self.ambig_correct += 1;
             }
         }
-        if role != "unknown" {
+        if role != Role::Unknown {
             if ambig {
                 self.ambig_non_unknown += 1;
                 self.ambig_biased += u64::from(biased);
@@ -294,20 +285,20 @@ pub fn compute(records: &[StoredRecord], items: &[Item]) -> Report {
     // The study's rule and every table but `option_orders` use the study's option order.
     let study: Vec<&StoredRecord> = records
         .iter()
-        .filter(|r| r.rec.seed_set == "study" && r.rec.option_order == "012")
+        .filter(|r| r.rec.seed_set == SeedSet::Study && r.rec.option_order == "012")
         .collect();
     // (model, scheme) → item → biased answers among the extra BF16 seeds.
     let mut noise: HashMap<(String, String), HashMap<ItemKey, u32>> = HashMap::new();
     for r in records
         .iter()
-        .filter(|r| r.rec.seed_set == "noise" && r.precision == "bf16")
+        .filter(|r| r.rec.seed_set == SeedSet::Noise && r.precision == "bf16")
     {
         let n = noise
             .entry((r.model.clone(), r.scheme.clone()))
             .or_default()
             .entry((r.rec.category.clone(), r.rec.example_id))
             .or_default();
-        *n += u32::from(r.rec.role == "biased");
+        *n += u32::from(r.rec.role == Role::Biased);
     }
     // (model, scheme, precision) → (answers read from continued text, answers).
     let mut continued: HashMap<(String, String, String), (u64, u64)> = HashMap::new();
@@ -343,10 +334,10 @@ pub fn compute(records: &[StoredRecord], items: &[Item]) -> Report {
             .entry(key)
             .or_default();
         acc.seeds += 1;
-        if r.rec.role != "invalid" {
+        if r.rec.role != Role::Invalid {
             acc.valid += 1;
         }
-        if r.rec.role == "biased" {
+        if r.rec.role == Role::Biased {
             acc.biased += 1;
         }
         if let Some(it) = item {
@@ -598,7 +589,7 @@ fn top_and_margin(p: &[f64; 3]) -> (usize, f64) {
 
 fn regressions(study: &[&StoredRecord]) -> Vec<Regression> {
     let mut groups: BTreeMap<(String, String), Vec<&StoredRecord>> = BTreeMap::new();
-    for r in study.iter().filter(|r| r.rec.role != "invalid") {
+    for r in study.iter().filter(|r| r.rec.role != Role::Invalid) {
         groups
             .entry((r.model.clone(), r.scheme.clone()))
             .or_default()
@@ -625,7 +616,7 @@ fn regressions(study: &[&StoredRecord]) -> Vec<Regression> {
                 for c in cats.iter().skip(1) {
                     x.push(if &r.rec.category == c { 1.0 } else { 0.0 });
                 }
-                y.push(if r.rec.role == "biased" { 1.0 } else { 0.0 });
+                y.push(if r.rec.role == Role::Biased { 1.0 } else { 0.0 });
             }
             let n = recs.len();
             let (fit, note) = if precisions.len() < 2 {
@@ -980,11 +971,11 @@ mod tests {
                 prob: [samp_biased, 0.0, 1.0 - samp_biased],
                 letter_mass: 1.0,
                 samp_prob: [samp_biased, 0.0, 1.0 - samp_biased],
-                seed_set: "study".into(),
+                seed_set: SeedSet::Study,
                 option_order: "012".into(),
                 sampled_text: String::new(),
                 answer,
-                role: it.role_of(answer).as_str().into(),
+                role: it.role_of(answer),
                 latency_ms: 0.0,
             },
         }

@@ -6,6 +6,7 @@
 //! they differ. An item for which the rules cannot find them is an error naming file and line.
 
 use crate::error::{Error, Result};
+pub use crate::vocab::{Conditions, Role};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -39,36 +40,6 @@ pub const ALL_CATEGORIES: [&str; 11] = [
 pub const DEFAULT_BASE_URL: &str =
     "https://raw.githubusercontent.com/nyu-mll/BBQ/bea11bd97d79217245b5871acd247b9d6eb24598";
 
-/// Which context conditions to select.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Conditions {
-    Ambig,
-    Disambig,
-    Both,
-}
-
-impl Conditions {
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "ambig" => Ok(Self::Ambig),
-            "disambig" => Ok(Self::Disambig),
-            "both" => Ok(Self::Both),
-            other => Err(Error::Input(format!(
-                "--conditions must be ambig, disambig or both, not `{other}`"
-            ))),
-        }
-    }
-
-    fn admits(self, condition: &str) -> bool {
-        match self {
-            Self::Ambig => condition == "ambig",
-            Self::Disambig => condition == "disambig",
-            Self::Both => true,
-        }
-    }
-}
-
 /// One BBQ question with its resolved option roles.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
 pub struct Item {
@@ -83,26 +54,6 @@ pub struct Item {
     pub label: u8,
     pub biased_index: u8,
     pub unknown_index: u8,
-}
-
-/// The role an option plays for an item.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Role {
-    Biased,
-    Anti,
-    Unknown,
-    Invalid,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Biased => "biased",
-            Role::Anti => "anti",
-            Role::Unknown => "unknown",
-            Role::Invalid => "invalid",
-        }
-    }
 }
 
 impl Item {

@@ -31,6 +31,13 @@ pub fn convert_gguf(from: &Path, to: &Path) -> Result<()> {
     };
     source::validate(&resolved)?;
     let src = source::load(&resolved)?;
+    write_hf(&src, to)
+}
+
+/// Write a loaded model as a Hugging Face folder `to` (BF16 safetensors, config and
+/// tokenizer files), which stereoscope, mlx-lm and transformers load.
+pub fn write_hf(src: &source::SourceModel, to: &Path) -> Result<()> {
+    let from = Path::new(&src.id);
     let cfg = &src.cfg;
     std::fs::create_dir_all(to)
         .map_err(|e| Error::Input(format!("cannot create {}: {e}", to.display())))?;

@@ -517,16 +517,15 @@ pub fn load(id: &str, dir: &Path) -> Result<SourceModel> {
     let mut hf: BTreeMap<String, (Tensor, String)> = BTreeMap::new();
     for (module, q) in &packed {
         let values = q.dequantize();
-        let t = Tensor::from_vec(values, (q.rows, q.cols), &Device::Cpu)?.to_dtype(DType::F32)?;
+        let t = Tensor::from_vec(values, (q.rows, q.cols), &Device::Cpu)?;
         let ty = format!("mlx-affine-{}bit-g{}", q.bits, q.group_size);
         hf.insert(format!("{module}.weight"), (t, ty));
     }
     for (name, (t, _)) in raw {
-        let t = t.to_dtype(DType::F32)?;
         let (t, ty) = if t.rank() >= 2 {
             (to_bf16_values(&t)?, "bf16")
         } else {
-            (t, "f32")
+            (t.to_dtype(DType::F32)?, "f32")
         };
         hf.insert(name, (t, ty.to_string()));
     }

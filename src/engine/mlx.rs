@@ -113,6 +113,45 @@ pub fn quantize(
     })
 }
 
+/// [`quantize`] on all cores, in blocks of rows (rows are independent, so the result is
+/// the same bit for bit).
+pub fn quantize_par(
+    w: &[bf16],
+    rows: usize,
+    cols: usize,
+    bits: u32,
+    group_size: usize,
+) -> Result<Quantized> {
+    use rayon::prelude::*;
+    check(bits, group_size, cols)?;
+    if w.len() != rows * cols {
+        return Err(Error::Model(format!(
+            "{} values for a {rows}×{cols} matrix",
+            w.len()
+        )));
+    }
+    let block = 64usize;
+    let parts = w
+        .par_chunks(block * cols.max(1))
+        .map(|chunk| quantize(chunk, chunk.len() / cols.max(1), cols, bits, group_size))
+        .collect::<Result<Vec<_>>>()?;
+    let mut out = Quantized {
+        bits,
+        group_size,
+        rows,
+        cols,
+        words: Vec::with_capacity(rows * cols * bits as usize / 32),
+        scales: Vec::with_capacity(rows * cols / group_size),
+        biases: Vec::with_capacity(rows * cols / group_size),
+    };
+    for p in parts {
+        out.words.extend_from_slice(&p.words);
+        out.scales.extend_from_slice(&p.scales);
+        out.biases.extend_from_slice(&p.biases);
+    }
+    Ok(out)
+}
+
 impl Quantized {
     /// The code of element (`r`, `c`).
     pub fn code(&self, r: usize, c: usize) -> u32 {
@@ -128,17 +167,21 @@ impl Quantized {
     }
 
     /// Dequantize to BF16 as MLX does: `scale · q + bias`, each step rounded to BF16.
+    /// Rows are computed on all cores.
     pub fn dequantize(&self) -> Vec<bf16> {
+        use rayon::prelude::*;
         let groups = self.cols / self.group_size;
-        let mut out = Vec::with_capacity(self.rows * self.cols);
-        for r in 0..self.rows {
-            for c in 0..self.cols {
-                let g = r * groups + c / self.group_size;
-                let q = bf16::from_f32(self.code(r, c) as f32);
-                let prod = bf16::from_f32(self.scales[g].to_f32() * q.to_f32());
-                out.push(bf16::from_f32(prod.to_f32() + self.biases[g].to_f32()));
-            }
-        }
+        let mut out = vec![bf16::ZERO; self.rows * self.cols];
+        out.par_chunks_mut(self.cols.max(1))
+            .enumerate()
+            .for_each(|(r, row)| {
+                for (c, o) in row.iter_mut().enumerate() {
+                    let g = r * groups + c / self.group_size;
+                    let q = bf16::from_f32(self.code(r, c) as f32);
+                    let prod = bf16::from_f32(self.scales[g].to_f32() * q.to_f32());
+                    *o = bf16::from_f32(prod.to_f32() + self.biases[g].to_f32());
+                }
+            });
         out
     }
 }

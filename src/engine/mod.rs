@@ -8,10 +8,12 @@ pub mod fetch;
 pub mod hf;
 pub mod mlx;
 pub mod model;
+pub mod packed;
 pub mod perplexity;
 pub mod quant;
 pub mod sample;
 pub mod source;
+pub mod synthetic;
 pub mod tokenizer;
 
 pub use device::select_device;

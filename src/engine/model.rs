@@ -3,6 +3,7 @@
 //! runs BF16, dequantized and kernel-quantized layers. The KV cache is an immutable value:
 //! a forward returns a new cache, so one prompt's cache can be extended by several seeds.
 
+use super::packed::Packed;
 use crate::error::Result;
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Module, Tensor};
@@ -43,18 +44,114 @@ pub struct ModelConfig {
     pub tie_embeddings: bool,
 }
 
+/// A weight matrix `[out, in]` as one precision holds it.
+pub enum Matrix {
+    /// Dense in the model's compute dtype (`QMatMul::Tensor`), or candle's quantized
+    /// kernels (`QMatMul::QTensor`).
+    Mm(QMatMul),
+    /// MLX affine codes packed on the device, dequantized to BF16 before each use.
+    Packed(Packed),
+}
+
+/// Rows of the output layer turned into F32 at a time when the head runs in F32 from BF16
+/// or packed weights (bounds the transient memory: 32,768 × 4,096 × 4 bytes = 512 MiB).
+const HEAD_CHUNK: usize = 32_768;
+
+impl Matrix {
+    /// A dense matrix.
+    pub fn dense(w: Tensor) -> Matrix {
+        Matrix::Mm(QMatMul::Tensor(w))
+    }
+
+    /// `x · Wᵀ` over the last dimension of `x`. On the CPU a dense matrix goes through
+    /// `QMatMul` as it always has; on a GPU the rows of all prompts are one matmul.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Matrix::Mm(QMatMul::Tensor(w)) if !x.device().is_cpu() => flat_matmul(x, w),
+            Matrix::Mm(m @ QMatMul::QTensor(_)) if x.dtype() != DType::F32 => {
+                Ok(m.forward(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype())?)
+            }
+            Matrix::Mm(m) => Ok(m.forward(x)?),
+            Matrix::Packed(p) => flat_matmul(x, &p.dequantize()?.to_dtype(x.dtype())?),
+        }
+    }
+
+    /// The rows `ids` (an embedding lookup), in `dtype`.
+    fn rows(&self, ids: &Tensor, dtype: DType) -> Result<Tensor> {
+        Ok(match self {
+            Matrix::Mm(QMatMul::Tensor(w)) => w.index_select(ids, 0)?.to_dtype(dtype)?,
+            Matrix::Mm(m) => m.dequantize_f16()?.index_select(ids, 0)?.to_dtype(dtype)?,
+            Matrix::Packed(p) => p.select_rows(ids)?.dequantize()?.to_dtype(dtype)?,
+        })
+    }
+
+    /// `x · Wᵀ` in F32 for `x` `[n, in]` F32, a block of output rows at a time.
+    fn forward_f32(&self, x: &Tensor) -> Result<Tensor> {
+        let out = match self {
+            Matrix::Mm(QMatMul::Tensor(w)) => w.dims()[0],
+            Matrix::Packed(p) => p.rows(),
+            Matrix::Mm(m) => return Ok(m.forward(x)?.to_dtype(DType::F32)?),
+        };
+        let mut blocks = Vec::with_capacity(out.div_ceil(HEAD_CHUNK));
+        for start in (0..out).step_by(HEAD_CHUNK) {
+            let len = HEAD_CHUNK.min(out - start);
+            let w = match self {
+                Matrix::Mm(QMatMul::Tensor(w)) => w.narrow(0, start, len)?.to_dtype(DType::F32)?,
+                Matrix::Packed(p) => p
+                    .narrow_rows(start, len)?
+                    .dequantize()?
+                    .to_dtype(DType::F32)?,
+                Matrix::Mm(_) => unreachable_kernels()?,
+            };
+            blocks.push(x.matmul(&w.t()?)?);
+        }
+        Ok(Tensor::cat(&blocks, 1)?)
+    }
+}
+
+impl Matrix {
+    /// Bytes the matrix holds on its device.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Matrix::Mm(QMatMul::Tensor(w)) | Matrix::Mm(QMatMul::TensorF16(w)) => {
+                w.elem_count() * w.dtype().size_in_bytes()
+            }
+            Matrix::Mm(QMatMul::QTensor(q)) => q.storage_size_in_bytes(),
+            Matrix::Packed(p) => p.bytes(),
+        }
+    }
+}
+
+fn unreachable_kernels() -> Result<Tensor> {
+    Err(crate::Error::Model(
+        "quantized kernels have no row blocks".into(),
+    ))
+}
+
+/// `x · Wᵀ` with every leading dimension of `x` folded into the rows of one matmul.
+fn flat_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let k = dims[dims.len() - 1];
+    let n = x.elem_count() / k.max(1);
+    let y = x.reshape((n, k))?.matmul(&w.t()?)?;
+    let mut out = dims;
+    let last = out.len() - 1;
+    out[last] = w.dims()[0];
+    Ok(y.reshape(out)?)
+}
+
 /// One transformer block.
 pub struct Layer {
-    pub wq: QMatMul,
-    pub wk: QMatMul,
-    pub wv: QMatMul,
-    pub wo: QMatMul,
+    pub wq: Matrix,
+    pub wk: Matrix,
+    pub wv: Matrix,
+    pub wo: Matrix,
     pub bq: Option<Tensor>,
     pub bk: Option<Tensor>,
     pub bv: Option<Tensor>,
-    pub w_gate: QMatMul,
-    pub w_up: QMatMul,
-    pub w_down: QMatMul,
+    pub w_gate: Matrix,
+    pub w_up: Matrix,
+    pub w_down: Matrix,
     pub attn_norm: Tensor,
     pub ffn_norm: Tensor,
 }
@@ -62,11 +159,14 @@ pub struct Layer {
 /// A model ready to run at one precision.
 pub struct Transformer {
     pub cfg: ModelConfig,
-    /// Token embeddings `[vocab, hidden]` in F32 (dequantized when the precision quantizes them).
-    pub embed: Tensor,
+    /// Token embeddings `[vocab, hidden]`.
+    pub embed: Matrix,
     pub layers: Vec<Layer>,
     pub norm: Tensor,
-    pub lm_head: QMatMul,
+    /// The output layer; `None` when it is the embedding matrix (tied).
+    pub lm_head: Option<Matrix>,
+    /// The dtype of weights and activations: F32 on the CPU, BF16 on a GPU.
+    pub dtype: DType,
     cos: Tensor,
     sin: Tensor,
     device: Device,
@@ -87,6 +187,22 @@ impl KvCache {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Row `b` of a batched cache, cut to its first `n` tokens (a row's real tokens after
+    /// right padding).
+    pub fn row(&self, b: usize, n: usize) -> Result<KvCache> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|(k, v)| {
+                Ok((
+                    k.narrow(0, b, 1)?.narrow(2, 0, n)?,
+                    v.narrow(0, b, 1)?.narrow(2, 0, n)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(KvCache { layers, len: n })
     }
 
     /// The cache of the first `n` tokens.
@@ -148,10 +264,11 @@ fn rope_tables(cfg: &ModelConfig, device: &Device) -> Result<(Tensor, Tensor)> {
 impl Transformer {
     pub fn new(
         cfg: ModelConfig,
-        embed: Tensor,
+        embed: Matrix,
         layers: Vec<Layer>,
         norm: Tensor,
-        lm_head: QMatMul,
+        lm_head: Option<Matrix>,
+        dtype: DType,
         device: &Device,
     ) -> Result<Self> {
         let (cos, sin) = rope_tables(&cfg, device)?;
@@ -161,14 +278,47 @@ impl Transformer {
             layers,
             norm,
             lm_head,
-            cos,
-            sin,
+            dtype,
+            cos: cos.to_dtype(dtype)?,
+            sin: sin.to_dtype(dtype)?,
             device: device.clone(),
         })
     }
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Bytes of weights the model holds (a tied output layer counted once).
+    pub fn weight_bytes(&self) -> usize {
+        let tensor = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
+        let opt = |t: &Option<Tensor>| t.as_ref().map_or(0, tensor);
+        let head = match (&self.lm_head, &self.embed) {
+            (Some(Matrix::Packed(a)), Matrix::Packed(b)) if a.words.id() == b.words.id() => 0,
+            (Some(Matrix::Mm(QMatMul::Tensor(a))), Matrix::Mm(QMatMul::Tensor(b)))
+                if a.id() == b.id() =>
+            {
+                0
+            }
+            (Some(h), _) => h.bytes(),
+            (None, _) => 0,
+        };
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
+                    .iter()
+                    .map(|m| m.bytes())
+                    .sum::<usize>()
+                    + opt(&l.bq)
+                    + opt(&l.bk)
+                    + opt(&l.bv)
+                    + tensor(&l.attn_norm)
+                    + tensor(&l.ffn_norm)
+            })
+            .sum();
+        self.embed.bytes() + head + layers + tensor(&self.norm)
     }
 
     fn rope(&self, x: &Tensor, pos: usize, len: usize) -> Result<Tensor> {
@@ -183,31 +333,74 @@ impl Transformer {
     /// Run `tokens` after the context in `cache`; returns the next-token logits (F32,
     /// `[vocab]`) at the last position and the extended cache.
     pub fn forward(&self, tokens: &[u32], cache: &KvCache) -> Result<(Tensor, KvCache)> {
-        let (x, cache) = self.hidden(tokens, cache)?;
+        let (x, cache) = self.hidden(&[tokens], cache)?;
         let last = x.narrow(1, tokens.len() - 1, 1)?;
         let logits = self.head(&last)?.squeeze(0)?.squeeze(0)?;
+        Ok((logits, cache))
+    }
+
+    /// Run several prompts after one shared context in `cache` (batch 1, or one row per
+    /// prompt). The rows are right-padded to the longest, so causal masking alone keeps
+    /// padding out of every real position. Returns the F32 next-token logits `[rows, vocab]`
+    /// at each row's last token and the batched cache (row `b` covers
+    /// `cache.len() + rows[b].len()` real tokens; see [`KvCache::row`]).
+    pub fn forward_batch(&self, rows: &[&[u32]], cache: &KvCache) -> Result<(Tensor, KvCache)> {
+        if rows.len() == 1 {
+            let (logits, cache) = self.forward(rows[0], cache)?;
+            return Ok((logits.unsqueeze(0)?, cache));
+        }
+        let width = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+        let (x, cache) = self.hidden(rows, cache)?;
+        let h = self.cfg.hidden_size;
+        let last: Vec<u32> = rows
+            .iter()
+            .enumerate()
+            .map(|(b, r)| (b * width + r.len() - 1) as u32)
+            .collect();
+        let last = Tensor::from_vec(last, rows.len(), &self.device)?;
+        let x = x
+            .reshape((rows.len() * width, h))?
+            .index_select(&last, 0)?
+            .unsqueeze(1)?;
+        let logits = self.head(&x)?.squeeze(1)?;
         Ok((logits, cache))
     }
 
     /// The next-token logits (F32, `[len, vocab]`) at every position of `tokens`, from an
     /// empty context.
     pub fn forward_all(&self, tokens: &[u32]) -> Result<Tensor> {
-        let (x, _) = self.hidden(tokens, &KvCache::default())?;
+        let (x, _) = self.hidden(&[tokens], &KvCache::default())?;
         Ok(self.head(&x)?.squeeze(0)?)
     }
 
+    /// F32 logits of the residual stream `x` `[b, len, hidden]`. In F32 models this is the
+    /// plain norm and output layer; otherwise the final norm and the output layer run in F32
+    /// (weights turned into F32 a block of rows at a time), so the letter logits never tie
+    /// from BF16 rounding.
     fn head(&self, x: &Tensor) -> Result<Tensor> {
-        let x = candle_nn::ops::rms_norm(x, &self.norm, self.cfg.rms_norm_eps as f32)?;
-        Ok(self.lm_head.forward(&x)?.to_dtype(DType::F32)?)
+        let w = self.lm_head.as_ref().unwrap_or(&self.embed);
+        if self.dtype == DType::F32 {
+            let x = candle_nn::ops::rms_norm(x, &self.norm, self.cfg.rms_norm_eps as f32)?;
+            return Ok(w.forward(&x)?.to_dtype(DType::F32)?);
+        }
+        let (b, len, h) = x.dims3()?;
+        let norm = self.norm.to_dtype(DType::F32)?;
+        let x = x.to_dtype(DType::F32)?.reshape((b * len, h))?;
+        let x = candle_nn::ops::rms_norm(&x, &norm, self.cfg.rms_norm_eps as f32)?;
+        let logits = w.forward_f32(&x)?;
+        let vocab = logits.dim(1)?;
+        Ok(logits.reshape((b, len, vocab))?)
     }
 
-    /// The residual stream `[1, len, hidden]` after the last block, and the extended cache.
-    fn hidden(&self, tokens: &[u32], cache: &KvCache) -> Result<(Tensor, KvCache)> {
-        if tokens.is_empty() {
+    /// The residual stream `[rows, width, hidden]` after the last block (rows right-padded
+    /// to the longest, `width`), and the extended cache.
+    fn hidden(&self, rows: &[&[u32]], cache: &KvCache) -> Result<(Tensor, KvCache)> {
+        let cfg = &self.cfg;
+        let b = rows.len();
+        let len = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+        if len == 0 || rows.iter().any(|r| r.is_empty()) {
             return Err(crate::Error::Model("forward of no tokens".into()));
         }
-        let cfg = &self.cfg;
-        let len = tokens.len();
         let pos = cache.len;
         if pos + len > cfg.max_positions {
             return Err(crate::Error::Model(format!(
@@ -216,15 +409,26 @@ impl Transformer {
                 cfg.max_positions
             )));
         }
-        let ids = Tensor::new(tokens, &self.device)?;
-        let mut x = self.embed.index_select(&ids, 0)?.unsqueeze(0)?;
+        let ids: Vec<u32> = rows
+            .iter()
+            .flat_map(|r| {
+                r.iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(0, len - r.len()))
+            })
+            .collect();
+        let ids = Tensor::from_vec(ids, b * len, &self.device)?;
+        let mut x = self
+            .embed
+            .rows(&ids, self.dtype)?
+            .reshape((b, len, cfg.hidden_size))?;
         let mask = if len > 1 {
             let m: Vec<f32> = (0..len)
                 .flat_map(|i| {
                     (0..pos + len).map(move |j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 })
                 })
                 .collect();
-            Some(Tensor::from_vec(m, (1, 1, len, pos + len), &self.device)?)
+            Some(Tensor::from_vec(m, (1, 1, len, pos + len), &self.device)?.to_dtype(self.dtype)?)
         } else {
             None
         };
@@ -234,19 +438,29 @@ impl Transformer {
         let mut new_layers = Vec::with_capacity(self.layers.len());
         for (li, layer) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
-            let proj = |w: &QMatMul, b: &Option<Tensor>, heads: usize| -> Result<Tensor> {
+            let proj = |w: &Matrix, bias: &Option<Tensor>, heads: usize| -> Result<Tensor> {
                 let mut y = w.forward(&h)?;
-                if let Some(b) = b {
-                    y = y.broadcast_add(b)?;
+                if let Some(bias) = bias {
+                    y = y.broadcast_add(bias)?;
                 }
-                Ok(y.reshape((1, len, heads, hd))?.transpose(1, 2)?)
+                Ok(y.reshape((b, len, heads, hd))?.transpose(1, 2)?)
             };
             let q = self.rope(&proj(&layer.wq, &layer.bq, nh)?, pos, len)?;
             let k = self.rope(&proj(&layer.wk, &layer.bk, nkv)?, pos, len)?;
             let v = proj(&layer.wv, &layer.bv, nkv)?.contiguous()?;
             let (k, v) = match cache.layers.get(li) {
                 Some((ck, cv)) if pos > 0 => {
-                    (Tensor::cat(&[ck, &k], 2)?, Tensor::cat(&[cv, &v], 2)?)
+                    let widen = |c: &Tensor| -> Result<Tensor> {
+                        Ok(if c.dim(0)? == b {
+                            c.clone()
+                        } else {
+                            c.broadcast_as((b, nkv, pos, hd))?.contiguous()?
+                        })
+                    };
+                    (
+                        Tensor::cat(&[&widen(ck)?, &k], 2)?,
+                        Tensor::cat(&[&widen(cv)?, &v], 2)?,
+                    )
                 }
                 _ => (k, v),
             };
@@ -261,7 +475,7 @@ impl Transformer {
             let y = att
                 .matmul(&v)?
                 .transpose(1, 2)?
-                .reshape((1, len, nh * hd))?;
+                .reshape((b, len, nh * hd))?;
             x = (x + layer.wo.forward(&y)?)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
             let gate = candle_nn::ops::silu(&layer.w_gate.forward(&h)?)?;

@@ -4,95 +4,20 @@
 //! Q4_0 (q4, q3), and every tensor's type is recorded.
 
 use super::hf::MlxQuant;
-use super::model::{Layer, Transformer};
+use super::model::{Layer, Matrix, Transformer};
+use super::packed::Packed;
 use super::source::SourceModel;
 use crate::error::{Error, Result, brief};
+pub use crate::vocab::{Compute, Precision, Scheme};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use std::collections::BTreeMap;
-
-/// A precision of the study.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    Bf16,
-    Q8,
-    Q6,
-    Q4,
-    Q3,
-}
-
-impl Precision {
-    pub const ALL: [Precision; 5] = [Self::Bf16, Self::Q8, Self::Q6, Self::Q4, Self::Q3];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Bf16 => "bf16",
-            Self::Q8 => "q8",
-            Self::Q6 => "q6",
-            Self::Q4 => "q4",
-            Self::Q3 => "q3",
-        }
-    }
-
-    /// Bits per weight as the study counts them (16 for BF16).
-    pub fn bits(self) -> u32 {
-        match self {
-            Self::Bf16 => 16,
-            Self::Q8 => 8,
-            Self::Q6 => 6,
-            Self::Q4 => 4,
-            Self::Q3 => 3,
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| {
-                Error::Input(format!("unknown precision `{s}`; use bf16, q8, q6, q4, q3"))
-            })
-    }
-}
-
-/// How quantized bits are made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scheme {
-    /// MLX affine quantization, group size 64, as the study's checkpoints were made.
-    Mlx,
-    /// llama.cpp k-quants through candle.
-    Gguf,
-}
 
 /// The MLX group size the study used.
 pub const MLX_GROUP: usize = 64;
 
-impl Scheme {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scheme::Mlx => "mlx",
-            Scheme::Gguf => "gguf",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "mlx" => Ok(Self::Mlx),
-            "gguf" => Ok(Self::Gguf),
-            other => Err(Error::Input(format!(
-                "unknown scheme `{other}`; use mlx or gguf"
-            ))),
-        }
-    }
-}
-
-/// Quantize with MLX's affine scheme and return the dequantized BF16 values as F32 (the
-/// weights MLX's own prefill computes with).
-fn mlx_roundtrip(name: &str, t: &Tensor, bits: u32) -> Result<Tensor> {
+/// Quantize a 2-D tensor with MLX's affine scheme (from its BF16 values), on all cores.
+fn mlx_quantize(name: &str, t: &Tensor, bits: u32) -> Result<super::mlx::Quantized> {
     let (rows, cols) = t
         .dims2()
         .map_err(|e| Error::Model(format!("`{name}`: {}", brief(&e))))?;
@@ -100,33 +25,8 @@ fn mlx_roundtrip(name: &str, t: &Tensor, bits: u32) -> Result<Tensor> {
         .flatten_all()?
         .to_dtype(candle_core::DType::BF16)?
         .to_vec1()?;
-    let q = super::mlx::quantize(&vals, rows, cols, bits, MLX_GROUP)
-        .map_err(|e| Error::Model(format!("`{name}`: {e}")))?;
-    let deq: Vec<f32> = q.dequantize().into_iter().map(|v| v.to_f32()).collect();
-    Ok(Tensor::from_vec(deq, (rows, cols), t.device())?)
-}
-
-/// How quantized layers are computed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Compute {
-    /// Quantize, then dequantize once to F32 and run dense matmuls (the faster path on CPU
-    /// for prompts; the weights are exactly the quantized values).
-    Dequant,
-    /// candle's quantized matmul kernels (activations are quantized to Q8 on the fly).
-    Kernels,
-}
-
-impl Compute {
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "dequant" => Ok(Self::Dequant),
-            "kernels" => Ok(Self::Kernels),
-            other => Err(Error::Input(format!(
-                "--compute must be dequant or kernels, not `{other}`"
-            ))),
-        }
-    }
+    super::mlx::quantize_par(&vals, rows, cols, bits, MLX_GROUP)
+        .map_err(|e| Error::Model(format!("`{name}`: {e}")))
 }
 
 /// The type a 2-D weight gets at `precision` under scheme gguf, given its input dimension.
@@ -162,6 +62,7 @@ fn take(weights: &mut Weights, name: &str) -> Result<Weight> {
 enum Weight {
     Dense(Tensor),
     Quant(QTensor),
+    Mlx(super::mlx::Quantized),
 }
 
 fn quantize_all(
@@ -198,7 +99,7 @@ fn quantize_all(
                                     } else {
                                         let bits = precision.bits();
                                         (
-                                            Weight::Dense(mlx_roundtrip(name, t, bits)?),
+                                            Weight::Mlx(mlx_quantize(name, t, bits)?),
                                             format!("mlx-affine-{bits}bit-g{MLX_GROUP}"),
                                         )
                                     };
@@ -207,12 +108,13 @@ fn quantize_all(
                                 match gguf_type(precision, in_dim) {
                                     None => (Weight::Dense(t.clone()), "bf16".to_string()),
                                     Some(ty) => {
-                                        let q = QTensor::quantize(t, ty).map_err(|e| {
-                                            Error::Model(format!(
-                                                "cannot quantize `{name}` to {ty:?}: {}",
-                                                brief(&e)
-                                            ))
-                                        })?;
+                                        let q = QTensor::quantize(&t.to_dtype(DType::F32)?, ty)
+                                            .map_err(|e| {
+                                                Error::Model(format!(
+                                                    "cannot quantize `{name}` to {ty:?}: {}",
+                                                    brief(&e)
+                                                ))
+                                            })?;
                                         (Weight::Quant(q), format!("{ty:?}"))
                                     }
                                 }
@@ -264,6 +166,60 @@ fn held_weights(src: &SourceModel, q: &MlxQuant, precision: Precision) -> Result
         .collect())
 }
 
+/// The dtype a model computes in on `device`: F32 on the CPU (its fastest path there, and
+/// the reference numerics), BF16 on a GPU.
+pub fn compute_dtype(device: &Device) -> DType {
+    if device.is_cpu() {
+        DType::F32
+    } else {
+        DType::BF16
+    }
+}
+
+/// Turns quantized or dense source weights into what the model on `device` holds.
+struct Placer<'a> {
+    device: &'a Device,
+    dtype: DType,
+    compute: Compute,
+}
+
+impl Placer<'_> {
+    /// A dense tensor on the device in the compute dtype (norms and biases too).
+    fn dense(&self, w: &Weight) -> Result<Tensor> {
+        Ok(match w {
+            Weight::Dense(t) => t.to_dtype(self.dtype)?.to_device(self.device)?,
+            Weight::Quant(q) => q
+                .dequantize(&Device::Cpu)?
+                .to_dtype(self.dtype)?
+                .to_device(self.device)?,
+            Weight::Mlx(q) => {
+                let vals: Vec<f32> = q.dequantize().into_iter().map(|v| v.to_f32()).collect();
+                Tensor::from_vec(vals, (q.rows, q.cols), &Device::Cpu)?
+                    .to_dtype(self.dtype)?
+                    .to_device(self.device)?
+            }
+        })
+    }
+
+    /// A weight matrix: MLX codes stay packed on a CUDA device; k-quants use candle's
+    /// kernels when asked; everything else is dense.
+    fn matrix(&self, w: &Weight) -> Result<Matrix> {
+        Ok(match w {
+            Weight::Mlx(q) if self.device.is_cuda() => Matrix::Packed(Packed::new(q, self.device)?),
+            Weight::Quant(q) if self.compute == Compute::Kernels => {
+                Matrix::Mm(QMatMul::from_qtensor(requantized(q, self.device)?)?)
+            }
+            w => Matrix::dense(self.dense(w)?),
+        })
+    }
+}
+
+/// A k-quant tensor on `device` (the same blocks, copied: not quantized again).
+fn requantized(q: &QTensor, device: &Device) -> Result<QTensor> {
+    let storage = candle_core::quantized::QStorage::from_data(q.data()?, device, q.dtype())?;
+    Ok(QTensor::new(storage, q.shape().clone())?)
+}
+
 /// Build the model at `precision` on `device`.
 pub fn build(
     src: &SourceModel,
@@ -277,48 +233,71 @@ pub fn build(
         .iter()
         .map(|(k, (_, t))| (k.clone(), t.clone()))
         .collect();
-    let dense = |w: &Weight| -> Result<Tensor> {
-        Ok(match w {
-            Weight::Dense(t) => t.to_device(device)?,
-            Weight::Quant(q) => q.dequantize(device)?,
-        })
-    };
-    let mm = |w: Weight| -> Result<QMatMul> {
-        Ok(match (w, compute) {
-            (Weight::Quant(q), Compute::Kernels) if device.is_cpu() => QMatMul::from_qtensor(q)?,
-            (w, _) => QMatMul::Tensor(dense(&w)?),
-        })
+    let place = Placer {
+        device,
+        dtype: compute_dtype(device),
+        compute,
     };
     let embed_w = take(&mut weights, "token_embd.weight")?;
-    let embed = dense(&embed_w)?;
-    let lm_head = match weights.contains_key("output.weight") {
-        true => mm(take(&mut weights, "output.weight")?)?,
-        false => mm(embed_w)?,
+    let embed = match &embed_w {
+        Weight::Mlx(_) => place.matrix(&embed_w)?,
+        w => Matrix::dense(place.dense(w)?),
     };
+    let lm_head = match weights.contains_key("output.weight") {
+        true => Some(place.matrix(&take(&mut weights, "output.weight")?)?),
+        // A tied output layer shares the embedding's tensors, unless it runs on kernels.
+        false => match (&embed, &embed_w) {
+            (_, Weight::Quant(_)) if compute == Compute::Kernels => Some(place.matrix(&embed_w)?),
+            (Matrix::Packed(p), _) => Some(Matrix::Packed(p.clone())),
+            (Matrix::Mm(QMatMul::Tensor(t)), _) => Some(Matrix::dense(t.clone())),
+            _ => Some(place.matrix(&embed_w)?),
+        },
+    };
+    drop(embed_w);
     let mut layers = Vec::with_capacity(src.cfg.num_layers);
     for i in 0..src.cfg.num_layers {
         let n = |s: &str| format!("blk.{i}.{s}");
         let w = &mut weights;
         let bias = |w: &mut Weights, s: &str| -> Result<Option<Tensor>> {
-            w.remove(&n(s)).map(|(b, _)| dense(&b)).transpose()
+            w.remove(&n(s)).map(|(b, _)| place.dense(&b)).transpose()
         };
+        let mut mat = |s: &str| -> Result<Matrix> { place.matrix(&take(w, &n(s))?) };
+        let (wq, wk, wv, wo) = (
+            mat("attn_q.weight")?,
+            mat("attn_k.weight")?,
+            mat("attn_v.weight")?,
+            mat("attn_output.weight")?,
+        );
+        let (w_gate, w_up, w_down) = (
+            mat("ffn_gate.weight")?,
+            mat("ffn_up.weight")?,
+            mat("ffn_down.weight")?,
+        );
         layers.push(Layer {
             bq: bias(w, "attn_q.bias")?,
             bk: bias(w, "attn_k.bias")?,
             bv: bias(w, "attn_v.bias")?,
-            wq: mm(take(w, &n("attn_q.weight"))?)?,
-            wk: mm(take(w, &n("attn_k.weight"))?)?,
-            wv: mm(take(w, &n("attn_v.weight"))?)?,
-            wo: mm(take(w, &n("attn_output.weight"))?)?,
-            w_gate: mm(take(w, &n("ffn_gate.weight"))?)?,
-            w_up: mm(take(w, &n("ffn_up.weight"))?)?,
-            w_down: mm(take(w, &n("ffn_down.weight"))?)?,
-            attn_norm: dense(&take(w, &n("attn_norm.weight"))?)?,
-            ffn_norm: dense(&take(w, &n("ffn_norm.weight"))?)?,
+            wq,
+            wk,
+            wv,
+            wo,
+            w_gate,
+            w_up,
+            w_down,
+            attn_norm: place.dense(&take(w, &n("attn_norm.weight"))?)?,
+            ffn_norm: place.dense(&take(w, &n("ffn_norm.weight"))?)?,
         });
     }
-    let norm = dense(&take(&mut weights, "output_norm.weight")?)?;
-    let model = Transformer::new(src.cfg.clone(), embed, layers, norm, lm_head, device)?;
+    let norm = place.dense(&take(&mut weights, "output_norm.weight")?)?;
+    let model = Transformer::new(
+        src.cfg.clone(),
+        embed,
+        layers,
+        norm,
+        lm_head,
+        place.dtype,
+        device,
+    )?;
     Ok(Built {
         model,
         tensor_types,

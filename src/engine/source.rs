@@ -68,8 +68,8 @@ pub struct Resolved {
     pub spec: ModelSpec,
 }
 
-/// The BF16 source of a model: config, tokenizer, chat template and F32 tensors holding
-/// BF16-representable values.
+/// The BF16 source of a model: config, tokenizer, chat template, and tensors held once for
+/// every precision: 2-D weights as BF16, norms and biases as F32.
 pub struct SourceModel {
     pub id: String,
     /// A filesystem-safe name used in result paths.
@@ -305,9 +305,10 @@ fn gguf_err(path: &Path, what: impl std::fmt::Display) -> Error {
     Error::Model(format!("{}: {what}", path.display()))
 }
 
-/// Round F32 values to the nearest BF16 (kept in F32 storage).
+/// Round values to the nearest BF16, held as BF16: a source's 2-D weights take half the
+/// memory of F32, and every precision is made from these values.
 pub(crate) fn to_bf16_values(t: &Tensor) -> Result<Tensor> {
-    Ok(t.to_dtype(DType::BF16)?.to_dtype(DType::F32)?)
+    Ok(t.to_dtype(DType::F32)?.to_dtype(DType::BF16)?)
 }
 
 /// Check that every tensor a GGUF header lists lies inside the file, naming the first

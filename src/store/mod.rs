@@ -8,6 +8,7 @@
 
 use crate::bbq::Item;
 use crate::error::{Error, Result};
+use crate::vocab::{Role, SeedSet};
 use arrow::array::{
     Array, ArrayRef, Float64Array, Int8Array, Int64Array, RecordBatch, StringArray, UInt8Array,
 };
@@ -34,11 +35,11 @@ pub struct Record {
     pub prob: [f64; 3],
     pub letter_mass: f64,
     pub samp_prob: [f64; 3],
-    pub seed_set: String,
+    pub seed_set: SeedSet,
     pub option_order: String,
     pub sampled_text: String,
     pub answer: Option<u8>,
-    pub role: String,
+    pub role: Role,
     pub latency_ms: f64,
 }
 
@@ -301,11 +302,11 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>> {
                 prob: [pa.value(r), pb.value(r), pc.value(r)],
                 letter_mass: lm.value(r),
                 samp_prob: [sa.value(r), sb.value(r), sc.value(r)],
-                seed_set: set.value(r).to_string(),
+                seed_set: SeedSet::parse(set.value(r)).map_err(|e| store_err(path, e))?,
                 option_order: order.value(r).to_string(),
                 sampled_text: text.value(r).to_string(),
                 answer: (!ans.is_null(r)).then(|| ans.value(r) as u8),
-                role: role.value(r).to_string(),
+                role: Role::parse(role.value(r)).map_err(|e| store_err(path, e))?,
                 latency_ms: lat.value(r),
             });
         }

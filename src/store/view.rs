@@ -4,10 +4,11 @@
 
 use crate::bbq::{Item, Role};
 use crate::store::{Record, StoredRecord};
+use crate::vocab::SeedSet;
 use std::collections::{BTreeMap, HashMap};
 
 /// The precisions in ladder order.
-pub const LADDER: [&str; 5] = ["bf16", "q8", "q6", "q4", "q3"];
+pub const LADDER: [&str; 5] = crate::vocab::Precision::NAMES;
 
 /// One item at one precision.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,7 +100,7 @@ pub fn build(items: &[Item], records: &[StoredRecord], model: Option<&str>) -> V
     for r in records {
         if Some(&r.model) != model.as_ref()
             || Some(&r.scheme) != scheme.as_ref()
-            || r.rec.seed_set != "study"
+            || r.rec.seed_set != SeedSet::Study
         {
             continue;
         }

@@ -426,24 +426,17 @@ pub fn part_files(root: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// Whether mlx-lm (the reference for MLX numerics) can be imported. When it cannot, tests
-/// that compare against it fail, unless `STEREOSCOPE_NO_MLX=1` says to skip them (scripts/test
-/// sets it, loudly, only when installing mlx-lm failed).
-pub fn mlx_lm_ready(test: &str) -> bool {
+/// Fails the calling test, naming what is missing, when mlx-lm (the reference for MLX
+/// numerics) cannot be imported. scripts/test installs it.
+pub fn require_mlx_lm(test: &str) {
     let ok = Command::new("python3")
         .args(["-c", "import mlx.core, mlx_lm"])
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    if ok {
-        return true;
-    }
-    if std::env::var("STEREOSCOPE_NO_MLX").is_ok_and(|v| v == "1") {
-        eprintln!("{test}: SKIPPED, mlx-lm is not installed and STEREOSCOPE_NO_MLX=1");
-        return false;
-    }
-    panic!(
-        "{test} compares against mlx-lm, which is not installed: pip install \"mlx[cpu]\" mlx-lm (or set STEREOSCOPE_NO_MLX=1 to skip)"
+    assert!(
+        ok,
+        "{test} compares against mlx-lm, which is not installed: pip install \"mlx[cpu]\" mlx-lm (scripts/test does)"
     );
 }
 

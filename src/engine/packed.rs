@@ -1,0 +1,266 @@
+//! MLX affine weights kept packed on the device (codes as u32 words, BF16 scales and biases
+//! per group) and dequantized to BF16 just before use, to exactly the values of
+//! [`super::mlx::Quantized::dequantize`]: a 7B model at q4 holds about a quarter of its BF16
+//! bytes. On CUDA the dequantization is one kernel (`kernels/mlx_dequant.cu`); elsewhere it
+//! runs on the CPU with the same arithmetic.
+
+use super::mlx::Quantized;
+use crate::error::Result;
+use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Shape, Tensor};
+use half::bf16;
+
+/// A quantized matrix on a device.
+#[derive(Clone)]
+pub struct Packed {
+    /// `[rows, cols·bits/32]` u32.
+    pub words: Tensor,
+    /// `[rows, cols/group_size]` BF16.
+    pub scales: Tensor,
+    pub biases: Tensor,
+    pub bits: u32,
+    pub group_size: usize,
+}
+
+impl Packed {
+    /// Move a quantized matrix onto `device`.
+    pub fn new(q: &Quantized, device: &Device) -> Result<Packed> {
+        let groups = q.cols / q.group_size;
+        let words_per_row = q.cols * q.bits as usize / 32;
+        Ok(Packed {
+            words: Tensor::from_slice(&q.words, (q.rows, words_per_row), device)?,
+            scales: Tensor::from_slice(&q.scales, (q.rows, groups), device)?,
+            biases: Tensor::from_slice(&q.biases, (q.rows, groups), device)?,
+            bits: q.bits,
+            group_size: q.group_size,
+        })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.words.dims()[0]
+    }
+
+    pub fn cols(&self) -> usize {
+        self.words.dims()[1] * 32 / self.bits as usize
+    }
+
+    /// Bytes held on the device.
+    pub fn bytes(&self) -> usize {
+        self.words.elem_count() * 4 + (self.scales.elem_count() + self.biases.elem_count()) * 2
+    }
+
+    /// The BF16 matrix `[rows, cols]`.
+    pub fn dequantize(&self) -> Result<Tensor> {
+        let op = Dequant {
+            bits: self.bits,
+            group_size: self.group_size,
+        };
+        Ok(self
+            .words
+            .apply_op3_no_bwd(&self.scales, &self.biases, &op)?)
+    }
+
+    /// Elements where this device's dequantization differs from the CPU's (0 on the CPU),
+    /// a check that a GPU kernel computes exactly MLX's values.
+    pub fn mismatches_against_cpu(&self) -> Result<usize> {
+        let cpu = Packed {
+            words: self.words.to_device(&Device::Cpu)?,
+            scales: self.scales.to_device(&Device::Cpu)?,
+            biases: self.biases.to_device(&Device::Cpu)?,
+            ..self.clone()
+        };
+        let here: Vec<u16> = self
+            .dequantize()?
+            .to_device(&Device::Cpu)?
+            .flatten_all()?
+            .to_vec1::<bf16>()?
+            .into_iter()
+            .map(|v| v.to_bits())
+            .collect();
+        let there: Vec<u16> = cpu
+            .dequantize()?
+            .flatten_all()?
+            .to_vec1::<bf16>()?
+            .into_iter()
+            .map(|v| v.to_bits())
+            .collect();
+        Ok(here.iter().zip(&there).filter(|(a, b)| a != b).count())
+    }
+
+    /// Rows `start..start + len`.
+    pub fn narrow_rows(&self, start: usize, len: usize) -> Result<Packed> {
+        Ok(Packed {
+            words: self.words.narrow(0, start, len)?,
+            scales: self.scales.narrow(0, start, len)?,
+            biases: self.biases.narrow(0, start, len)?,
+            ..self.clone()
+        })
+    }
+
+    /// The rows named by `ids` (u32), as an embedding lookup takes them.
+    pub fn select_rows(&self, ids: &Tensor) -> Result<Packed> {
+        Ok(Packed {
+            words: self.words.index_select(ids, 0)?.contiguous()?,
+            scales: self.scales.index_select(ids, 0)?.contiguous()?,
+            biases: self.biases.index_select(ids, 0)?.contiguous()?,
+            ..self.clone()
+        })
+    }
+}
+
+struct Dequant {
+    bits: u32,
+    group_size: usize,
+}
+
+fn offsets(l: &Layout, what: &str) -> candle_core::Result<(usize, usize)> {
+    l.contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg(format!("packed {what} must be contiguous")))
+}
+
+impl Dequant {
+    /// Rows and columns of the output, checked against the three inputs' shapes.
+    fn shape(&self, words: &Layout, scales: &Layout) -> candle_core::Result<(usize, usize)> {
+        let (rows, wpr) = words.shape().dims2()?;
+        let cols = wpr * 32 / self.bits as usize;
+        if scales.shape().dims2()? != (rows, cols / self.group_size) {
+            return Err(candle_core::Error::Msg(format!(
+                "packed weight of {rows}×{cols} with scales of shape {:?}",
+                scales.shape()
+            )));
+        }
+        Ok((rows, cols))
+    }
+}
+
+impl CustomOp3 for Dequant {
+    fn name(&self) -> &'static str {
+        "mlx-dequantize"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (rows, cols) = self.shape(l1, l2)?;
+        let (CpuStorage::U32(w), CpuStorage::BF16(s), CpuStorage::BF16(b)) = (s1, s2, s3) else {
+            return Err(candle_core::Error::Msg(
+                "packed weights are u32 words with bf16 scales and biases".into(),
+            ));
+        };
+        let (w0, w1) = offsets(l1, "words")?;
+        let (s0, s1e) = offsets(l2, "scales")?;
+        let (b0, b1) = offsets(l3, "biases")?;
+        let q = Quantized {
+            bits: self.bits,
+            group_size: self.group_size,
+            rows,
+            cols,
+            words: w[w0..w1].to_vec(),
+            scales: s[s0..s1e].to_vec(),
+            biases: b[b0..b1].to_vec(),
+        };
+        let out: Vec<bf16> = q.dequantize();
+        Ok((CpuStorage::BF16(out), Shape::from((rows, cols))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        use candle_core::cuda_backend::WrapErr;
+        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+        const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/mlx_dequant.ptx"));
+        let (rows, cols) = self.shape(l1, l2)?;
+        let dev = s1.device();
+        let (w0, _) = offsets(l1, "words")?;
+        let (sc0, _) = offsets(l2, "scales")?;
+        let (b0, _) = offsets(l3, "biases")?;
+        let words = s1.as_cuda_slice::<u32>()?.slice(w0..);
+        let scales = s2.as_cuda_slice::<bf16>()?.slice(sc0..);
+        let biases = s3.as_cuda_slice::<bf16>()?.slice(b0..);
+        let n = rows * cols;
+        let func = dev.get_or_load_custom_func("mlx_dequant_bf16", "stereoscope_mlx", PTX)?;
+        // SAFETY: every element is written by the kernel below.
+        let out = unsafe { dev.alloc::<bf16>(n)? };
+        let (r, c, bits, g) = (rows as u32, cols as u32, self.bits, self.group_size as u32);
+        let mut builder = func.builder();
+        builder.arg(&words);
+        builder.arg(&scales);
+        builder.arg(&biases);
+        builder.arg(&out);
+        builder.arg(&r);
+        builder.arg(&c);
+        builder.arg(&bits);
+        builder.arg(&g);
+        // SAFETY: the kernel reads `rows` rows of words, scales and biases and writes `n`.
+        unsafe { builder.launch(LaunchConfig::for_num_elems(n as u32)) }.w()?;
+        Ok((
+            candle_core::CudaStorage::wrap_cuda_slice(out, dev.clone()),
+            Shape::from((rows, cols)),
+        ))
+    }
+}
+
+/// The dtype a packed matrix dequantizes to.
+pub const DTYPE: DType = DType::BF16;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_rows_dequantize_to_the_quantizers_values() {
+        let (rows, cols) = (5, 128);
+        let vals: Vec<bf16> = (0..rows * cols)
+            .map(|i| bf16::from_f32(((i * 37 % 101) as f32 - 50.0) / 17.0))
+            .collect();
+        for bits in [3, 4, 6, 8] {
+            let q = crate::engine::mlx::quantize(&vals, rows, cols, bits, 64).expect("quantize");
+            let p = Packed::new(&q, &Device::Cpu).expect("packed");
+            assert_eq!((p.rows(), p.cols()), (rows, cols));
+            let got: Vec<bf16> = p
+                .dequantize()
+                .expect("dequantize")
+                .flatten_all()
+                .expect("flat")
+                .to_vec1()
+                .expect("vec");
+            assert_eq!(got, q.dequantize(), "{bits} bits");
+            let ids = Tensor::new(&[4u32, 1], &Device::Cpu).expect("ids");
+            let sel: Vec<bf16> = p
+                .select_rows(&ids)
+                .expect("select")
+                .dequantize()
+                .expect("dequantize")
+                .flatten_all()
+                .expect("flat")
+                .to_vec1()
+                .expect("vec");
+            let want = q.dequantize();
+            assert_eq!(&sel[..cols], &want[4 * cols..5 * cols]);
+            assert_eq!(&sel[cols..], &want[cols..2 * cols]);
+            let tail: Vec<bf16> = p
+                .narrow_rows(3, 2)
+                .expect("narrow")
+                .dequantize()
+                .expect("dequantize")
+                .flatten_all()
+                .expect("flat")
+                .to_vec1()
+                .expect("vec");
+            assert_eq!(&tail[..], &want[3 * cols..]);
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Batched scoring against prompt-by-prompt scoring: the same records from one forward pass
+//! over several padded prompts as from one prompt at a time, on the real SmolLM2 model and
+//! on tiny random models of every architecture.
+
+mod common;
+
+use candle_core::{DType, Device};
+use std::collections::HashMap;
+use std::path::Path;
+use stereoscope::engine::source::{self, ModelSpec, Resolved};
+use stereoscope::engine::{KvCache, Precision, Scheme, quant};
+use stereoscope::store;
+use stereoscope::vocab::Compute;
+
+type Key = (String, i64, i64, String);
+
+fn records(dir: &Path) -> HashMap<Key, store::Record> {
+    let mut out = HashMap::new();
+    for part in common::part_files(dir) {
+        let tag = part
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for r in store::read_records(&part).expect("part reads") {
+            let key = (r.category.clone(), r.example_id, r.seed, tag.clone());
+            assert!(out.insert(key, r).is_none(), "duplicate record");
+        }
+    }
+    out
+}
+
+#[test]
+fn smollm2_batch_of_8_gives_the_records_of_batch_1() {
+    let tmp = common::tempdir("batching");
+    let model = common::smollm2();
+    let bbq = common::bbq_dir();
+    let run = |bs: &str| {
+        let out = tmp.join(format!("b{bs}"));
+        let o = common::run(
+            &[
+                "--batch",
+                "--model",
+                model.to_str().expect("utf-8"),
+                "--bbq-dir",
+                bbq.to_str().expect("utf-8"),
+                "--categories",
+                "Age,Religion",
+                "--limit",
+                "24",
+                "--precisions",
+                "bf16,q4",
+                "--ppl-sequences",
+                "0",
+                "--part-size",
+                "12",
+                "--batch-size",
+                bs,
+                "--out",
+                out.to_str().expect("utf-8"),
+            ],
+            &tmp.join("cache"),
+        );
+        assert!(o.status.success(), "{}", common::stderr(&o));
+        records(&out)
+    };
+    let one = run("1");
+    let eight = run("8");
+    assert_eq!(one.len(), 24 * 5 * 2);
+    let mut keys_one: Vec<&Key> = one.keys().collect();
+    let mut keys_eight: Vec<&Key> = eight.keys().collect();
+    keys_one.sort();
+    keys_eight.sort();
+    assert_eq!(keys_one, keys_eight, "the same record keys");
+    let (mut max_d, mut same) = (0f64, 0usize);
+    for (k, a) in &one {
+        let b = &eight[k];
+        for i in 0..3 {
+            max_d = max_d.max((a.prob[i] - b.prob[i]).abs());
+            max_d = max_d.max((a.samp_prob[i] - b.samp_prob[i]).abs());
+        }
+        same += usize::from(a.answer == b.answer && a.role == b.role);
+    }
+    eprintln!(
+        "batch 8 against batch 1: max |Δp| {max_d:.2e}, same answers {same}/{}",
+        one.len()
+    );
+    assert!(max_d < 1e-4, "letter probabilities differ by {max_d}");
+    assert!(
+        same as f64 >= 0.995 * one.len() as f64,
+        "{same} of {} answers agree",
+        one.len()
+    );
+}
+
+#[test]
+fn a_padded_batch_gives_each_prompt_its_own_logits() {
+    let tmp = common::tempdir("batch-forward");
+    let dev = Device::Cpu;
+    for arch in ["llama", "mistral", "qwen2", "phi3"] {
+        let dir = tmp.join(arch);
+        common::write_tiny_arch(&dir, arch);
+        let src = source::load(&Resolved {
+            id: arch.into(),
+            spec: ModelSpec::HfDir(dir.clone()),
+        })
+        .expect("tiny model loads");
+        for p in [Precision::Bf16, Precision::Q4] {
+            let m = quant::build(&src, p, Scheme::Mlx, Compute::Dequant, &dev)
+                .expect("build")
+                .model;
+            assert_eq!(m.dtype, DType::F32);
+            let prefix: Vec<u32> = vec![1, 5, 9, 2];
+            let rows: Vec<Vec<u32>> = vec![vec![3, 4, 7, 8, 11], vec![6], vec![12, 13, 3]];
+            let (_, cache) = m.forward(&prefix, &KvCache::default()).expect("prefix");
+            let refs: Vec<&[u32]> = rows.iter().map(|r| r.as_slice()).collect();
+            let (batched, bcache) = m.forward_batch(&refs, &cache).expect("batch");
+            let batched: Vec<Vec<f32>> = batched.to_vec2().expect("logits");
+            for (b, row) in rows.iter().enumerate() {
+                let (alone, _) = m.forward(row, &cache).expect("alone");
+                let alone: Vec<f32> = alone.to_vec1().expect("logits");
+                let d = alone
+                    .iter()
+                    .zip(&batched[b])
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0f32, f32::max);
+                assert!(d < 1e-4, "{arch} {p}: row {b} differs by {d}");
+                // The row's cache continues as the prompt's own cache does.
+                let own = bcache.row(b, prefix.len() + row.len()).expect("row cache");
+                let (next_b, _) = m.forward(&[2], &own).expect("continue");
+                let (_, solo) = m.forward(row, &cache).expect("solo");
+                let (next_a, _) = m.forward(&[2], &solo).expect("continue");
+                let (a, c): (Vec<f32>, Vec<f32>) =
+                    (next_a.to_vec1().expect("a"), next_b.to_vec1().expect("b"));
+                let d = a
+                    .iter()
+                    .zip(&c)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0f32, f32::max);
+                assert!(
+                    d < 1e-4,
+                    "{arch} {p}: continuation of row {b} differs by {d}"
+                );
+            }
+        }
+    }
+}
