@@ -71,7 +71,8 @@ pub struct Bench<'a> {
     pub scheme: Scheme,
     pub compute: Compute,
     pub part_size: usize,
-    pub batch_size: usize,
+    /// Each precision is scored once per batch size.
+    pub batch_sizes: &'a [usize],
     pub load_secs: f64,
     pub device: &'a candle_core::Device,
 }
@@ -114,10 +115,7 @@ impl Bench<'_> {
         seeds: &[u64],
     ) -> Result<(Vec<BenchRow>, Vec<Vec<u32>>)> {
         let src = self.src;
-        let prompts = items
-            .iter()
-            .map(|it| src.tok.encode(&prompt::study_prompt(self.template, it)?))
-            .collect::<Result<Vec<_>>>()?;
+        let prompts = self.prompts(items)?;
         let spec = StudySpec {
             models: Vec::new(),
             scheme: self.scheme,
@@ -127,13 +125,12 @@ impl Bench<'_> {
             compute: self.compute,
             device: String::new(),
             part_size: self.part_size,
-            batch_size: self.batch_size,
+            batch_size: 1,
             ppl: None,
             protocol: Default::default(),
             option_orders: vec![prompt::OptionOrder::STUDY],
         };
         let mut rows = Vec::new();
-        let never = AtomicBool::new(false);
         for (k, &p) in precisions.iter().enumerate() {
             let t0 = Instant::now();
             let built = quant::build(src, p, self.scheme, self.compute, self.device)?;
@@ -149,78 +146,118 @@ impl Bench<'_> {
                     w.rows() * w.cols()
                 );
             }
-            let scorer = Scorer {
-                spec: &spec,
-                slug: &src.slug,
-                precision: p,
-                built: &built,
-                src,
-                template: self.template,
-                letters: self.letters,
-            };
-            // One small batch first: kernels are compiled on first use on a GPU.
-            if let Some(first) = items.first() {
-                scorer.score_part(
-                    std::slice::from_ref(first),
-                    prompt::OptionOrder::STUDY,
-                    &never,
-                )?;
-            }
-            let started_unix = unix_now();
-            let t1 = Instant::now();
-            let (mut tokens, mut computed, mut records) = (0, 0, 0);
-            for part in items.chunks(self.part_size.max(1)) {
-                let scored = if self.batch_size > 1 {
-                    scorer.score_part(part, prompt::OptionOrder::STUDY, &never)?
-                } else {
-                    let mut cache = KvCache::default();
-                    let mut prev = Vec::new();
-                    part.iter()
-                        .map(|it| {
-                            scorer.score(it, prompt::OptionOrder::STUDY, &mut cache, &mut prev)
-                        })
-                        .collect::<Result<Vec<_>>>()?
+            for &batch_size in self.batch_sizes {
+                let spec = StudySpec {
+                    batch_size,
+                    ..spec.clone()
                 };
-                for (recs, t, c) in scored {
-                    records += recs.len();
-                    tokens += t;
-                    computed += c;
-                }
+                let row = self.score(&spec, &built, p, items)?;
+                rows.push(BenchRow {
+                    load_secs: if k == 0 && rows.is_empty() {
+                        self.load_secs
+                    } else {
+                        0.0
+                    },
+                    build_secs,
+                    ..row
+                });
             }
-            let secs = t1.elapsed().as_secs_f64();
-            rows.push(BenchRow {
-                engine: format!(
-                    "stereoscope ({})",
-                    match (p, self.scheme, self.compute) {
-                        (Precision::Bf16, _, _) => "bf16",
-                        (_, Scheme::Mlx, _) => "mlx",
-                        (_, Scheme::Gguf, Compute::Dequant) => "gguf dequant",
-                        (_, Scheme::Gguf, Compute::Kernels) => "gguf kernels",
-                    }
-                ),
-                precision: p.as_str().into(),
-                items: items.len(),
-                records,
-                prompt_tokens: tokens,
-                computed_tokens: computed,
-                load_secs: if k == 0 { self.load_secs } else { 0.0 },
-                build_secs,
-                secs,
-                batch_size: self.batch_size,
-                weight_bytes: built.model.weight_bytes() as u64,
-                peak_rss_bytes: peak_rss(),
-                started_unix,
-                ended_unix: unix_now(),
-                flop_per_token: flop_per_token(&src.cfg),
-            });
-            eprintln!(
-                "{}: {:.1} prompts/s, build {:.1} s",
-                p.as_str(),
-                items.len() as f64 / secs,
-                build_secs
-            );
         }
         Ok((rows, prompts))
+    }
+}
+
+impl Bench<'_> {
+    /// The token ids of the study prompts of `items`.
+    pub fn prompts(&self, items: &[Item]) -> Result<Vec<Vec<u32>>> {
+        items
+            .iter()
+            .map(|it| {
+                self.src
+                    .tok
+                    .encode(&prompt::study_prompt(self.template, it)?)
+            })
+            .collect()
+    }
+
+    /// Score `items` with one built precision at `spec.batch_size`.
+    fn score(
+        &self,
+        spec: &StudySpec,
+        built: &quant::Built,
+        p: Precision,
+        items: &[Item],
+    ) -> Result<BenchRow> {
+        let src = self.src;
+        let never = AtomicBool::new(false);
+        let scorer = Scorer {
+            spec,
+            slug: &src.slug,
+            precision: p,
+            built,
+            src,
+            template: self.template,
+            letters: self.letters,
+        };
+        // One small batch first: kernels are compiled on first use on a GPU.
+        if let Some(first) = items.first() {
+            scorer.score_part(
+                std::slice::from_ref(first),
+                prompt::OptionOrder::STUDY,
+                &never,
+            )?;
+        }
+        let started_unix = unix_now();
+        let t1 = Instant::now();
+        let (mut tokens, mut computed, mut records) = (0, 0, 0);
+        for part in items.chunks(self.part_size.max(1)) {
+            let scored = if spec.batch_size > 1 {
+                scorer.score_part(part, prompt::OptionOrder::STUDY, &never)?
+            } else {
+                let mut cache = KvCache::default();
+                let mut prev = Vec::new();
+                part.iter()
+                    .map(|it| scorer.score(it, prompt::OptionOrder::STUDY, &mut cache, &mut prev))
+                    .collect::<Result<Vec<_>>>()?
+            };
+            for (recs, t, c) in scored {
+                records += recs.len();
+                tokens += t;
+                computed += c;
+            }
+        }
+        let secs = t1.elapsed().as_secs_f64();
+        eprintln!(
+            "{} batch {}: {:.1} prompts/s",
+            p.as_str(),
+            spec.batch_size,
+            items.len() as f64 / secs
+        );
+        Ok(BenchRow {
+            engine: format!(
+                "stereoscope ({})",
+                match (p, self.scheme, self.compute) {
+                    (Precision::Bf16, _, _) => "bf16",
+                    (_, Scheme::Mlx, _) => "mlx",
+                    (_, Scheme::Gguf, Compute::Dequant) => "gguf dequant",
+                    (_, Scheme::Gguf, Compute::Kernels) => "gguf kernels",
+                }
+            ),
+            precision: p.as_str().into(),
+            items: items.len(),
+            records,
+            prompt_tokens: tokens,
+            computed_tokens: computed,
+            load_secs: 0.0,
+            build_secs: 0.0,
+            secs,
+            batch_size: spec.batch_size,
+            weight_bytes: built.model.weight_bytes() as u64,
+            peak_rss_bytes: peak_rss(),
+            started_unix,
+            ended_unix: unix_now(),
+            flop_per_token: flop_per_token(&src.cfg),
+        })
     }
 }
 

@@ -58,9 +58,10 @@ pub enum Command {
         scheme: String,
         #[arg(long, default_value_t = 32)]
         part_size: usize,
-        /// Prompts per forward pass [default: 1 on the CPU, 32 on a GPU].
-        #[arg(long)]
-        batch_size: Option<usize>,
+        /// Prompts per forward pass, one or a list to compare (such as 1,8,32,64)
+        /// [default: 1 on the CPU, 32 on a GPU].
+        #[arg(long, value_delimiter = ',')]
+        batch_size: Vec<usize>,
         /// Random BF16 weights of a real shape made in process instead of --model:
         /// qwen2.5-7b, mistral-7b, phi3.5-mini (or qwen2.5-0.5b).
         #[arg(long, value_name = "SHAPE")]
@@ -300,20 +301,29 @@ fn dispatch(cli: Cli) -> Result<()> {
                 .collect::<Result<Vec<_>>>()?;
             let compute = Compute::parse(&compute)?;
             let (device, device_name) = engine::select_device(&device)?;
-            let (sel, resolved) = ambiguous_items_and_model(bbq_dir, categories, limit, &model)?;
+            // A synthetic model with its own tokenizer needs no --model.
+            let model = match (&synthetic, &tokenizer) {
+                (Some(_), Some(_)) => None,
+                _ => Some(model.as_str()),
+            };
+            let (sel, resolved) = ambiguous_items_and_model(bbq_dir, categories, limit, model)?;
             let t0 = std::time::Instant::now();
-            let (src, template, letters) =
-                bench_source(&resolved, synthetic.as_deref(), tokenizer.as_deref())?;
+            let (src, template, letters) = bench_source(
+                resolved.as_ref(),
+                synthetic.as_deref(),
+                tokenizer.as_deref(),
+            )?;
             let load_secs = t0.elapsed().as_secs_f64();
             if let Some(dir) = &save_model {
                 engine::convert::write_hf(&src, dir)?;
                 eprintln!("bench: wrote {} to {}", src.id, dir.display());
             }
-            let batch_size = batch_size
-                .unwrap_or_else(|| engine::device::default_batch_size(&device))
-                .max(1);
+            let batch_sizes = match batch_size.is_empty() {
+                true => vec![engine::device::default_batch_size(&device)],
+                false => batch_size.iter().map(|&b| b.max(1)).collect(),
+            };
             eprintln!(
-                "bench: {} items on {device_name}, model {}, batch size {batch_size}",
+                "bench: {} items on {device_name}, model {}, batch size {batch_sizes:?}",
                 sel.items.len(),
                 src.id
             );
@@ -330,18 +340,23 @@ fn dispatch(cli: Cli) -> Result<()> {
                 scheme,
                 compute,
                 part_size,
-                batch_size,
+                batch_sizes: &batch_sizes,
                 load_secs,
                 device: &device,
             };
             let seeds = crate::prompt::STUDY_SEEDS.to_vec();
-            let (mut rows, prompts) = bench.measure(&sel.items, &precisions, &seeds)?;
             if let Some(path) = &prompts_out {
+                let prompts = bench.prompts(&sel.items)?;
                 std::fs::write(path, serde_json::to_string(&prompts).unwrap_or_default())
                     .map_err(|e| Error::Input(format!("cannot write {}: {e}", path.display())))?;
             }
+            let (mut rows, prompts) = bench.measure(&sel.items, &precisions, &seeds)?;
             if llamacpp {
-                let engine::source::ModelSpec::Gguf(gguf) = &resolved.spec else {
+                let Some(engine::source::Resolved {
+                    spec: engine::source::ModelSpec::Gguf(gguf),
+                    ..
+                }) = &resolved
+                else {
                     return Err(Error::Input("--llamacpp needs a GGUF model".into()));
                 };
                 let script =
@@ -411,7 +426,9 @@ fn dispatch(cli: Cli) -> Result<()> {
                 .map(|p| Precision::parse(p))
                 .collect::<Result<Vec<_>>>()?;
             let scheme = Scheme::parse(&scheme)?;
-            let (sel, resolved) = ambiguous_items_and_model(bbq_dir, categories, limit, &model)?;
+            let (sel, resolved) =
+                ambiguous_items_and_model(bbq_dir, categories, limit, Some(&model))?;
+            let resolved = resolved.ok_or_else(|| Error::Input("logprobs needs --model".into()))?;
             crate::bench::dump_logprobs(&resolved, scheme, &sel.items, &precisions, &device, &out)
         }
         Some(Command::Open { dir }) => {
@@ -517,7 +534,7 @@ fn export(
 /// The model a bench scores: the resolved source, or a synthetic one of a real shape with
 /// the tokenizer of `tokenizer` (a folder) or of the resolved source.
 fn bench_source(
-    resolved: &engine::source::Resolved,
+    resolved: Option<&engine::source::Resolved>,
     synthetic: Option<&str>,
     tokenizer: Option<&Path>,
 ) -> Result<(
@@ -525,8 +542,9 @@ fn bench_source(
     crate::prompt::ChatTemplate,
     engine::sample::Letters,
 )> {
+    let no_model = || Error::Input("bench needs --model, or --synthetic with --tokenizer".into());
     let Some(shape) = synthetic else {
-        return study::load_for_scoring(resolved, None);
+        return study::load_for_scoring(resolved.ok_or_else(no_model)?, None);
     };
     let (tok, chat) = match tokenizer {
         Some(dir) => {
@@ -544,7 +562,7 @@ fn bench_source(
             (tok, chat)
         }
         None => {
-            let src = engine::source::load(resolved)?;
+            let src = engine::source::load(resolved.ok_or_else(no_model)?)?;
             (src.tok, src.chat_template)
         }
     };
@@ -566,8 +584,8 @@ fn ambiguous_items_and_model(
     bbq_dir: Option<PathBuf>,
     categories: Vec<String>,
     limit: usize,
-    model: &str,
-) -> Result<(bbq::Selection, engine::source::Resolved)> {
+    model: Option<&str>,
+) -> Result<(bbq::Selection, Option<engine::source::Resolved>)> {
     let dir = bbq::locate(
         &LocateSpec {
             dir: bbq_dir,
@@ -584,8 +602,10 @@ fn ambiguous_items_and_model(
             skip_bad: false,
         },
     )?;
-    let resolved = engine::resolve_model(model)?;
-    engine::source::validate(&resolved)?;
+    let resolved = model.map(engine::resolve_model).transpose()?;
+    if let Some(r) = &resolved {
+        engine::source::validate(r)?;
+    }
     Ok((sel, resolved))
 }
 
@@ -858,7 +878,7 @@ fn eta(
         scheme: spec.scheme,
         compute: spec.compute,
         part_size: spec.part_size,
-        batch_size: spec.batch_size,
+        batch_sizes: &[spec.batch_size],
         load_secs: t0.elapsed().as_secs_f64(),
         device,
     };

@@ -54,11 +54,11 @@ fn records(items: &[Item]) -> Vec<StoredRecord> {
                         prob,
                         letter_mass: prob.iter().sum(),
                         samp_prob: prob,
-                        seed_set: "study".into(),
+                        seed_set: stereoscope::vocab::SeedSet::Study,
                         option_order: "012".into(),
                         sampled_text: ["A", "B", "C"][answer as usize].into(),
                         answer: Some(answer),
-                        role: it.role_of(Some(answer)).as_str().into(),
+                        role: it.role_of(Some(answer)),
                         latency_ms: 1.0,
                     },
                 });

@@ -42,6 +42,20 @@ fn check(bits: u32, group_size: usize, cols: usize) -> Result<()> {
     Ok(())
 }
 
+/// Round half to even, as `f32::round_ties_even`, without a library call on CPUs that lack
+/// a rounding instruction: adding and subtracting 1.5·2²³ rounds in the FPU's default
+/// round-to-nearest-even mode for every |x| < 2²² (up to the sign of a zero, which a code
+/// never keeps), and the rest falls back.
+#[inline]
+fn round_even(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    if x.abs() < 4_194_304.0 {
+        (x + MAGIC) - MAGIC
+    } else {
+        x.round_ties_even()
+    }
+}
+
 /// Quantize a row-major `rows × cols` matrix of BF16 values.
 pub fn quantize(
     w: &[bf16],
@@ -87,9 +101,7 @@ pub fn quantize(
                 bias = edge;
             }
             for (j, v) in vals.iter().enumerate() {
-                let q = ((v.to_f32() - bias) / scale)
-                    .round_ties_even()
-                    .clamp(0.0, n_bins) as u64;
+                let q = round_even((v.to_f32() - bias) / scale).clamp(0.0, n_bins) as u64;
                 let bit = (g * group_size + j) * bits as usize;
                 let (word, shift) = (bit / 32, bit % 32);
                 let wide = q << shift;
@@ -183,5 +195,39 @@ impl Quantized {
                 }
             });
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_even_is_round_ties_even() {
+        let mut x = -300.0f32;
+        while x < 300.0 {
+            for v in [
+                x,
+                x + 0.5,
+                f32::from_bits((x + 0.5).to_bits() + 1),
+                -x - 0.5,
+            ] {
+                assert_eq!(round_even(v), v.round_ties_even(), "{v}");
+            }
+            x += 0.25;
+        }
+        for v in [
+            0.0,
+            -0.0,
+            2.5,
+            3.5,
+            -2.5,
+            1e7,
+            -1e9,
+            4_194_303.5,
+            8_388_609.0,
+        ] {
+            assert_eq!(round_even(v), v.round_ties_even(), "{v}");
+        }
     }
 }
