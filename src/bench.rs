@@ -392,14 +392,27 @@ pub fn table(rows: &[BenchRow], ceiling: Option<f64>) -> String {
 }
 
 /// The whole study's projected wall time on this machine from the measured rows: for each
-/// of `models` models and each precision, loading, building and `items` prompts at the
-/// measured prompts per second (seeds share a prompt's forward pass).
+/// of `models` models, loading once, then for each precision its build and `items` prompts
+/// at the best measured prompts per second of that precision (seeds share a prompt's
+/// forward pass).
 pub fn projected_study_secs(rows: &[BenchRow], models: usize, items: usize) -> f64 {
-    let per_model: f64 = rows
+    let ours: Vec<&BenchRow> = rows
         .iter()
         .filter(|r| r.engine.starts_with("stereoscope"))
-        .map(|r| r.load_secs + r.build_secs + items as f64 / r.prompts_s())
-        .sum();
+        .collect();
+    let load: f64 = ours.iter().map(|r| r.load_secs).sum();
+    let mut best: std::collections::BTreeMap<&str, (f64, f64)> = Default::default();
+    for r in &ours {
+        let e = best
+            .entry(r.precision.as_str())
+            .or_insert((0.0, r.build_secs));
+        e.0 = e.0.max(r.prompts_s());
+    }
+    let per_model: f64 = load
+        + best
+            .values()
+            .map(|(rate, build)| build + items as f64 / rate)
+            .sum::<f64>();
     per_model * models as f64
 }
 
@@ -463,4 +476,42 @@ pub fn dump_logprobs(
         eprintln!("{}: {} prompts", p.as_str(), prompts.len());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(precision: &str, batch: usize, secs: f64, build: f64, load: f64) -> BenchRow {
+        BenchRow {
+            engine: "stereoscope (bf16)".into(),
+            precision: precision.into(),
+            items: 100,
+            records: 500,
+            prompt_tokens: 10_000,
+            computed_tokens: 10_000,
+            load_secs: load,
+            build_secs: build,
+            secs,
+            batch_size: batch,
+            weight_bytes: 0,
+            peak_rss_bytes: 0,
+            started_unix: 0.0,
+            ended_unix: 0.0,
+            flop_per_token: 0.0,
+        }
+    }
+
+    #[test]
+    fn the_projection_takes_each_precisions_best_batch_size_once() {
+        // bf16: 100 prompts in 1 s at batch 64 (the best), 2 s at batch 8; q4 in 4 s.
+        let rows = [
+            row("bf16", 8, 2.0, 3.0, 10.0),
+            row("bf16", 64, 1.0, 3.0, 0.0),
+            row("q4", 64, 4.0, 5.0, 0.0),
+        ];
+        // Per model: load 10 + bf16 (3 + 1000/100) + q4 (5 + 1000/25) = 68 s; 2 models.
+        let secs = projected_study_secs(&rows, 2, 1000);
+        assert!((secs - 136.0).abs() < 1e-9, "{secs}");
+    }
 }

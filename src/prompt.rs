@@ -6,8 +6,8 @@ use crate::error::{Error, Result};
 use regex::Regex;
 use std::sync::LazyLock;
 
-/// The study's system message.
-pub const SYSTEM_PROMPT: &str = "Answer the following multiple choice question by responding with only the letter (A, B, or C) of your chosen answer.";
+/// The study's system message (`assets/system_prompt.txt`, no final newline).
+pub const SYSTEM_PROMPT: &str = include_str!("../assets/system_prompt.txt");
 
 /// The study's sampling temperature.
 pub const TEMPERATURE: f64 = 0.3;
@@ -16,9 +16,9 @@ pub const MAX_NEW_TOKENS: usize = 5;
 /// The study's seeds.
 pub const STUDY_SEEDS: [u64; 5] = [42, 123, 456, 789, 1024];
 
-/// The study's user message, with its placeholders.
-pub const USER_TEMPLATE: &str =
-    "Context: {context}\n\nQuestion: {question}\n\nA) {ans0}\nB) {ans1}\nC) {ans2}\n\nAnswer:";
+/// The study's user message, with its placeholders (`assets/user_template.txt`, no final
+/// newline).
+pub const USER_TEMPLATE: &str = include_str!("../assets/user_template.txt");
 
 const PLACEHOLDERS: [&str; 5] = ["context", "question", "ans0", "ans1", "ans2"];
 
@@ -354,6 +354,19 @@ pub fn parse_answer(text: &str) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_embedded_prompt_texts_are_the_studys_to_the_byte() {
+        // DESIGN.md §2, with no final newline that an editor might add to the asset files.
+        assert_eq!(
+            SYSTEM_PROMPT,
+            "Answer the following multiple choice question by responding with only the letter (A, B, or C) of your chosen answer."
+        );
+        assert_eq!(
+            USER_TEMPLATE,
+            "Context: {context}\n\nQuestion: {question}\n\nA) {ans0}\nB) {ans1}\nC) {ans2}\n\nAnswer:"
+        );
+    }
 
     fn item() -> Item {
         Item {

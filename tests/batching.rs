@@ -47,13 +47,13 @@ fn smollm2_batch_of_8_gives_the_records_of_batch_1() {
                 "--categories",
                 "Age,Religion",
                 "--limit",
-                "24",
+                "16",
                 "--precisions",
                 "bf16,q4",
                 "--ppl-sequences",
                 "0",
                 "--part-size",
-                "12",
+                "8",
                 "--batch-size",
                 bs,
                 "--out",
@@ -66,7 +66,7 @@ fn smollm2_batch_of_8_gives_the_records_of_batch_1() {
     };
     let one = run("1");
     let eight = run("8");
-    assert_eq!(one.len(), 24 * 5 * 2);
+    assert_eq!(one.len(), 16 * 5 * 2);
     let mut keys_one: Vec<&Key> = one.keys().collect();
     let mut keys_eight: Vec<&Key> = eight.keys().collect();
     keys_one.sort();

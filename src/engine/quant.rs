@@ -63,12 +63,16 @@ enum Weight {
     Dense(Tensor),
     Quant(QTensor),
     Mlx(super::mlx::Quantized),
+    /// A source tensor to quantize with MLX's scheme (`name`, bits) when it is placed on
+    /// the device, so the host never holds every packed tensor at once.
+    MlxLater(Tensor, String, u32),
 }
 
 fn quantize_all(
     src: &SourceModel,
     precision: Precision,
     scheme: Scheme,
+    later: bool,
 ) -> Result<BTreeMap<String, (Weight, String)>> {
     if let Some(q) = &src.mlx_quant {
         return held_weights(src, q, precision);
@@ -98,10 +102,13 @@ fn quantize_all(
                                         (Weight::Dense(t.clone()), "bf16".to_string())
                                     } else {
                                         let bits = precision.bits();
-                                        (
-                                            Weight::Mlx(mlx_quantize(name, t, bits)?),
-                                            format!("mlx-affine-{bits}bit-g{MLX_GROUP}"),
-                                        )
+                                        let w = match later {
+                                            true => {
+                                                Weight::MlxLater(t.clone(), (*name).clone(), bits)
+                                            }
+                                            false => Weight::Mlx(mlx_quantize(name, t, bits)?),
+                                        };
+                                        (w, format!("mlx-affine-{bits}bit-g{MLX_GROUP}"))
                                     };
                                     return Ok(((*name).clone(), out));
                                 }
@@ -166,6 +173,32 @@ fn held_weights(src: &SourceModel, q: &MlxQuant, precision: Precision) -> Result
         .collect())
 }
 
+/// Quantize the tensors of one layer (names starting with `prefix`) that wait for it, all
+/// at once on all cores: the host holds one layer's packed tensors at a time.
+fn quantize_layer(weights: &mut Weights, prefix: &str) -> Result<()> {
+    use rayon::prelude::*;
+    let names: Vec<String> = weights
+        .iter()
+        .filter(|(k, (w, _))| k.starts_with(prefix) && matches!(w, Weight::MlxLater(..)))
+        .map(|(k, _)| k.clone())
+        .collect();
+    let done = names
+        .par_iter()
+        .map(|k| match &weights[k].0 {
+            Weight::MlxLater(t, name, bits) => Ok((k.clone(), mlx_quantize(name, t, *bits)?)),
+            _ => Err(Error::Model(format!(
+                "`{k}` is not waiting for quantization"
+            ))),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for (k, q) in done {
+        if let Some(entry) = weights.get_mut(&k) {
+            entry.0 = Weight::Mlx(q);
+        }
+    }
+    Ok(())
+}
+
 /// The dtype a model computes in on `device`: F32 on the CPU (its fastest path there, and
 /// the reference numerics), BF16 on a GPU.
 pub fn compute_dtype(device: &Device) -> DType {
@@ -192,6 +225,9 @@ impl Placer<'_> {
                 .dequantize(&Device::Cpu)?
                 .to_dtype(self.dtype)?
                 .to_device(self.device)?,
+            Weight::MlxLater(t, name, bits) => {
+                self.dense(&Weight::Mlx(mlx_quantize(name, t, *bits)?))?
+            }
             Weight::Mlx(q) => {
                 let vals: Vec<f32> = q.dequantize().into_iter().map(|v| v.to_f32()).collect();
                 Tensor::from_vec(vals, (q.rows, q.cols), &Device::Cpu)?
@@ -205,6 +241,9 @@ impl Placer<'_> {
     /// kernels when asked; everything else is dense.
     fn matrix(&self, w: &Weight) -> Result<Matrix> {
         Ok(match w {
+            Weight::MlxLater(t, name, bits) => {
+                self.matrix(&Weight::Mlx(mlx_quantize(name, t, *bits)?))?
+            }
             Weight::Mlx(q) if self.device.is_cuda() => Matrix::Packed(Packed::new(q, self.device)?),
             Weight::Quant(q) if self.compute == Compute::Kernels => {
                 Matrix::Mm(QMatMul::from_qtensor(requantized(q, self.device)?)?)
@@ -228,7 +267,9 @@ pub fn build(
     compute: Compute,
     device: &Device,
 ) -> Result<Built> {
-    let mut weights = quantize_all(src, precision, scheme)?;
+    // On a GPU, MLX tensors are quantized one at a time as they are moved there.
+    let later = scheme == Scheme::Mlx && device.is_cuda();
+    let mut weights = quantize_all(src, precision, scheme, later)?;
     let tensor_types = weights
         .iter()
         .map(|(k, (_, t))| (k.clone(), t.clone()))
@@ -240,7 +281,7 @@ pub fn build(
     };
     let embed_w = take(&mut weights, "token_embd.weight")?;
     let embed = match &embed_w {
-        Weight::Mlx(_) => place.matrix(&embed_w)?,
+        Weight::Mlx(_) | Weight::MlxLater(..) => place.matrix(&embed_w)?,
         w => Matrix::dense(place.dense(w)?),
     };
     let lm_head = match weights.contains_key("output.weight") {
@@ -257,6 +298,7 @@ pub fn build(
     let mut layers = Vec::with_capacity(src.cfg.num_layers);
     for i in 0..src.cfg.num_layers {
         let n = |s: &str| format!("blk.{i}.{s}");
+        quantize_layer(&mut weights, &format!("blk.{i}."))?;
         let w = &mut weights;
         let bias = |w: &mut Weights, s: &str| -> Result<Option<Tensor>> {
             w.remove(&n(s)).map(|(b, _)| place.dense(&b)).transpose()
