@@ -56,6 +56,15 @@ fn round_even(x: f32) -> f32 {
     }
 }
 
+fn check_len(n: usize, rows: usize, cols: usize) -> Result<()> {
+    if n != rows * cols {
+        return Err(Error::Model(format!(
+            "{n} values for a {rows}×{cols} matrix"
+        )));
+    }
+    Ok(())
+}
+
 /// Quantize a row-major `rows × cols` matrix of BF16 values.
 pub fn quantize(
     w: &[bf16],
@@ -65,12 +74,7 @@ pub fn quantize(
     group_size: usize,
 ) -> Result<Quantized> {
     check(bits, group_size, cols)?;
-    if w.len() != rows * cols {
-        return Err(Error::Model(format!(
-            "{} values for a {rows}×{cols} matrix",
-            w.len()
-        )));
-    }
+    check_len(w.len(), rows, cols)?;
     let n_bins = ((1u32 << bits) - 1) as f32;
     let words_per_row = cols * bits as usize / 32;
     let groups = cols / group_size;
@@ -136,12 +140,7 @@ pub fn quantize_par(
 ) -> Result<Quantized> {
     use rayon::prelude::*;
     check(bits, group_size, cols)?;
-    if w.len() != rows * cols {
-        return Err(Error::Model(format!(
-            "{} values for a {rows}×{cols} matrix",
-            w.len()
-        )));
-    }
+    check_len(w.len(), rows, cols)?;
     let block = 64usize;
     let parts = w
         .par_chunks(block * cols.max(1))
