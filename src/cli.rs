@@ -248,6 +248,17 @@ pub struct StudyArgs {
     pub dry_run: bool,
 }
 
+/// Refuses a list flag that names a value twice (it would count items, records or work
+/// twice).
+fn no_repeats<T: PartialEq + std::fmt::Display>(flag: &str, values: &[T]) -> Result<()> {
+    for (i, v) in values.iter().enumerate() {
+        if values[..i].contains(v) {
+            return Err(Error::Input(format!("{flag} names {v} twice")));
+        }
+    }
+    Ok(())
+}
+
 fn list(s: &str) -> Vec<String> {
     s.split(',')
         .map(|x| x.trim().to_string())
@@ -656,6 +667,7 @@ impl Prepared {
 fn prepare(a: &StudyArgs) -> Result<Option<Prepared>> {
     // Cheap checks first, so bad flags fail before a model loads.
     let categories = list(&a.categories);
+    no_repeats("--categories", &categories)?;
     bbq::validate_categories(&categories)?;
     let conditions = Conditions::parse(&a.conditions)?;
     let limit = parse_limit(&a.limit)?;
@@ -666,6 +678,7 @@ fn prepare(a: &StudyArgs) -> Result<Option<Prepared>> {
     if precisions.is_empty() {
         return Err(Error::Input("--precisions is empty".into()));
     }
+    no_repeats("--precisions", &precisions)?;
     let scheme = Scheme::parse(&a.scheme)?;
     let compute = Compute::parse(&a.compute)?;
     let shard = a.shard.as_deref().map(store::Shard::parse).transpose()?;
@@ -681,6 +694,7 @@ fn prepare(a: &StudyArgs) -> Result<Option<Prepared>> {
     if seeds.is_empty() {
         return Err(Error::Input("--seeds is empty".into()));
     }
+    no_repeats("--seeds", &seeds)?;
     let noise_seeds = list(&a.noise_seeds)
         .iter()
         .map(|s| {
@@ -691,6 +705,7 @@ fn prepare(a: &StudyArgs) -> Result<Option<Prepared>> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    no_repeats("--noise-seeds", &noise_seeds)?;
     if let Some(s) = noise_seeds.iter().find(|s| seeds.contains(s)) {
         return Err(Error::Input(format!(
             "--noise-seeds must differ from --seeds; {s} is in both"

@@ -281,6 +281,41 @@ fn bad_input_gives_one_clear_error_and_exit_code_2() {
 }
 
 #[test]
+fn a_list_flag_that_names_a_value_twice_is_refused_before_anything_runs() {
+    let tmp = tempdir("repeats");
+    let bbq = common::bbq_dir();
+    let out = tmp.join("out");
+    for (flag, value, named) in [
+        ("--categories", "Age,Religion,Age", "Age"),
+        ("--seeds", "42,123,42", "42"),
+        ("--precisions", "bf16,q4,bf16", "bf16"),
+        ("--noise-seeds", "7,7", "7"),
+    ] {
+        let r = run(
+            &[
+                "--batch",
+                "--model",
+                "no-such-model.gguf",
+                "--bbq-dir",
+                bbq.to_str().expect("utf8"),
+                "--out",
+                out.to_str().expect("utf8"),
+                flag,
+                value,
+            ],
+            &tmp,
+        );
+        assert_eq!(r.status.code(), Some(2), "{flag}: {}", stderr(&r));
+        assert!(
+            stderr(&r).contains(&format!("{flag} names {named} twice")),
+            "{flag}: {}",
+            stderr(&r)
+        );
+        assert!(!out.exists(), "{flag}: nothing is written");
+    }
+}
+
+#[test]
 fn dry_run_prints_the_plan_and_runs_nothing() {
     let tmp = tempdir("dry");
     let model = tiny(&tmp);
