@@ -220,6 +220,15 @@ pub const DTYPE: DType = DType::BF16;
 mod tests {
     use super::*;
 
+    fn values(p: &Packed) -> Vec<bf16> {
+        p.dequantize()
+            .expect("dequantize")
+            .flatten_all()
+            .expect("flat")
+            .to_vec1()
+            .expect("vec")
+    }
+
     #[test]
     fn packed_rows_dequantize_to_the_quantizers_values() {
         let (rows, cols) = (5, 128);
@@ -230,36 +239,14 @@ mod tests {
             let q = crate::engine::mlx::quantize(&vals, rows, cols, bits, 64).expect("quantize");
             let p = Packed::new(&q, &Device::Cpu).expect("packed");
             assert_eq!((p.rows(), p.cols()), (rows, cols));
-            let got: Vec<bf16> = p
-                .dequantize()
-                .expect("dequantize")
-                .flatten_all()
-                .expect("flat")
-                .to_vec1()
-                .expect("vec");
+            let got = values(&p);
             assert_eq!(got, q.dequantize(), "{bits} bits");
             let ids = Tensor::new(&[4u32, 1], &Device::Cpu).expect("ids");
-            let sel: Vec<bf16> = p
-                .select_rows(&ids)
-                .expect("select")
-                .dequantize()
-                .expect("dequantize")
-                .flatten_all()
-                .expect("flat")
-                .to_vec1()
-                .expect("vec");
+            let sel = values(&p.select_rows(&ids).expect("select"));
             let want = q.dequantize();
             assert_eq!(&sel[..cols], &want[4 * cols..5 * cols]);
             assert_eq!(&sel[cols..], &want[cols..2 * cols]);
-            let tail: Vec<bf16> = p
-                .narrow_rows(3, 2)
-                .expect("narrow")
-                .dequantize()
-                .expect("dequantize")
-                .flatten_all()
-                .expect("flat")
-                .to_vec1()
-                .expect("vec");
+            let tail = values(&p.narrow_rows(3, 2).expect("narrow"));
             assert_eq!(&tail[..], &want[3 * cols..]);
         }
     }
