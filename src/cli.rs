@@ -10,8 +10,6 @@ use crate::store::{self, ResultsDir};
 use crate::study::{self, Event, StudySpec};
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 /// Measure how quantization changes an instruct model's answers on the BBQ bias benchmark.
 #[derive(Parser, Debug)]
@@ -467,7 +465,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             };
             let dir = prepared.rd.root.clone();
             let device = prepared.device_name.clone();
-            crate::tui::run(&dir, &device, Some(Box::new(move || prepared.start())))
+            crate::tui::run(&dir, &device, Some(prepared.study()))
         }
     }
 }
@@ -645,19 +643,15 @@ struct Prepared {
 }
 
 impl Prepared {
-    /// Start the study on a background thread.
-    fn start(&self) -> crate::tui::Job {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let cancel = Arc::new(AtomicBool::new(false));
-        let p = self.clone();
-        let c = cancel.clone();
-        let handle = std::thread::spawn(move || {
-            study::run(&p.spec, &p.models, &p.sel, p.plan, p.rd, &p.device, &tx, &c)
-        });
-        crate::tui::Job {
-            events: rx,
-            cancel,
-            handle,
+    /// The study as a job runs it.
+    fn study(&self) -> study::Study {
+        study::Study {
+            spec: self.spec.clone(),
+            models: self.models.clone(),
+            sel: self.sel.clone(),
+            plan: self.plan.clone(),
+            dir: self.rd.clone(),
+            device: self.device.clone(),
         }
     }
 }
@@ -995,11 +989,7 @@ fn batch(a: &StudyArgs) -> Result<()> {
     let Some(prepared) = prepare(a)? else {
         return Ok(());
     };
-    let crate::tui::Job {
-        events: rx,
-        handle: job,
-        ..
-    } = prepared.start();
+    let job = study::Job::start(prepared.study());
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -1009,45 +999,36 @@ fn batch(a: &StudyArgs) -> Result<()> {
         .progress_chars("=> "),
     );
     let mut measured = Vec::new();
-    for ev in rx {
-        match ev {
-            Event::Planned { total, done, .. } => {
-                bar.set_length(total);
-                bar.set_position(done);
-                bar.reset_eta();
-                if done > 0 {
-                    eprintln!("resuming: {done} of {total} records already on disk");
-                }
+    let outcome = job.wait(|ev| match ev {
+        Event::Planned { total, done, .. } => {
+            bar.set_length(total);
+            bar.set_position(done);
+            bar.reset_eta();
+            if done > 0 {
+                eprintln!("resuming: {done} of {total} records already on disk");
             }
-            Event::Stage(s) => {
-                if bar.is_hidden() {
-                    eprintln!("{s}");
-                }
-                bar.set_message(s);
-            }
-            Event::Progress { records, .. } => bar.inc(records),
-            Event::Measured {
-                model,
-                precision,
-                items,
-                prompt_tokens,
-                computed_tokens,
-                secs,
-            } => measured.push((
-                model,
-                precision,
-                items,
-                prompt_tokens,
-                computed_tokens,
-                secs,
-            )),
         }
-    }
+        Event::Stage(s) => {
+            if bar.is_hidden() {
+                eprintln!("{s}");
+            }
+            bar.set_message(s);
+        }
+        Event::Progress { records, .. } => bar.inc(records),
+        Event::StageDone(study::StageDone::Scored(t)) => measured.push(t),
+        _ => {}
+    });
     bar.finish_and_clear();
-    let outcome = job
-        .join()
-        .map_err(|_| Error::Model("the study thread panicked".into()))??;
-    for (model, p, items, tokens, computed, secs) in &measured {
+    let outcome = outcome?;
+    for study::Throughput {
+        model,
+        precision: p,
+        items,
+        prompt_tokens: tokens,
+        computed_tokens: computed,
+        secs,
+    } in &measured
+    {
         eprintln!(
             "{model} {}: {items} items in {secs:.1} s, {:.1} items/s, {:.0} prompt tok/s ({:.0} computed tok/s after prefix reuse)",
             p.as_str(),

@@ -1,6 +1,7 @@
 //! The explorer on its real screen: `TestBackend` snapshots of every screen at 80×24 and
-//! 160×48, style checks on the highlighted cells, pure `update` tests, and the README's key
-//! table kept equal to the keymap.
+//! 160×48, style checks on the highlighted cells, pure `update` tests (keys, and the run's
+//! events and background results as actions), and the README's key table kept equal to the
+//! keymap.
 mod common;
 
 use ratatui::Terminal;
@@ -10,7 +11,7 @@ use std::path::PathBuf;
 use stereoscope::bbq::{self, Item};
 use stereoscope::store::view::{self, ItemView};
 use stereoscope::store::{Record, StoredRecord};
-use stereoscope::tui::app::{Action, App, Effect, Prompt, Screen, update};
+use stereoscope::tui::app::{Action, App, Effect, Prompt, RunEnd, Screen, update};
 
 fn items() -> Vec<Item> {
     let all = bbq::read_category_file(
@@ -234,6 +235,108 @@ fn filters_marks_and_export_through_update() {
     assert_eq!(a.screen, Screen::Detail);
     update(&mut a, Action::Back);
     assert_eq!(update(&mut a, Action::Quit), vec![Effect::Quit]);
+}
+
+#[test]
+fn the_run_s_events_drive_progress_through_update() {
+    let (mut a, _) = app();
+    let t0 = std::time::Instant::now();
+    update(&mut a, Action::RunStarted);
+    let p = a.progress.clone().expect("progress");
+    assert!(p.running && !p.finished);
+    assert_eq!(p.stage, "starting");
+    update(
+        &mut a,
+        Action::Planned {
+            total: 100,
+            done: 20,
+            per_precision: vec![("bf16".into(), 50, 20), ("q4".into(), 50, 0)],
+            at: t0,
+        },
+    );
+    update(&mut a, Action::Stage("tiny q4: scoring".into()));
+    update(
+        &mut a,
+        Action::Advanced {
+            precision: "q4".into(),
+            records: 10,
+            at: t0 + std::time::Duration::from_secs(2),
+        },
+    );
+    let p = a.progress.clone().expect("progress");
+    assert_eq!((p.total, p.done), (100, 30));
+    assert_eq!(p.per_precision[1], ("q4".to_string(), 50, 10));
+    assert_eq!(p.stage, "tiny q4: scoring");
+    // 10 new records in 2 s; the 20 done before the run do not count.
+    assert!((p.records_per_s - 5.0).abs() < 1e-9, "{}", p.records_per_s);
+    // Cancel while running, then resume.
+    assert_eq!(update(&mut a, Action::CancelRun), vec![Effect::CancelRun]);
+    assert_eq!(
+        update(&mut a, Action::RunEnded(RunEnd::Cancelled)),
+        vec![Effect::Reload]
+    );
+    assert!(!a.progress.as_ref().expect("progress").running);
+    assert_eq!(update(&mut a, Action::ResumeRun), vec![Effect::ResumeRun]);
+    update(&mut a, Action::RunStarted);
+    update(&mut a, Action::Data(Vec::new(), None));
+    // A failure is shown; a finished run writes its report and reads the folder again.
+    update(&mut a, Action::RunEnded(RunEnd::Failed("disk full".into())));
+    let p = a.progress.clone().expect("progress");
+    assert_eq!(p.error.as_deref(), Some("disk full"));
+    update(&mut a, Action::LoadFailed("gone".into()));
+    assert_eq!(a.status, "cannot read results: gone");
+    update(&mut a, Action::RunStarted);
+    assert_eq!(a.progress.as_ref().and_then(|p| p.error.clone()), None);
+    assert_eq!(
+        update(&mut a, Action::RunEnded(RunEnd::Finished)),
+        vec![Effect::WriteReport, Effect::Reload]
+    );
+    let p = a.progress.clone().expect("progress");
+    assert!(p.finished && !p.running);
+    assert_eq!(p.stage, "finished");
+    assert_eq!(update(&mut a, Action::ResumeRun), vec![]);
+}
+
+#[test]
+fn reloads_are_coalesced_one_in_flight_one_queued() {
+    let (mut a, views) = app();
+    assert_eq!(update(&mut a, Action::Reload), vec![Effect::Reload]);
+    // Parts written while the reload runs queue one more, not one each.
+    assert_eq!(update(&mut a, Action::Reload), vec![]);
+    assert_eq!(update(&mut a, Action::Reload), vec![]);
+    assert_eq!(
+        update(&mut a, Action::Data(views.clone(), None)),
+        vec![Effect::Reload]
+    );
+    assert_eq!(update(&mut a, Action::Data(views.clone(), None)), vec![]);
+    assert_eq!(update(&mut a, Action::Reload), vec![Effect::Reload]);
+    assert_eq!(update(&mut a, Action::LoadFailed("x".into())), vec![]);
+    assert!(!a.loading);
+}
+
+#[test]
+fn background_actions_apply_while_a_prompt_or_the_help_is_open() {
+    let (mut a, views) = app();
+    update(&mut a, Action::StartSearch);
+    update(&mut a, Action::Stage("loading".into()));
+    update(&mut a, Action::Data(views[..2].to_vec(), None));
+    assert_eq!(a.views.len(), 2);
+    assert_eq!(a.prompt, Prompt::Search(String::new()));
+    assert_eq!(
+        a.progress.as_ref().map(|p| p.stage.as_str()),
+        Some("loading")
+    );
+    update(&mut a, Action::Escape);
+    update(&mut a, Action::Help);
+    update(&mut a, Action::Status("report: written".into()));
+    assert!(a.help);
+    assert_eq!(a.status, "report: written");
+    // The model's name replaces only the placeholder of a run that is starting.
+    update(&mut a, Action::Model("other".into()));
+    assert_eq!(a.model, "demo-model");
+    let mut s = App::new(PathBuf::from("r"), "starting".into(), "cpu".into());
+    update(&mut s, Action::Model("tiny · scheme gguf".into()));
+    assert_eq!(s.model, "tiny · scheme gguf");
 }
 
 #[test]

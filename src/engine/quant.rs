@@ -12,6 +12,7 @@ pub use crate::vocab::{Compute, Precision, Scheme};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Tensor};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The MLX group size the study used.
 pub const MLX_GROUP: usize = 64;
@@ -73,6 +74,7 @@ fn quantize_all(
     precision: Precision,
     scheme: Scheme,
     later: bool,
+    cancel: &AtomicBool,
 ) -> Result<BTreeMap<String, (Weight, String)>> {
     if let Some(q) = &src.mlx_quant {
         return held_weights(src, q, precision);
@@ -90,6 +92,9 @@ fn quantize_all(
                 s.spawn(move || {
                     part.iter()
                         .map(|name| {
+                            if cancel.load(Ordering::Relaxed) {
+                                return Err(Error::Cancelled);
+                            }
                             let t = &src.tensors[*name];
                             let out = if t.rank() < 2 {
                                 (Weight::Dense(t.clone()), "f32".to_string())
@@ -267,9 +272,28 @@ pub fn build(
     compute: Compute,
     device: &Device,
 ) -> Result<Built> {
+    build_cancellable(
+        src,
+        precision,
+        scheme,
+        compute,
+        device,
+        &AtomicBool::new(false),
+    )
+}
+
+/// `build`, stopping with `Error::Cancelled` between tensors and layers once `cancel` is set.
+pub fn build_cancellable(
+    src: &SourceModel,
+    precision: Precision,
+    scheme: Scheme,
+    compute: Compute,
+    device: &Device,
+    cancel: &AtomicBool,
+) -> Result<Built> {
     // On a GPU, MLX tensors are quantized one at a time as they are moved there.
     let later = scheme == Scheme::Mlx && device.is_cuda();
-    let mut weights = quantize_all(src, precision, scheme, later)?;
+    let mut weights = quantize_all(src, precision, scheme, later, cancel)?;
     let tensor_types = weights
         .iter()
         .map(|(k, (_, t))| (k.clone(), t.clone()))
@@ -297,6 +321,9 @@ pub fn build(
     drop(embed_w);
     let mut layers = Vec::with_capacity(src.cfg.num_layers);
     for i in 0..src.cfg.num_layers {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Cancelled);
+        }
         let n = |s: &str| format!("blk.{i}.{s}");
         quantize_layer(&mut weights, &format!("blk.{i}."))?;
         let w = &mut weights;

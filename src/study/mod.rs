@@ -1,6 +1,9 @@
-//! The study job: the plan (models × scheme × precisions × seeds × items) and the run that
-//! executes it on a background thread, reporting progress over a channel, checking a cancel
-//! flag between items, writing each finished part and skipping parts already on disk.
+//! The study: the plan (models × scheme × precisions × seeds × items) and the job that runs
+//! it. `Job::start` runs a `Study` on its own thread and reports events (plan, stages,
+//! progress, parts written, outcome) over one channel; dropping the job cancels it. The run
+//! (`run.rs`) goes in stages (load, build precision, score parts, perplexity), checks the
+//! cancel flag between items, batches and tensors, writes each finished part and skips parts
+//! already on disk.
 //!
 //! Determinism: items are processed in plan order, in parts of `part_size`; the KV cache of
 //! a shared prompt prefix is reused only within a part, and each record's RNG depends only
@@ -8,26 +11,24 @@
 //! shards (part k of every model and precision goes to shard k mod N) together compute exactly
 //! what one run does.
 
+mod job;
+mod manifest;
+mod ppl;
+mod run;
 mod score;
+pub use job::{Event, Job, Outcome, StageDone, Study, Throughput};
 pub use score::Scorer;
 
-use crate::bbq::{Item, Selection};
-use crate::engine::perplexity::{self, Corpus};
+use crate::bbq::Selection;
 use crate::engine::quant::{self, Built};
 use crate::engine::sample::Letters;
 use crate::engine::source::{self, ModelSpec, Resolved, SourceModel};
-use crate::engine::{Compute, KvCache, Precision, Scheme};
+use crate::engine::{Compute, Precision, Scheme};
 use crate::error::{Error, Result};
 use crate::prompt::{self, ChatTemplate};
-use crate::store::perplexity::PplRow;
-use crate::store::{self, Record, ResultsDir};
-use candle_core::DType;
 use serde_json::json;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
-use std::time::Instant;
+use std::sync::atomic::AtomicBool;
 
 /// Everything that defines a run besides the items.
 #[derive(Debug, Clone)]
@@ -59,35 +60,6 @@ pub struct PplSpec {
     pub seq_len: usize,
     /// A corpus file; `None` scores the run's own BBQ prompts.
     pub corpus: Option<PathBuf>,
-}
-
-/// Progress reported by a running study.
-#[derive(Debug, Clone)]
-pub enum Event {
-    /// What the run will do: records in the plan and records already on disk.
-    Planned {
-        total: u64,
-        done: u64,
-        /// Per precision (pooled over models): (precision, records in the plan, already done).
-        per_precision: Vec<(Precision, u64, u64)>,
-    },
-    /// A stage starts (loading, quantizing, scoring).
-    Stage(String),
-    /// Records finished at a precision, with the prompt tokens they took.
-    Progress {
-        precision: Precision,
-        records: u64,
-        prompt_tokens: u64,
-    },
-    /// Throughput of one finished model-precision.
-    Measured {
-        model: String,
-        precision: Precision,
-        items: usize,
-        prompt_tokens: u64,
-        computed_tokens: u64,
-        secs: f64,
-    },
 }
 
 /// A model with its fingerprint, as the plan names it.
@@ -264,467 +236,8 @@ fn sha_hex(b: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(b))
 }
 
-fn now() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
-}
-
-/// The finished study: where it is.
-pub struct Outcome {
-    pub dir: ResultsDir,
-}
-
-fn parts(items: &[Item], size: usize) -> Vec<&[Item]> {
-    items.chunks(size.max(1)).collect()
-}
-
 pub(crate) fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
-}
-
-/// Run (or resume) the study into `dir`.
-#[allow(clippy::too_many_arguments)]
-pub fn run(
-    spec: &StudySpec,
-    models: &[PlannedModel],
-    sel: &Selection,
-    plan: serde_json::Value,
-    dir: ResultsDir,
-    device: &candle_core::Device,
-    events: &Sender<Event>,
-    cancel: &Arc<AtomicBool>,
-) -> Result<Outcome> {
-    let send = |e: Event| {
-        let _ = events.send(e);
-    };
-    let mut manifest = if dir.manifest_path().is_file() {
-        store::read_manifest(&dir.manifest_path())?
-    } else {
-        json!({})
-    };
-    manifest["format_version"] = json!(store::FORMAT_VERSION);
-    if let Some(shard) = dir.shard {
-        manifest["shard"] = shard.to_json();
-    }
-    manifest["tool"] = json!({"name": "stereoscope", "version": env!("CARGO_PKG_VERSION"), "git_revision": env!("STEREOSCOPE_GIT_REV")});
-    manifest["plan"] = plan;
-    manifest["selection"] = json!({
-        "checksums": sel.checksums,
-        "missing_categories": sel.missing,
-    });
-    if !sel.skipped.is_empty() {
-        manifest["selection"]["skipped_lines"] = json!(sel.skipped);
-    }
-    let mut runs = manifest
-        .get("runs")
-        .and_then(|r| r.as_array())
-        .cloned()
-        .unwrap_or_default();
-    runs.push(json!({"started_at": now(), "device": spec.device}));
-    manifest["runs"] = json!(runs);
-    if !dir.items_path().is_file() {
-        store::write_items(&dir.items_path(), &sel.items)?;
-    }
-    store::write_manifest(&dir, &manifest)?;
-
-    let item_parts = parts(&sel.items, spec.part_size);
-    // Records per item at a precision: every option order has the study seeds; the study's
-    // order at BF16 also has the noise seeds.
-    let seeds_at = |p: Precision| {
-        spec.seeds.len() * spec.option_orders.len()
-            + if p == Precision::Bf16 {
-                spec.noise_seeds.len()
-            } else {
-                0
-            }
-    };
-    let mut total = 0;
-    let mut done = 0;
-    let mut pending: Vec<(usize, Precision, Vec<usize>)> = Vec::new();
-    let mut per_precision: Vec<(Precision, u64, u64)> =
-        spec.precisions.iter().map(|&p| (p, 0, 0)).collect();
-    for (mi, m) in models.iter().enumerate() {
-        for (pi, &p) in spec.precisions.iter().enumerate() {
-            let mut todo = Vec::new();
-            for (k, part) in item_parts.iter().enumerate() {
-                if dir.shard.is_some_and(|s| !s.owns(k)) {
-                    continue;
-                }
-                total += (part.len() * seeds_at(p)) as u64;
-                per_precision[pi].1 += (part.len() * seeds_at(p)) as u64;
-                if dir
-                    .part_path(&m.slug, spec.scheme.as_str(), p.as_str(), k)
-                    .is_file()
-                {
-                    done += (part.len() * seeds_at(p)) as u64;
-                    per_precision[pi].2 += (part.len() * seeds_at(p)) as u64;
-                } else {
-                    todo.push(k);
-                }
-            }
-            if !todo.is_empty() {
-                pending.push((mi, p, todo));
-            }
-        }
-    }
-    send(Event::Planned {
-        total,
-        done,
-        per_precision,
-    });
-
-    let mut loaded: Option<(usize, SourceModel, ChatTemplate, Letters)> = None;
-    for (mi, precision, todo) in pending {
-        let m = &models[mi];
-        if loaded.as_ref().map(|l| l.0) != Some(mi) {
-            send(Event::Stage(format!("loading {}", m.resolved.id)));
-            let (src, template, letters) =
-                load_for_scoring(&m.resolved, spec.protocol.chat_template.as_deref())?;
-            record_model(&mut manifest, m, &src, &letters);
-            if let Some(first) = sel.items.first() {
-                // What the model sees, for a reader to check the prompt.
-                model_entry(&mut manifest, &m.slug)["example_prompt"] = json!({
-                    "item": format!("{}:{}", first.category, first.example_id),
-                    "text": spec.protocol.prompt(&template, first)?,
-                });
-            }
-            store::write_manifest(&dir, &manifest)?;
-            loaded = Some((mi, src, template, letters));
-        }
-        let Some((_, src, template, letters)) = loaded.as_ref() else {
-            return Err(Error::Model("model not loaded".into()));
-        };
-        if cancel.load(Ordering::Relaxed) {
-            return Err(Error::Cancelled);
-        }
-        send(Event::Stage(format!(
-            "{} {}: quantizing",
-            m.slug,
-            precision.as_str()
-        )));
-        let t0 = Instant::now();
-        if let Some(c) = m.checkpoint(precision) {
-            send(Event::Stage(format!(
-                "{} {}: loading checkpoint {}",
-                m.slug,
-                precision.as_str(),
-                c.resolved.id
-            )));
-        }
-        let built = build_precision(spec, m, src, precision, device)?;
-        record_precision(
-            &mut manifest,
-            m,
-            precision,
-            &built,
-            t0.elapsed().as_secs_f64(),
-            spec.scheme,
-            spec.compute,
-        );
-        store::write_manifest(&dir, &manifest)?;
-        send(Event::Stage(format!(
-            "{} {}: scoring",
-            m.slug,
-            precision.as_str()
-        )));
-        let ctx = Scorer {
-            spec,
-            slug: &m.slug,
-            precision,
-            built: &built,
-            src,
-            template,
-            letters,
-        };
-        let started = Instant::now();
-        let (mut n_items, mut prompt_tokens, mut computed) = (0usize, 0u64, 0u64);
-        for k in todo {
-            let part = item_parts[k];
-            let mut records = Vec::with_capacity(part.len() * seeds_at(precision));
-            // Each order goes through the part on its own, so the study's order computes
-            // exactly what it computes in a run without other orders.
-            for &order in &spec.option_orders {
-                let mut tally = |recs: Vec<Record>, tokens: u64, fresh: u64| {
-                    let n_records = recs.len() as u64;
-                    records.extend(recs);
-                    if order == prompt::OptionOrder::STUDY {
-                        n_items += 1;
-                    }
-                    prompt_tokens += tokens;
-                    computed += fresh;
-                    send(Event::Progress {
-                        precision,
-                        records: n_records,
-                        prompt_tokens: tokens,
-                    });
-                };
-                if spec.batch_size > 1 {
-                    for (recs, tokens, fresh) in ctx.score_part(part, order, cancel)? {
-                        tally(recs, tokens, fresh);
-                    }
-                    continue;
-                }
-                let mut cache = KvCache::default();
-                let mut prev: Vec<u32> = Vec::new();
-                for item in part {
-                    if cancel.load(Ordering::Relaxed) {
-                        return Err(Error::Cancelled);
-                    }
-                    let (recs, tokens, fresh) = ctx.score(item, order, &mut cache, &mut prev)?;
-                    tally(recs, tokens, fresh);
-                }
-            }
-            store::write_records(
-                &dir.part_path(&m.slug, spec.scheme.as_str(), precision.as_str(), k),
-                &records,
-            )?;
-        }
-        send(Event::Measured {
-            model: m.slug.clone(),
-            precision,
-            items: n_items,
-            prompt_tokens,
-            computed_tokens: computed,
-            secs: started.elapsed().as_secs_f64(),
-        });
-    }
-    // Of several shards, the first runs the perplexity stage.
-    let ppl = spec
-        .ppl
-        .as_ref()
-        .filter(|_| dir.shard.is_none_or(|s| s.index == 1));
-    if let Some(ppl) = ppl {
-        for (mi, m) in models.iter().enumerate() {
-            if m.holds.is_some() {
-                send(Event::Stage(format!(
-                    "{}: no perplexity (an MLX folder has no BF16 to compare with)",
-                    m.slug
-                )));
-                continue;
-            }
-            if loaded.as_ref().map(|l| l.0) != Some(mi) {
-                send(Event::Stage(format!("loading {}", m.resolved.id)));
-                let (src, template, letters) =
-                    load_for_scoring(&m.resolved, spec.protocol.chat_template.as_deref())?;
-                loaded = Some((mi, src, template, letters));
-            }
-            let Some((_, src, template, _)) = loaded.as_ref() else {
-                return Err(Error::Model("model not loaded".into()));
-            };
-            let stage = PplStage {
-                spec,
-                ppl,
-                m,
-                src,
-                template,
-                device,
-                cancel,
-            };
-            if let Some(summary) = stage.run(&dir, sel, &send)? {
-                model_entry(&mut manifest, &m.slug)["perplexity"] = summary;
-                store::write_manifest(&dir, &manifest)?;
-            }
-        }
-    }
-    if let Some(last) = manifest["runs"].as_array_mut().and_then(|r| r.last_mut()) {
-        last["finished_at"] = json!(now());
-    }
-    store::write_manifest(&dir, &manifest)?;
-    Ok(Outcome { dir })
-}
-
-/// Perplexity and KLD against BF16 for one model, over its corpus, at every precision.
-struct PplStage<'a> {
-    spec: &'a StudySpec,
-    ppl: &'a PplSpec,
-    m: &'a PlannedModel,
-    src: &'a SourceModel,
-    template: &'a ChatTemplate,
-    device: &'a candle_core::Device,
-    cancel: &'a Arc<AtomicBool>,
-}
-
-impl PplStage<'_> {
-    fn corpus(&self, sel: &Selection) -> Result<Corpus> {
-        let (name, docs) = match &self.ppl.corpus {
-            Some(path) => (
-                path.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| path.display().to_string()),
-                perplexity::read_documents(path, self.template)?,
-            ),
-            None => (
-                "bbq-prompts".to_string(),
-                sel.items
-                    .iter()
-                    .map(|i| self.spec.protocol.prompt(self.template, i))
-                    .collect::<Result<Vec<_>>>()?,
-            ),
-        };
-        let tokens = perplexity::tokenize(&self.src.tok, &docs)?;
-        perplexity::chunk(&name, &tokens, self.ppl.seq_len, self.ppl.sequences)
-    }
-
-    fn build(&self, p: Precision) -> Result<Built> {
-        build_precision(self.spec, self.m, self.src, p, self.device)
-    }
-
-    /// Compute and write the rows unless the same corpus was already scored; returns the
-    /// manifest's summary of what was done.
-    fn run(
-        &self,
-        dir: &ResultsDir,
-        sel: &Selection,
-        send: &dyn Fn(Event),
-    ) -> Result<Option<serde_json::Value>> {
-        let (m, scheme) = (self.m, self.spec.scheme.as_str());
-        let corpus = self.corpus(sel)?;
-        let have = store::perplexity::read(dir)?;
-        let done = self.spec.precisions.iter().all(|p| {
-            have.iter().any(|r| {
-                r.model == m.slug
-                    && r.scheme == scheme
-                    && r.precision == p.as_str()
-                    && r.corpus_sha256 == corpus.sha256
-            })
-        });
-        if done {
-            return Ok(None);
-        }
-        let n_tokens: usize = corpus.sequences.iter().map(|s| s.len() - 1).sum();
-        send(Event::Stage(format!(
-            "{}: perplexity over {} sequences ({n_tokens} tokens)",
-            m.slug,
-            corpus.sequences.len()
-        )));
-        let t0 = Instant::now();
-        let bf16 = quant::build(
-            self.src,
-            Precision::Bf16,
-            self.spec.scheme,
-            self.spec.compute,
-            self.device,
-        )?;
-        let mut sums = Vec::new();
-        for &p in &self.spec.precisions {
-            if self.cancel.load(Ordering::Relaxed) {
-                return Err(Error::Cancelled);
-            }
-            send(Event::Stage(format!(
-                "{} {}: perplexity",
-                m.slug,
-                p.as_str()
-            )));
-            let s = if p == Precision::Bf16 {
-                perplexity::measure(&bf16.model, None, &corpus)?
-            } else {
-                let built = self.build(p)?;
-                perplexity::measure(&bf16.model, Some(&built.model), &corpus)?
-            };
-            sums.push((p, s));
-        }
-        let base = sums
-            .iter()
-            .find(|(p, _)| *p == Precision::Bf16)
-            .map(|(_, s)| s.perplexity());
-        let rows: Vec<PplRow> = sums
-            .iter()
-            .map(|(p, s)| PplRow {
-                model: m.slug.clone(),
-                scheme: scheme.to_string(),
-                precision: p.as_str().to_string(),
-                corpus: corpus.name.clone(),
-                corpus_sha256: corpus.sha256.clone(),
-                sequences: corpus.sequences.len() as u64,
-                seq_len: self.ppl.seq_len as u64,
-                tokens: s.tokens,
-                nll: s.nll / s.tokens as f64,
-                perplexity: s.perplexity(),
-                delta_ppl_pct: base
-                    .filter(|_| *p != Precision::Bf16)
-                    .map(|b| 100.0 * (s.perplexity() - b) / b),
-                mean_kld: s.mean_kld(),
-                top1_agreement: s.top1_same as f64 / s.tokens as f64,
-            })
-            .collect();
-        store::perplexity::write(dir, &m.slug, scheme, &rows)?;
-        Ok(Some(json!({
-            "corpus": corpus.name,
-            "corpus_sha256": corpus.sha256,
-            "sequences": corpus.sequences.len(),
-            "seq_len": self.ppl.seq_len,
-            "tokens": n_tokens,
-            "secs": t0.elapsed().as_secs_f64(),
-            "computed": "f32 log-softmax over the full vocabulary; KL(P_bf16 || P_precision) per position",
-        })))
-    }
-}
-
-fn model_entry<'a>(manifest: &'a mut serde_json::Value, slug: &str) -> &'a mut serde_json::Value {
-    if !manifest["models"].is_object() {
-        manifest["models"] = json!({});
-    }
-    let models = &mut manifest["models"];
-    if models.get(slug).is_none() {
-        models[slug] = json!({});
-    }
-    &mut models[slug]
-}
-
-fn record_model(
-    manifest: &mut serde_json::Value,
-    m: &PlannedModel,
-    src: &SourceModel,
-    letters: &Letters,
-) {
-    let e = model_entry(manifest, &m.slug);
-    e["id"] = json!(m.resolved.id);
-    e["sha256"] = json!(m.sha256);
-    e["format"] = json!(src.format);
-    e["config"] = json!(src.cfg);
-    e["tokenizer"] = json!(src.tok.origin);
-    e["chat_template"] = json!(src.chat_template);
-    e["letter_token_ids"] = json!(letters.ids);
-    e["bf16_source"] = match &src.dequantized_from {
-        Some(from) => json!({"dequantized": true, "from": from,
-            "note": "the BF16 baseline was dequantized from a quantized GGUF, not an original BF16 checkpoint"}),
-        None => json!({"dequantized": false}),
-    };
-    if let Some(q) = &src.mlx_quant {
-        e["holds"] =
-            json!({"precision": q.precision.as_str(), "bits": q.bits, "group_size": q.group_size});
-        e["bf16_source"] = json!({"note": "an MLX folder: only the precision it holds is run"});
-    }
-}
-
-fn record_precision(
-    manifest: &mut serde_json::Value,
-    m: &PlannedModel,
-    p: Precision,
-    built: &Built,
-    secs: f64,
-    scheme: Scheme,
-    compute: Compute,
-) {
-    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
-    for t in built.tensor_types.values() {
-        *counts.entry(t.as_str()).or_default() += 1;
-    }
-    let e = model_entry(manifest, &m.slug);
-    if !e["precisions"].is_object() {
-        e["precisions"] = json!({});
-    }
-    e["precisions"][p.as_str()] = json!({
-        "type_counts": counts,
-        "tensor_types": built.tensor_types,
-        "compute": compute_path(p, scheme, compute, built.model.dtype),
-        "build_secs": secs,
-    });
-    let from = match (m.checkpoint(p), m.holds) {
-        (Some(c), _) => json!({"checkpoint": c.resolved.id, "sha256": c.sha256}),
-        (None, Some(_)) => json!({"checkpoint": m.resolved.id, "sha256": m.sha256}),
-        (None, None) => json!({"quantized_in_process": p != Precision::Bf16}),
-    };
-    e["precisions"][p.as_str()]["weights"] = from;
 }
 
 /// A model at one precision: from its attached checkpoint when it has one for `p`, else
@@ -735,14 +248,16 @@ fn build_precision(
     src: &SourceModel,
     p: Precision,
     device: &candle_core::Device,
+    cancel: &AtomicBool,
 ) -> Result<Built> {
+    let (scheme, compute) = (spec.scheme, spec.compute);
     match m.checkpoint(p) {
         Some(c) => {
             let ck = source::load(&c.resolved)?;
             check_compatible(src, &ck)?;
-            quant::build(&ck, p, spec.scheme, spec.compute, device)
+            quant::build_cancellable(&ck, p, scheme, compute, device, cancel)
         }
-        None => quant::build(src, p, spec.scheme, spec.compute, device),
+        None => quant::build_cancellable(src, p, scheme, compute, device, cancel),
     }
 }
 
@@ -796,31 +311,6 @@ pub fn load_for_scoring(
     let template = ChatTemplate::new(source, &name(&src.tok.bos), &name(&src.tok.eos))?;
     let letters = Letters::find(&src.tok)?;
     Ok((src, template, letters))
-}
-
-/// How a precision's layers are computed, for the manifest. `dtype` is the model's compute
-/// dtype: F32 on the CPU, BF16 on a GPU.
-fn compute_path(p: Precision, scheme: Scheme, compute: Compute, dtype: DType) -> &'static str {
-    let gpu = dtype != DType::F32;
-    match (p, scheme, compute, gpu) {
-        (Precision::Bf16, _, _, false) => "bf16 weights, f32 activations",
-        (Precision::Bf16, _, _, true) => {
-            "bf16 weights and activations (f32 norm statistics and softmax accumulation), f32 output layer"
-        }
-        (_, Scheme::Mlx, _, false) => {
-            "mlx affine weights dequantized to bf16 (as MLX's prefill), f32 activations"
-        }
-        (_, Scheme::Mlx, _, true) => {
-            "mlx affine codes packed on the device, dequantized to bf16 before each use (MLX's values), bf16 activations, f32 output layer"
-        }
-        (_, Scheme::Gguf, Compute::Dequant, false) => {
-            "quantized weights dequantized to f32, f32 activations"
-        }
-        (_, Scheme::Gguf, Compute::Dequant, true) => {
-            "quantized weights dequantized to bf16, bf16 activations, f32 output layer"
-        }
-        (_, Scheme::Gguf, Compute::Kernels, _) => "candle quantized kernels",
-    }
 }
 
 /// Where a results folder goes when `--out` is not given.

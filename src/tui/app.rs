@@ -1,10 +1,13 @@
 //! The explorer's state and its one `update`: actions in, state changes and effects out.
-//! Rendering reads the state; effects (file writes, clipboard, run control) run outside.
+//! Keys, the study's events and the results of background work all arrive as actions;
+//! rendering reads the state; effects (reading the folder, file writes, clipboard, run
+//! control) run outside. Reloads are coalesced: at most one in flight, one more queued.
 
 use crate::analysis::Report;
 use crate::store::view::{ItemView, LADDER};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::time::Instant;
 
 /// The screens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +55,17 @@ pub struct Progress {
     pub running: bool,
     pub finished: bool,
     pub error: Option<String>,
+    /// When the plan arrived and how many records were already done then (for the rate).
+    pub planned_at: Option<Instant>,
+    pub done_at_start: u64,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunEnd {
+    Finished,
+    Cancelled,
+    Failed(String),
 }
 
 /// Everything that can happen.
@@ -90,14 +104,63 @@ pub enum Action {
     Escape,
     /// New data read from the results folder.
     Data(Vec<ItemView>, Option<Report>),
-    Progress(Progress),
+    /// The results folder could not be read.
+    LoadFailed(String),
+    /// The folder's model and scheme, once its manifest names them.
+    Model(String),
+    /// The results folder changed (a part was written): read it again.
+    Reload,
+    /// A run started (or resumed).
+    RunStarted,
+    /// The run's plan: records in total and already done, per precision (name, total, done).
+    Planned {
+        total: u64,
+        done: u64,
+        per_precision: Vec<(String, u64, u64)>,
+        at: Instant,
+    },
+    /// A stage of the run starts.
+    Stage(String),
+    /// Records finished at a precision.
+    Advanced {
+        precision: String,
+        records: u64,
+        at: Instant,
+    },
+    RunEnded(RunEnd),
     Status(String),
     Resize(u16),
+}
+
+impl Action {
+    /// Actions that come from the run, the folder or the terminal rather than from the
+    /// user's keys: they apply even while a prompt or the help is open.
+    fn is_background(&self) -> bool {
+        matches!(
+            self,
+            Action::Data(..)
+                | Action::LoadFailed(_)
+                | Action::Model(_)
+                | Action::Reload
+                | Action::RunStarted
+                | Action::Planned { .. }
+                | Action::Stage(_)
+                | Action::Advanced { .. }
+                | Action::RunEnded(_)
+                | Action::Status(_)
+                | Action::Resize(_)
+                | Action::Quit
+        )
+    }
 }
 
 /// Work for the effect runner.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
+    /// Read the results folder (items, records, report) off the UI task.
+    Reload,
+    /// Write the finished run's report files off the UI task.
+    WriteReport,
     Export(PathBuf, Vec<ItemView>),
     Copy(String),
     CancelRun,
@@ -134,6 +197,9 @@ pub struct App {
     pub page: usize,
     pub no_color: bool,
     pub quit: bool,
+    /// A reload is in flight; `stale`: the folder changed again since it started.
+    pub loading: bool,
+    pub stale: bool,
 }
 
 impl App {
@@ -162,6 +228,8 @@ impl App {
             page: 10,
             no_color: std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
             quit: false,
+            loading: false,
+            stale: false,
         }
     }
 
@@ -287,62 +355,52 @@ impl App {
 
 /// The one place state changes.
 pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
+    if action.is_background() {
+        return background(app, action);
+    }
     // An open prompt takes typed text first.
     if !matches!(app.prompt, Prompt::None) {
-        match action {
-            Action::Char(c) => {
-                match &mut app.prompt {
-                    Prompt::Search(s) | Prompt::Export(s) => s.push(c),
-                    Prompt::None => {}
-                }
-                return vec![];
-            }
-            Action::Backspace => {
-                if let Prompt::Search(s) | Prompt::Export(s) = &mut app.prompt {
-                    s.pop();
-                }
-                return vec![];
-            }
-            Action::Escape => {
-                app.prompt = Prompt::None;
-                return vec![];
-            }
-            Action::Submit => {
-                let prompt = std::mem::replace(&mut app.prompt, Prompt::None);
-                match prompt {
-                    Prompt::Search(s) => {
-                        app.search = s;
-                        app.find(true);
-                    }
-                    Prompt::Export(path) if !path.trim().is_empty() => {
-                        let items = app.export_targets();
-                        return vec![Effect::Export(PathBuf::from(path.trim()), items)];
-                    }
-                    _ => {}
-                }
-                return vec![];
-            }
-            Action::Data(..)
-            | Action::Progress(_)
-            | Action::Status(_)
-            | Action::Resize(_)
-            | Action::Quit => {}
-            _ => return vec![],
-        }
+        return prompt(app, action);
     }
-    if app.help
-        && !matches!(
-            action,
-            Action::Data(..)
-                | Action::Progress(_)
-                | Action::Status(_)
-                | Action::Resize(_)
-                | Action::Quit
-        )
-    {
+    if app.help {
         app.help = false;
         return vec![];
     }
+    navigate(app, action)
+}
+
+/// Typed text while a prompt is open.
+fn prompt(app: &mut App, action: Action) -> Vec<Effect> {
+    match action {
+        Action::Char(c) => {
+            if let Prompt::Search(s) | Prompt::Export(s) = &mut app.prompt {
+                s.push(c);
+            }
+        }
+        Action::Backspace => {
+            if let Prompt::Search(s) | Prompt::Export(s) = &mut app.prompt {
+                s.pop();
+            }
+        }
+        Action::Escape => app.prompt = Prompt::None,
+        Action::Submit => match std::mem::replace(&mut app.prompt, Prompt::None) {
+            Prompt::Search(s) => {
+                app.search = s;
+                app.find(true);
+            }
+            Prompt::Export(path) if !path.trim().is_empty() => {
+                let items = app.export_targets();
+                return vec![Effect::Export(PathBuf::from(path.trim()), items)];
+            }
+            _ => {}
+        },
+        _ => {}
+    }
+    vec![]
+}
+
+/// Keys on a screen.
+fn navigate(app: &mut App, action: Action) -> Vec<Effect> {
     let last = app.visible.len().saturating_sub(1);
     match action {
         Action::Up => app.selected = app.selected.saturating_sub(1),
@@ -368,38 +426,6 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
         Action::StartSearch => app.prompt = Prompt::Search(String::new()),
         Action::SearchNext => app.find(true),
         Action::SearchPrev => app.find(false),
-        Action::ToggleTransitions => {
-            app.transitions_only = !app.transitions_only;
-            app.refilter();
-        }
-        Action::PrevPrecision => {
-            app.focus = if app.focus <= 1 { 4 } else { app.focus - 1 };
-            app.refilter();
-        }
-        Action::NextPrecision => {
-            app.focus = if app.focus >= 4 { 1 } else { app.focus + 1 };
-            app.refilter();
-        }
-        Action::CycleCategory => {
-            app.category = App::cycle(app.distinct(|v| &v.item.category), &app.category);
-            app.refilter();
-        }
-        Action::CyclePolarity => {
-            app.polarity = App::cycle(app.distinct(|v| &v.item.question_polarity), &app.polarity);
-            app.refilter();
-        }
-        Action::CycleCondition => {
-            app.condition = App::cycle(app.distinct(|v| &v.item.context_condition), &app.condition);
-            app.refilter();
-        }
-        Action::CycleSort => {
-            app.sort = match app.sort {
-                Sort::Id => Sort::DeltaP,
-                Sort::DeltaP => Sort::Kld,
-                Sort::Kld => Sort::Id,
-            };
-            app.refilter();
-        }
         Action::Mark => {
             if let Some(k) = app.current().map(App::key_of) {
                 if !app.marked.remove(&k) {
@@ -421,23 +447,59 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
                 return vec![Effect::Copy(id)];
             }
         }
-        Action::CancelRun => {
-            if app.progress.as_ref().is_some_and(|p| p.running) {
-                app.status =
-                    "cancelling: the part in flight is dropped, finished parts are kept".into();
-                return vec![Effect::CancelRun];
+        Action::CancelRun | Action::ResumeRun => return run_control(app, action),
+        other => filter(app, other),
+    }
+    vec![]
+}
+
+/// Filters, the focus precision and the order of the list.
+fn filter(app: &mut App, action: Action) {
+    match action {
+        Action::ToggleTransitions => app.transitions_only = !app.transitions_only,
+        Action::PrevPrecision => app.focus = if app.focus <= 1 { 4 } else { app.focus - 1 },
+        Action::NextPrecision => app.focus = if app.focus >= 4 { 1 } else { app.focus + 1 },
+        Action::CycleCategory => {
+            app.category = App::cycle(app.distinct(|v| &v.item.category), &app.category)
+        }
+        Action::CyclePolarity => {
+            app.polarity = App::cycle(app.distinct(|v| &v.item.question_polarity), &app.polarity)
+        }
+        Action::CycleCondition => {
+            app.condition = App::cycle(app.distinct(|v| &v.item.context_condition), &app.condition)
+        }
+        Action::CycleSort => {
+            app.sort = match app.sort {
+                Sort::Id => Sort::DeltaP,
+                Sort::DeltaP => Sort::Kld,
+                Sort::Kld => Sort::Id,
             }
         }
-        Action::ResumeRun => {
-            if app
-                .progress
-                .as_ref()
-                .is_some_and(|p| !p.running && !p.finished)
-            {
-                app.status = "resuming".into();
-                return vec![Effect::ResumeRun];
-            }
+        _ => return,
+    }
+    app.refilter();
+}
+
+/// `c` and `r`: cancel a running study, resume a stopped one.
+fn run_control(app: &mut App, action: Action) -> Vec<Effect> {
+    let running = app.progress.as_ref().map(|p| (p.running, p.finished));
+    match (action, running) {
+        (Action::CancelRun, Some((true, _))) => {
+            app.status =
+                "cancelling: the part in flight is dropped, finished parts are kept".into();
+            vec![Effect::CancelRun]
         }
+        (Action::ResumeRun, Some((false, false))) => {
+            app.status = "resuming".into();
+            vec![Effect::ResumeRun]
+        }
+        _ => vec![],
+    }
+}
+
+/// Actions from the run, the folder and the terminal.
+fn background(app: &mut App, action: Action) -> Vec<Effect> {
+    match action {
         Action::Quit => {
             app.quit = true;
             return vec![Effect::Quit];
@@ -446,11 +508,101 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
             app.views = views;
             app.report = report;
             app.refilter();
+            return loaded(app);
         }
-        Action::Progress(p) => app.progress = Some(p),
+        Action::LoadFailed(e) => {
+            app.status = format!("cannot read results: {e}");
+            return loaded(app);
+        }
+        Action::Model(m) => {
+            if app.model == "starting" {
+                app.model = m;
+            }
+        }
+        Action::Reload => return reload(app),
         Action::Status(s) => app.status = s,
         Action::Resize(rows) => app.page = rows.saturating_sub(8).max(1) as usize,
-        Action::Char(_) | Action::Backspace | Action::Submit => {}
+        Action::RunEnded(end) => return run_ended(app, end),
+        other => progress(app, other),
     }
     vec![]
+}
+
+/// Ask for a reload, or queue one behind the reload in flight.
+fn reload(app: &mut App) -> Vec<Effect> {
+    if app.loading {
+        app.stale = true;
+        return vec![];
+    }
+    app.loading = true;
+    vec![Effect::Reload]
+}
+
+/// A reload finished: start the queued one, if any.
+fn loaded(app: &mut App) -> Vec<Effect> {
+    app.loading = false;
+    if std::mem::take(&mut app.stale) {
+        return reload(app);
+    }
+    vec![]
+}
+
+/// The run's progress as its events report it.
+fn progress(app: &mut App, action: Action) {
+    let p = app.progress.get_or_insert_with(Progress::default);
+    match action {
+        Action::RunStarted => {
+            p.running = true;
+            p.error = None;
+            if p.stage.is_empty() {
+                p.stage = "starting".into();
+            }
+        }
+        Action::Planned {
+            total,
+            done,
+            per_precision,
+            at,
+        } => {
+            p.total = total;
+            p.done = done;
+            p.per_precision = per_precision;
+            p.done_at_start = done;
+            p.planned_at = Some(at);
+        }
+        Action::Stage(s) => p.stage = s,
+        Action::Advanced {
+            precision,
+            records,
+            at,
+        } => {
+            p.done += records;
+            if let Some(e) = p.per_precision.iter_mut().find(|e| e.0 == precision) {
+                e.2 += records;
+            }
+            let secs = p
+                .planned_at
+                .map_or(0.0, |t| at.saturating_duration_since(t).as_secs_f64());
+            p.records_per_s = p.done.saturating_sub(p.done_at_start) as f64 / secs.max(1e-3);
+        }
+        _ => {}
+    }
+}
+
+/// The run stopped: say how, write the report of a finished run, read the folder again.
+fn run_ended(app: &mut App, end: RunEnd) -> Vec<Effect> {
+    let p = app.progress.get_or_insert_with(Progress::default);
+    p.running = false;
+    let mut effects = Vec::new();
+    match end {
+        RunEnd::Finished => {
+            p.finished = true;
+            p.stage = "finished".into();
+            effects.push(Effect::WriteReport);
+        }
+        RunEnd::Cancelled => {}
+        RunEnd::Failed(e) => p.error = Some(e),
+    }
+    effects.extend(reload(app));
+    effects
 }

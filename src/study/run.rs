@@ -1,0 +1,378 @@
+//! One run of a study, in stages: open the folder (manifest, items), plan what is left,
+//! then per model-precision load the model, build the precision and score the pending
+//! parts, then the perplexity stage. A cancel flag is checked between items, batches,
+//! tensors and stages; a part is written only when complete.
+
+use super::job::{Event, Events, Outcome, StageDone, Study, Throughput};
+use super::manifest::{model_entry, now, record_model, record_precision};
+use super::ppl::PplStage;
+use super::{PlannedModel, Scorer, build_precision, load_for_scoring};
+use crate::bbq::Item;
+use crate::engine::quant::Built;
+use crate::engine::sample::Letters;
+use crate::engine::source::SourceModel;
+use crate::engine::{KvCache, Precision};
+use crate::error::{Error, Result};
+use crate::prompt::{self, ChatTemplate};
+use crate::store::{self, Record};
+use serde_json::json;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// A model's BF16 source with what scoring needs, kept while consecutive work uses it.
+struct Loaded {
+    model: usize,
+    src: SourceModel,
+    template: ChatTemplate,
+    letters: Letters,
+}
+
+/// Parts still to score for one model at one precision.
+struct Work {
+    model: usize,
+    precision: Precision,
+    parts: Vec<usize>,
+}
+
+/// Counts of one scored model-precision, for its throughput.
+#[derive(Default)]
+struct Tally {
+    items: usize,
+    prompt_tokens: u64,
+    computed: u64,
+}
+
+/// A run in progress: its inputs, the manifest as written so far and the loaded model.
+struct Run<'a> {
+    study: &'a Study,
+    events: &'a Events,
+    cancel: &'a AtomicBool,
+    manifest: serde_json::Value,
+    loaded: Option<Loaded>,
+}
+
+/// Run (or resume) the study into its folder.
+pub(crate) fn run(study: &Study, events: &Events, cancel: &AtomicBool) -> Result<Outcome> {
+    let mut run = Run::open(study, events, cancel)?;
+    for work in run.plan() {
+        run.load(work.model, true)?;
+        run.check_cancel()?;
+        let built = run.build(&study.models[work.model], work.precision)?;
+        run.score_parts(&work, &built)?;
+    }
+    run.perplexity()?;
+    run.finish()
+}
+
+impl<'a> Run<'a> {
+    /// Write the manifest for this run (plan, selection, a new `runs` entry) and the items.
+    fn open(study: &'a Study, events: &'a Events, cancel: &'a AtomicBool) -> Result<Run<'a>> {
+        let (dir, sel) = (&study.dir, &study.sel);
+        let mut manifest = if dir.manifest_path().is_file() {
+            store::read_manifest(&dir.manifest_path())?
+        } else {
+            json!({})
+        };
+        manifest["format_version"] = json!(store::FORMAT_VERSION);
+        if let Some(shard) = dir.shard {
+            manifest["shard"] = shard.to_json();
+        }
+        manifest["tool"] = json!({"name": "stereoscope", "version": env!("CARGO_PKG_VERSION"), "git_revision": env!("STEREOSCOPE_GIT_REV")});
+        manifest["plan"] = study.plan.clone();
+        manifest["selection"] = json!({
+            "checksums": sel.checksums,
+            "missing_categories": sel.missing,
+        });
+        if !sel.skipped.is_empty() {
+            manifest["selection"]["skipped_lines"] = json!(sel.skipped);
+        }
+        let mut runs = manifest
+            .get("runs")
+            .and_then(|r| r.as_array())
+            .cloned()
+            .unwrap_or_default();
+        runs.push(json!({"started_at": now(), "device": study.spec.device}));
+        manifest["runs"] = json!(runs);
+        if !dir.items_path().is_file() {
+            store::write_items(&dir.items_path(), &sel.items)?;
+        }
+        store::write_manifest(dir, &manifest)?;
+        Ok(Run {
+            study,
+            events,
+            cancel,
+            manifest,
+            loaded: None,
+        })
+    }
+
+    fn parts(&self) -> Vec<&'a [Item]> {
+        let study: &'a Study = self.study;
+        study
+            .sel
+            .items
+            .chunks(study.spec.part_size.max(1))
+            .collect()
+    }
+
+    /// Records per item at a precision: every option order has the study seeds; the study's
+    /// order at BF16 also has the noise seeds.
+    fn seeds_at(&self, p: Precision) -> usize {
+        let spec = &self.study.spec;
+        spec.seeds.len() * spec.option_orders.len()
+            + if p == Precision::Bf16 {
+                spec.noise_seeds.len()
+            } else {
+                0
+            }
+    }
+
+    /// The parts not yet on disk (of this shard), per model and precision; sends `Planned`.
+    fn plan(&self) -> Vec<Work> {
+        let (spec, dir) = (&self.study.spec, &self.study.dir);
+        let (mut total, mut done) = (0, 0);
+        let mut pending = Vec::new();
+        let mut per_precision: Vec<(Precision, u64, u64)> =
+            spec.precisions.iter().map(|&p| (p, 0, 0)).collect();
+        let parts = self.parts();
+        for (mi, m) in self.study.models.iter().enumerate() {
+            for (pi, &p) in spec.precisions.iter().enumerate() {
+                let mut todo = Vec::new();
+                for (k, part) in parts.iter().enumerate() {
+                    if dir.shard.is_some_and(|s| !s.owns(k)) {
+                        continue;
+                    }
+                    let n = (part.len() * self.seeds_at(p)) as u64;
+                    total += n;
+                    per_precision[pi].1 += n;
+                    if dir
+                        .part_path(&m.slug, spec.scheme.as_str(), p.as_str(), k)
+                        .is_file()
+                    {
+                        done += n;
+                        per_precision[pi].2 += n;
+                    } else {
+                        todo.push(k);
+                    }
+                }
+                if !todo.is_empty() {
+                    pending.push(Work {
+                        model: mi,
+                        precision: p,
+                        parts: todo,
+                    });
+                }
+            }
+        }
+        self.events.send(Event::Planned {
+            total,
+            done,
+            per_precision,
+        });
+        pending
+    }
+
+    fn check_cancel(&self) -> Result<()> {
+        match self.cancel.load(Ordering::Relaxed) {
+            true => Err(Error::Cancelled),
+            false => Ok(()),
+        }
+    }
+
+    /// Load model `mi` unless it is the one loaded; with `record`, the manifest gets its
+    /// entry and an example prompt.
+    fn load(&mut self, mi: usize, record: bool) -> Result<()> {
+        if self.loaded.as_ref().map(|l| l.model) == Some(mi) {
+            return Ok(());
+        }
+        let (study, m) = (self.study, &self.study.models[mi]);
+        self.events.stage(format!("loading {}", m.resolved.id));
+        self.loaded = None;
+        let chat_template = study.spec.protocol.chat_template.as_deref();
+        let (src, template, letters) = load_for_scoring(&m.resolved, chat_template)?;
+        if record {
+            record_model(&mut self.manifest, m, &src, &letters);
+            if let Some(first) = study.sel.items.first() {
+                // What the model sees, for a reader to check the prompt.
+                model_entry(&mut self.manifest, &m.slug)["example_prompt"] = json!({
+                    "item": format!("{}:{}", first.category, first.example_id),
+                    "text": study.spec.protocol.prompt(&template, first)?,
+                });
+            }
+            store::write_manifest(&study.dir, &self.manifest)?;
+        }
+        self.loaded = Some(Loaded {
+            model: mi,
+            src,
+            template,
+            letters,
+        });
+        self.events.send(Event::StageDone(StageDone::Loaded {
+            model: m.slug.clone(),
+        }));
+        Ok(())
+    }
+
+    fn loaded(&self) -> Result<&Loaded> {
+        self.loaded
+            .as_ref()
+            .ok_or_else(|| Error::Model("model not loaded".into()))
+    }
+
+    /// Build the loaded model `m` at `precision` and record it in the manifest.
+    fn build(&mut self, m: &PlannedModel, precision: Precision) -> Result<Built> {
+        let (spec, device) = (&self.study.spec, &self.study.device);
+        let label = format!("{} {}", m.slug, precision.as_str());
+        self.events.stage(format!("{label}: quantizing"));
+        let t0 = Instant::now();
+        if let Some(c) = m.checkpoint(precision) {
+            self.events
+                .stage(format!("{label}: loading checkpoint {}", c.resolved.id));
+        }
+        let src = &self.loaded()?.src;
+        let built = build_precision(spec, m, src, precision, device, self.cancel)?;
+        let secs = t0.elapsed().as_secs_f64();
+        record_precision(&mut self.manifest, m, precision, &built, secs, spec);
+        store::write_manifest(&self.study.dir, &self.manifest)?;
+        self.events.send(Event::StageDone(StageDone::Built {
+            model: m.slug.clone(),
+            precision,
+            secs,
+        }));
+        Ok(built)
+    }
+
+    /// Score and write every pending part of one model-precision.
+    fn score_parts(&self, work: &Work, built: &Built) -> Result<()> {
+        let (spec, m) = (&self.study.spec, &self.study.models[work.model]);
+        let precision = work.precision;
+        self.events
+            .stage(format!("{} {}: scoring", m.slug, precision.as_str()));
+        let loaded = self.loaded()?;
+        let scorer = Scorer {
+            spec,
+            slug: &m.slug,
+            precision,
+            built,
+            src: &loaded.src,
+            template: &loaded.template,
+            letters: &loaded.letters,
+        };
+        let started = Instant::now();
+        let mut tally = Tally::default();
+        let parts = self.parts();
+        for &k in &work.parts {
+            let records = self.score_part(&scorer, parts[k], &mut tally)?;
+            let path =
+                self.study
+                    .dir
+                    .part_path(&m.slug, spec.scheme.as_str(), precision.as_str(), k);
+            store::write_records(&path, &records)?;
+            self.events.send(Event::PartWritten {
+                model: m.slug.clone(),
+                precision,
+                part: k,
+            });
+        }
+        self.events
+            .send(Event::StageDone(StageDone::Scored(Throughput {
+                model: m.slug.clone(),
+                precision,
+                items: tally.items,
+                prompt_tokens: tally.prompt_tokens,
+                computed_tokens: tally.computed,
+                secs: started.elapsed().as_secs_f64(),
+            })));
+        Ok(())
+    }
+
+    /// One part's records. Each order goes through the part on its own, so the study's
+    /// order computes exactly what it computes in a run without other orders.
+    fn score_part(&self, scorer: &Scorer, part: &[Item], tally: &mut Tally) -> Result<Vec<Record>> {
+        let spec = &self.study.spec;
+        let mut records = Vec::with_capacity(part.len() * self.seeds_at(scorer.precision));
+        for &order in &spec.option_orders {
+            let mut add = |recs: Vec<Record>, tokens: u64, fresh: u64| {
+                let n_records = recs.len() as u64;
+                records.extend(recs);
+                if order == prompt::OptionOrder::STUDY {
+                    tally.items += 1;
+                }
+                tally.prompt_tokens += tokens;
+                tally.computed += fresh;
+                self.events.send(Event::Progress {
+                    precision: scorer.precision,
+                    records: n_records,
+                    prompt_tokens: tokens,
+                });
+            };
+            if spec.batch_size > 1 {
+                for (recs, tokens, fresh) in scorer.score_part(part, order, self.cancel)? {
+                    add(recs, tokens, fresh);
+                }
+                continue;
+            }
+            let mut cache = KvCache::default();
+            let mut prev: Vec<u32> = Vec::new();
+            for item in part {
+                self.check_cancel()?;
+                let (recs, tokens, fresh) = scorer.score(item, order, &mut cache, &mut prev)?;
+                add(recs, tokens, fresh);
+            }
+        }
+        Ok(records)
+    }
+
+    /// Perplexity and KLD against BF16 per model; of several shards, the first runs it.
+    fn perplexity(&mut self) -> Result<()> {
+        let (study, dir) = (self.study, &self.study.dir);
+        let Some(ppl) = study
+            .spec
+            .ppl
+            .as_ref()
+            .filter(|_| dir.shard.is_none_or(|s| s.index == 1))
+        else {
+            return Ok(());
+        };
+        for (mi, m) in study.models.iter().enumerate() {
+            if m.holds.is_some() {
+                self.events.stage(format!(
+                    "{}: no perplexity (an MLX folder has no BF16 to compare with)",
+                    m.slug
+                ));
+                continue;
+            }
+            self.load(mi, false)?;
+            let loaded = self.loaded()?;
+            let stage = PplStage {
+                spec: &study.spec,
+                ppl,
+                m,
+                src: &loaded.src,
+                template: &loaded.template,
+                device: &study.device,
+                cancel: self.cancel,
+            };
+            if let Some(summary) = stage.run(dir, &study.sel, self.events)? {
+                model_entry(&mut self.manifest, &m.slug)["perplexity"] = summary;
+                store::write_manifest(dir, &self.manifest)?;
+            }
+            self.events.send(Event::StageDone(StageDone::Perplexity {
+                model: m.slug.clone(),
+            }));
+        }
+        Ok(())
+    }
+
+    /// Stamp the run's end in the manifest.
+    fn finish(mut self) -> Result<Outcome> {
+        let runs = self.manifest["runs"].as_array_mut();
+        if let Some(last) = runs.and_then(|r| r.last_mut()) {
+            last["finished_at"] = json!(now());
+        }
+        store::write_manifest(&self.study.dir, &self.manifest)?;
+        Ok(Outcome {
+            dir: self.study.dir.clone(),
+        })
+    }
+}

@@ -1,0 +1,296 @@
+//! The explorer's event loop and effect runner, on a single-threaded tokio runtime (as
+//! ratatui's async template): one `select!` over terminal events (crossterm's
+//! `EventStream`), the study job's events, the results of blocking tasks and a render tick.
+//! Everything becomes an `Action` for `app::update`; this module only turns events into
+//! actions and runs the effects `update` returns. Reading the folder, computing the report
+//! and writing files run on `spawn_blocking` and come back as actions; the study runs on
+//! its own thread (`study::Job`), never on the runtime.
+
+use super::app::{self, Action, App, Effect, Prompt, RunEnd};
+use super::{check_folder, keymap, load, view};
+use crate::analysis;
+use crate::error::{Error, Result};
+use crate::store::{self, ResultsDir};
+use crate::study::{Event, Job, Study};
+use futures_util::StreamExt;
+use ratatui::crossterm::event::{
+    Event as TermEvent, EventStream, KeyCode, KeyEventKind, MouseEventKind,
+};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio::time::MissedTickBehavior;
+
+/// The shortest time between two frames; a frame is drawn only when something changed.
+const FRAME: Duration = Duration::from_millis(50);
+
+fn term_err(e: std::io::Error) -> Error {
+    Error::Input(format!("terminal: {e}"))
+}
+
+/// Run the explorer on `dir` until the user quits; with `study`, the study runs alongside.
+pub(super) fn run(dir: &Path, device: &str, study: Option<Study>) -> Result<()> {
+    let model = check_folder(dir).unwrap_or_else(|_| "starting".into());
+    let app = App::new(dir.to_path_buf(), model, device.to_string());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Input(format!("cannot start the explorer's runtime: {e}")))?;
+    let mut explorer = Explorer::new(app, ResultsDir::at(dir), study);
+    let mut terminal = ratatui::init();
+    let _ = ratatui::crossterm::execute!(
+        std::io::stdout(),
+        ratatui::crossterm::event::EnableMouseCapture
+    );
+    let result = runtime.block_on(explorer.run(&mut terminal));
+    let _ = ratatui::crossterm::execute!(
+        std::io::stdout(),
+        ratatui::crossterm::event::DisableMouseCapture
+    );
+    ratatui::restore();
+    // Dropping the job cancels it and waits for its thread, outside the runtime; dropping
+    // the runtime lets a file write in flight finish.
+    drop(explorer);
+    drop(runtime);
+    result
+}
+
+/// What woke the loop.
+enum Wake {
+    Term(Option<std::io::Result<TermEvent>>),
+    Job(Option<Event>),
+    Done(Action),
+    Frame,
+}
+
+/// The explorer's state with what drives it: the job and the channel that blocking tasks
+/// answer on.
+struct Explorer {
+    app: App,
+    dir: ResultsDir,
+    study: Option<Study>,
+    job: Option<Job>,
+    tx: UnboundedSender<Action>,
+    rx: UnboundedReceiver<Action>,
+}
+
+/// The job's next event; never, when no job runs.
+async fn next_event(job: &mut Option<Job>) -> Option<Event> {
+    match job {
+        Some(j) => j.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Explorer {
+    fn new(app: App, dir: ResultsDir, study: Option<Study>) -> Explorer {
+        let (tx, rx) = unbounded_channel();
+        Explorer {
+            app,
+            dir,
+            study,
+            job: None,
+            tx,
+            rx,
+        }
+    }
+
+    async fn run(&mut self, terminal: &mut ratatui::DefaultTerminal) -> Result<()> {
+        let mut keys = EventStream::new();
+        let mut tick = tokio::time::interval(FRAME);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        if let Ok(size) = terminal.size() {
+            self.dispatch(Action::Resize(size.height));
+        }
+        self.start_job();
+        self.dispatch(Action::Reload);
+        let mut dirty = true;
+        while !self.app.quit {
+            let wake = tokio::select! {
+                ev = keys.next() => Wake::Term(ev),
+                ev = next_event(&mut self.job) => Wake::Job(ev),
+                Some(a) = self.rx.recv() => Wake::Done(a),
+                _ = tick.tick() => Wake::Frame,
+            };
+            let action = match wake {
+                Wake::Term(Some(ev)) => term_action(&self.app, ev.map_err(term_err)?),
+                Wake::Term(None) => Some(Action::Quit),
+                Wake::Job(ev) => self.job_action(ev),
+                Wake::Done(a) => Some(a),
+                Wake::Frame => {
+                    if std::mem::take(&mut dirty) {
+                        let app = &self.app;
+                        terminal.draw(|f| view::render(f, app)).map_err(term_err)?;
+                    }
+                    None
+                }
+            };
+            if let Some(a) = action {
+                self.dispatch(a);
+                dirty = true;
+            }
+        }
+        if let Some(job) = &self.job {
+            job.cancel();
+        }
+        Ok(())
+    }
+
+    /// The one way state changes: `update`, then its effects.
+    fn dispatch(&mut self, action: Action) {
+        for effect in app::update(&mut self.app, action) {
+            self.effect(effect);
+        }
+    }
+
+    fn effect(&mut self, effect: Effect) {
+        match effect {
+            Effect::Reload => {
+                let dir = self.dir.clone();
+                self.blocking(move || {
+                    let mut out = vec![match load(&dir) {
+                        Ok((views, report)) => Action::Data(views, report),
+                        Err(e) => Action::LoadFailed(e.to_string()),
+                    }];
+                    out.extend(check_folder(&dir.root).ok().map(Action::Model));
+                    out
+                });
+            }
+            Effect::WriteReport => {
+                let dir = self.dir.clone();
+                self.blocking(move || match analysis::write_report(&dir) {
+                    Ok(_) => vec![],
+                    Err(e) => vec![Action::Status(format!("report: {e}"))],
+                });
+            }
+            Effect::Export(path, items) => self.blocking(move || {
+                vec![Action::Status(
+                    match store::export::write_csv(&path, &items) {
+                        Ok(()) => format!("exported {} items to {}", items.len(), path.display()),
+                        Err(e) => format!("export failed: {e}"),
+                    },
+                )]
+            }),
+            Effect::Copy(text) => osc52(&text),
+            Effect::CancelRun => {
+                if let Some(j) = &self.job {
+                    j.cancel();
+                }
+            }
+            Effect::ResumeRun => self.start_job(),
+            Effect::Quit => {}
+        }
+    }
+
+    /// Run `work` on tokio's blocking pool; the actions it returns come back to the loop.
+    fn blocking(&self, work: impl FnOnce() -> Vec<Action> + Send + 'static) {
+        let tx = self.tx.clone();
+        tokio::task::spawn_blocking(move || {
+            for a in work() {
+                let _ = tx.send(a);
+            }
+        });
+    }
+
+    /// Start (or resume) the study when there is one and no job runs.
+    fn start_job(&mut self) {
+        if self.job.is_some() {
+            return;
+        }
+        if let Some(study) = &self.study {
+            self.job = Some(Job::start(study.clone()));
+            self.dispatch(Action::RunStarted);
+        }
+    }
+
+    /// The job ended: its thread is joined on the blocking pool.
+    fn end_job(&mut self) {
+        if let Some(job) = self.job.take() {
+            tokio::task::spawn_blocking(move || drop(job));
+        }
+    }
+
+    /// A study event as an action.
+    fn job_action(&mut self, ev: Option<Event>) -> Option<Action> {
+        let at = Instant::now();
+        let Some(ev) = ev else {
+            self.end_job();
+            return Some(Action::RunEnded(RunEnd::Failed(
+                "the study stopped without a result".into(),
+            )));
+        };
+        Some(match ev {
+            Event::Planned {
+                total,
+                done,
+                per_precision,
+            } => Action::Planned {
+                total,
+                done,
+                per_precision: per_precision
+                    .into_iter()
+                    .map(|(p, t, d)| (p.as_str().to_string(), t, d))
+                    .collect(),
+                at,
+            },
+            Event::Stage(s) => Action::Stage(s),
+            Event::Progress {
+                precision, records, ..
+            } => Action::Advanced {
+                precision: precision.as_str().to_string(),
+                records,
+                at,
+            },
+            Event::PartWritten { .. } => Action::Reload,
+            Event::StageDone(_) => return None,
+            Event::Finished(_) => {
+                self.end_job();
+                Action::RunEnded(RunEnd::Finished)
+            }
+            Event::Failed(e) => {
+                self.end_job();
+                Action::RunEnded(match e {
+                    Error::Cancelled => RunEnd::Cancelled,
+                    e => RunEnd::Failed(e.to_string()),
+                })
+            }
+        })
+    }
+}
+
+/// A terminal event as an action: keys through the key table (or the open prompt), the
+/// mouse wheel as up and down, resizes.
+fn term_action(app: &App, ev: TermEvent) -> Option<Action> {
+    match ev {
+        TermEvent::Key(k) if k.kind != KeyEventKind::Release => {
+            if !matches!(app.prompt, Prompt::None) {
+                return match k.code {
+                    KeyCode::Enter => Some(Action::Submit),
+                    KeyCode::Esc => Some(Action::Escape),
+                    KeyCode::Backspace => Some(Action::Backspace),
+                    KeyCode::Char(c) => Some(Action::Char(c)),
+                    _ => None,
+                };
+            }
+            if app.help {
+                Some(Action::Help)
+            } else {
+                keymap::lookup(app.screen, k)
+            }
+        }
+        TermEvent::Mouse(m) => match m.kind {
+            MouseEventKind::ScrollUp => Some(Action::Up),
+            MouseEventKind::ScrollDown => Some(Action::Down),
+            _ => None,
+        },
+        TermEvent::Resize(_, h) => Some(Action::Resize(h)),
+        _ => None,
+    }
+}
+
+/// Copy to the terminal's clipboard (OSC 52).
+fn osc52(text: &str) {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(text);
+    print!("\x1b]52;c;{b64}\x07");
+}

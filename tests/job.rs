@@ -1,0 +1,149 @@
+//! The study job as a library handle, on a tiny random-weight GGUF: its events in order
+//! (plan, stages, progress, each part written, throughput, outcome), cancel before any
+//! work, and cancel on drop.
+mod common;
+
+use common::{part_files, tempdir};
+use stereoscope::bbq::{self, Conditions, LocateSpec, SelectSpec};
+use stereoscope::engine::{self, Compute, Precision, Scheme};
+use stereoscope::error::Error;
+use stereoscope::prompt::{OptionOrder, Protocol};
+use stereoscope::store::ResultsDir;
+use stereoscope::study::{self, Event, Job, StageDone, Study, StudySpec};
+
+/// A study of 6 Age items in parts of 2 at bf16 and q4, into a fresh folder.
+fn tiny_study(tag: &str) -> Study {
+    let tmp = tempdir(tag);
+    let model = tmp.join("tiny-llama.gguf");
+    common::write_tiny_gguf(&model);
+    let categories = vec!["Age".to_string()];
+    let dir = bbq::locate(
+        &LocateSpec {
+            dir: Some(common::bbq_dir()),
+            download: false,
+        },
+        &categories,
+    )
+    .expect("bbq");
+    let sel = bbq::select(
+        &dir,
+        &SelectSpec {
+            categories,
+            conditions: Conditions::Ambig,
+            limit: Some(6),
+            skip_bad: false,
+        },
+    )
+    .expect("selection");
+    let resolved = engine::resolve_model(model.to_str().expect("utf8")).expect("model");
+    let models = study::plan_models(std::slice::from_ref(&resolved)).expect("planned");
+    let spec = StudySpec {
+        models: vec![resolved],
+        scheme: Scheme::Gguf,
+        precisions: vec![Precision::Bf16, Precision::Q4],
+        seeds: vec![0, 1],
+        noise_seeds: Vec::new(),
+        compute: Compute::Dequant,
+        device: "cpu".into(),
+        part_size: 2,
+        batch_size: 1,
+        ppl: None,
+        protocol: Protocol::default(),
+        option_orders: vec![OptionOrder::STUDY],
+    };
+    let plan = study::plan_json(&spec, &models, &sel, &serde_json::json!({}));
+    Study {
+        spec,
+        models,
+        sel,
+        plan,
+        dir: ResultsDir::at(&tmp.join("out")),
+        device: candle_core::Device::Cpu,
+    }
+}
+
+#[test]
+fn a_job_reports_the_plan_each_part_and_the_outcome_on_one_channel() {
+    let s = tiny_study("job-events");
+    let root = s.dir.root.clone();
+    let mut job = Job::start(s);
+    let mut events = Vec::new();
+    while let Some(e) = job.next_blocking() {
+        events.push(e);
+    }
+    assert!(
+        matches!(
+            events.first(),
+            Some(Event::Planned {
+                total: 24,
+                done: 0,
+                ..
+            })
+        ),
+        "{:?}",
+        events.first()
+    );
+    let written: Vec<(Precision, usize)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::PartWritten {
+                precision, part, ..
+            } => Some((*precision, *part)),
+            _ => None,
+        })
+        .collect();
+    let expected: Vec<(Precision, usize)> = [Precision::Bf16, Precision::Q4]
+        .into_iter()
+        .flat_map(|p| (0..3).map(move |k| (p, k)))
+        .collect();
+    assert_eq!(written, expected);
+    let records: u64 = events
+        .iter()
+        .map(|e| match e {
+            Event::Progress { records, .. } => *records,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(records, 24);
+    let scored: Vec<(Precision, usize)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::StageDone(StageDone::Scored(t)) => Some((t.precision, t.items)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(scored, vec![(Precision::Bf16, 6), (Precision::Q4, 6)]);
+    match events.last() {
+        Some(Event::Finished(outcome)) => assert_eq!(outcome.dir.root, root),
+        other => panic!("the last event is not Finished: {other:?}"),
+    }
+    assert_eq!(part_files(&root).len(), 6);
+}
+
+#[test]
+fn a_cancelled_job_fails_with_cancelled_and_writes_no_part() {
+    let s = tiny_study("job-cancel");
+    let root = s.dir.root.clone();
+    let job = Job::start(s);
+    job.cancel();
+    // The flag is set before the run's first check (after loading the model).
+    match job.wait(|_| {}) {
+        Err(Error::Cancelled) => {}
+        Err(e) => panic!("expected a cancel, got {e}"),
+        Ok(_) => panic!("the cancelled run finished"),
+    }
+    assert_eq!(part_files(&root).len(), 0);
+}
+
+#[test]
+fn dropping_a_job_cancels_it_and_waits_for_its_thread() {
+    let s = tiny_study("job-drop");
+    let root = s.dir.root.clone();
+    let job = Job::start(s);
+    drop(job);
+    // The thread has ended: nothing is written after the drop returns.
+    let after = part_files(&root).len();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(part_files(&root).len(), after);
+    assert!(after < 6);
+}
