@@ -9,7 +9,7 @@ use crate::engine::source::{Resolved, SourceModel};
 use crate::engine::{Compute, KvCache, Precision, Scheme};
 use crate::error::{Error, Result};
 use crate::prompt::{self, ChatTemplate};
-use crate::study::{Scorer, StudySpec};
+use crate::study::{Phases, Scorer, StudySpec};
 use candle_core::Tensor;
 use serde::Serialize;
 use std::path::Path;
@@ -49,6 +49,19 @@ pub struct BenchRow {
     /// Matmul FLOPs per computed token (2 × the parameters of the blocks' matrices).
     #[serde(default)]
     pub flop_per_token: f64,
+    /// Seconds in the prompts' forward passes (until their logits were on the host), in
+    /// the next-token distributions, and in sampling (decoding continuations included).
+    #[serde(default)]
+    pub forward_secs: f64,
+    #[serde(default)]
+    pub dist_secs: f64,
+    #[serde(default)]
+    pub sample_secs: f64,
+    /// Tokens per second of one forward pass of `RAW_BATCH` rows × `RAW_LEN` tokens from an
+    /// empty cache (no sampling), the shape transformers' raw rate is measured on; 0 when
+    /// not measured.
+    #[serde(default)]
+    pub raw_tok_s: f64,
 }
 
 impl BenchRow {
@@ -146,6 +159,17 @@ impl Bench<'_> {
                     w.rows() * w.cols()
                 );
             }
+            let raw_tok_s = if self.device.is_cpu() {
+                0.0
+            } else {
+                raw_forward_tok_s(&built.model, RAW_BATCH, RAW_LEN, 5)?
+            };
+            if raw_tok_s > 0.0 {
+                eprintln!(
+                    "{}: raw forward {RAW_BATCH} × {RAW_LEN}: {raw_tok_s:.0} tok/s",
+                    p.as_str()
+                );
+            }
             for &batch_size in self.batch_sizes {
                 let spec = StudySpec {
                     batch_size,
@@ -159,6 +183,7 @@ impl Bench<'_> {
                         0.0
                     },
                     build_secs,
+                    raw_tok_s,
                     ..row
                 });
             }
@@ -210,9 +235,10 @@ impl Bench<'_> {
         let started_unix = unix_now();
         let t1 = Instant::now();
         let (mut tokens, mut computed, mut records) = (0, 0, 0);
+        let phases = Phases::default();
         for part in items.chunks(self.part_size.max(1)) {
             let scored = if spec.batch_size > 1 {
-                scorer.score_part(part, prompt::OptionOrder::STUDY, &never)?
+                scorer.score_part_timed(part, prompt::OptionOrder::STUDY, &never, &phases)?
             } else {
                 let mut cache = KvCache::default();
                 let mut prev = Vec::new();
@@ -228,10 +254,13 @@ impl Bench<'_> {
         }
         let secs = t1.elapsed().as_secs_f64();
         eprintln!(
-            "{} batch {}: {:.1} prompts/s",
+            "{} batch {}: {:.1} prompts/s (forward {:.2} s, distributions {:.2} s, sampling {:.2} s of {secs:.2} s)",
             p.as_str(),
             spec.batch_size,
-            items.len() as f64 / secs
+            items.len() as f64 / secs,
+            phases.forward.get(),
+            phases.dists.get(),
+            phases.sample.get(),
         );
         Ok(BenchRow {
             engine: format!(
@@ -257,8 +286,47 @@ impl Bench<'_> {
             started_unix,
             ended_unix: unix_now(),
             flop_per_token: flop_per_token(&src.cfg),
+            forward_secs: phases.forward.get(),
+            dist_secs: phases.dists.get(),
+            sample_secs: phases.sample.get(),
+            raw_tok_s: 0.0,
         })
     }
+}
+
+/// The raw-forward shape: transformers' raw rate in BENCHMARKS.md is measured on it.
+pub const RAW_BATCH: usize = 64;
+pub const RAW_LEN: usize = 150;
+
+/// Tokens per second of `reps` forward passes of `batch` rows × `len` tokens from an empty
+/// cache, after one warm-up pass; the next-token logits are brought to the host each time,
+/// as scoring does.
+pub fn raw_forward_tok_s(
+    model: &crate::engine::model::Transformer,
+    batch: usize,
+    len: usize,
+    reps: usize,
+) -> Result<f64> {
+    let vocab = model.cfg.vocab_size as u32;
+    let rows: Vec<Vec<u32>> = (0..batch)
+        .map(|b| {
+            (0..len)
+                .map(|i| ((b * 7919 + i * 104_729) as u32) % vocab)
+                .collect()
+        })
+        .collect();
+    let rows: Vec<&[u32]> = rows.iter().map(|r| r.as_slice()).collect();
+    let run = || -> Result<()> {
+        let (logits, _) = model.forward_batch(&rows, &KvCache::default())?;
+        logits.to_vec2::<f32>()?;
+        Ok(())
+    };
+    run()?;
+    let t0 = Instant::now();
+    for _ in 0..reps {
+        run()?;
+    }
+    Ok((batch * len * reps) as f64 / t0.elapsed().as_secs_f64())
 }
 
 /// TFLOP/s of a BF16 `n × n × n` matmul on `device` (the ceiling MFU is measured against),
@@ -341,6 +409,10 @@ pub fn llamacpp_peer(
             started_unix: 0.0,
             ended_unix: 0.0,
             flop_per_token: 0.0,
+            forward_secs: 0.0,
+            dist_secs: 0.0,
+            sample_secs: 0.0,
+            raw_tok_s: 0.0,
         })
         .collect())
 }
@@ -349,7 +421,7 @@ pub fn llamacpp_peer(
 /// over `ceiling` (TFLOP/s of a BF16 matmul timed in the same run), when given.
 pub fn table(rows: &[BenchRow], ceiling: Option<f64>) -> String {
     let mut s = String::from(
-        "| engine | precision | batch | items | prompts/s | records/s | prompt tok/s | computed tok/s | MFU | load s | build s | weights GB | peak RSS GB |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| engine | precision | batch | items | prompts/s | records/s | prompt tok/s | computed tok/s | MFU | raw tok/s | forward s | dist s | sample s | load s | build s | weights GB | peak RSS GB |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let gb = |b: u64| {
         if b > 0 {
@@ -372,7 +444,7 @@ pub fn table(rows: &[BenchRow], ceiling: Option<f64>) -> String {
             _ => "-".into(),
         };
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {:.1} | {} | {:.0} | {:.0} | {} | {:.1} | {:.1} | {} | {} |\n",
+            "| {} | {} | {} | {} | {:.1} | {} | {:.0} | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {} | {} |\n",
             r.engine,
             r.precision,
             r.batch_size,
@@ -382,6 +454,14 @@ pub fn table(rows: &[BenchRow], ceiling: Option<f64>) -> String {
             r.prompt_tok_s(),
             computed,
             mfu,
+            if r.raw_tok_s > 0.0 {
+                format!("{:.0}", r.raw_tok_s)
+            } else {
+                "-".into()
+            },
+            r.forward_secs,
+            r.dist_secs,
+            r.sample_secs,
             r.load_secs,
             r.build_secs,
             gb(r.weight_bytes),
@@ -499,6 +579,10 @@ mod tests {
             started_unix: 0.0,
             ended_unix: 0.0,
             flop_per_token: 0.0,
+            forward_secs: 0.0,
+            dist_secs: 0.0,
+            sample_secs: 0.0,
+            raw_tok_s: 0.0,
         }
     }
 

@@ -145,3 +145,66 @@ fn a_padded_batch_gives_each_prompt_its_own_logits() {
         }
     }
 }
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
+/// Batched continuation: rows of different lengths, picked (some twice) from a batch's
+/// cache and each extended by its own tokens over two steps, give each row the logits that
+/// the same tokens give one prompt at a time.
+#[test]
+fn ragged_rows_extend_as_each_prompt_alone() {
+    let tmp = common::tempdir("ragged");
+    let dev = Device::Cpu;
+    for arch in ["llama", "qwen2", "phi3"] {
+        let dir = tmp.join(arch);
+        common::write_tiny_arch(&dir, arch);
+        let src = source::load(&Resolved {
+            id: arch.into(),
+            spec: ModelSpec::HfDir(dir.clone()),
+        })
+        .expect("tiny model loads");
+        let m = quant::build(&src, Precision::Q4, Scheme::Mlx, Compute::Dequant, &dev)
+            .expect("build")
+            .model;
+        let prefix: Vec<u32> = vec![1, 5, 9, 2];
+        let rows: Vec<Vec<u32>> = vec![vec![3, 4, 7, 8, 11], vec![6], vec![12, 13, 3]];
+        let (_, cache) = m.forward(&prefix, &KvCache::default()).expect("prefix");
+        let refs: Vec<&[u32]> = rows.iter().map(|r| r.as_slice()).collect();
+        let (_, bcache) = m.forward_batch(&refs, &cache).expect("batch");
+        // Step 1: rows 1, 0, 1 (row 1 twice, with different tokens); step 2: each again.
+        let pick = [1usize, 0, 1];
+        let step1: [u32; 3] = [4, 9, 10];
+        let step2: [u32; 3] = [7, 2, 5];
+        let one = |t: &[u32; 3]| -> Vec<[u32; 1]> { t.iter().map(|&x| [x]).collect() };
+        let s1 = one(&step1);
+        let s1: Vec<&[u32]> = s1.iter().map(|t| t.as_slice()).collect();
+        let (l1, c1) = m
+            .forward_batch(&s1, &bcache.select(&pick).expect("select"))
+            .expect("step 1");
+        let s2 = one(&step2);
+        let s2: Vec<&[u32]> = s2.iter().map(|t| t.as_slice()).collect();
+        let (l2, _) = m
+            .forward_batch(&s2, &c1.select(&[0, 1, 2]).expect("select"))
+            .expect("step 2");
+        let (l1, l2): (Vec<Vec<f32>>, Vec<Vec<f32>>) =
+            (l1.to_vec2().expect("l1"), l2.to_vec2().expect("l2"));
+        for (k, &b) in pick.iter().enumerate() {
+            let mut alone: Vec<u32> = prefix.clone();
+            alone.extend(&rows[b]);
+            alone.push(step1[k]);
+            let (a1, c) = m.forward(&alone, &KvCache::default()).expect("alone");
+            let (a2, _) = m.forward(&[step2[k]], &c).expect("alone 2");
+            let d1 = max_diff(&a1.to_vec1::<f32>().expect("a1"), &l1[k]);
+            let d2 = max_diff(&a2.to_vec1::<f32>().expect("a2"), &l2[k]);
+            assert!(
+                d1 < 1e-4 && d2 < 1e-4,
+                "{arch}: row {k} differs by {d1}, {d2}"
+            );
+        }
+    }
+}

@@ -173,10 +173,23 @@ pub struct Transformer {
 }
 
 /// Keys and values of every layer for the tokens seen so far. Cloning is cheap.
+///
+/// A batched cache has `len` columns per row. When its rows hold different numbers of real
+/// tokens (rows of different lengths were run together), `ragged` says per row which columns
+/// are real and the position of the row's next token, so each row can be extended on its
+/// own ([`Transformer::forward_batch`] after [`KvCache::select`]).
 #[derive(Clone, Default)]
 pub struct KvCache {
     layers: Vec<(Tensor, Tensor)>,
     len: usize,
+    ragged: Option<Ragged>,
+}
+
+/// Per row of a batched cache: which columns hold real tokens, and the next position.
+#[derive(Clone, Debug, PartialEq)]
+struct Ragged {
+    real: Vec<Vec<bool>>,
+    next: Vec<usize>,
 }
 
 impl KvCache {
@@ -187,6 +200,38 @@ impl KvCache {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// The rows `idx` of a batched cache (a row may be taken several times), each keeping
+    /// its real columns. A cache of one row shared by all (a common prefix) stays shared.
+    pub fn select(&self, idx: &[usize]) -> Result<KvCache> {
+        let shared = self
+            .layers
+            .first()
+            .is_some_and(|(k, _)| k.dim(0).ok() == Some(1));
+        let layers = if shared {
+            self.layers.clone()
+        } else {
+            let dev = match self.layers.first() {
+                Some((k, _)) => k.device().clone(),
+                None => return Ok(self.clone()),
+            };
+            let ids: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
+            let ids = Tensor::from_vec(ids, idx.len(), &dev)?;
+            self.layers
+                .iter()
+                .map(|(k, v)| Ok((k.index_select(&ids, 0)?, v.index_select(&ids, 0)?)))
+                .collect::<Result<Vec<_>>>()?
+        };
+        let ragged = self.ragged.as_ref().map(|r| Ragged {
+            real: idx.iter().map(|&i| r.real[i].clone()).collect(),
+            next: idx.iter().map(|&i| r.next[i]).collect(),
+        });
+        Ok(KvCache {
+            layers,
+            len: self.len,
+            ragged,
+        })
     }
 
     /// Row `b` of a batched cache, cut to its first `n` tokens (a row's real tokens after
@@ -202,11 +247,20 @@ impl KvCache {
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(KvCache { layers, len: n })
+        Ok(KvCache {
+            layers,
+            len: n,
+            ragged: None,
+        })
     }
 
     /// The cache of the first `n` tokens.
     pub fn truncate(&self, n: usize) -> Result<KvCache> {
+        if self.ragged.is_some() {
+            return Err(crate::Error::Model(
+                "a cache of rows of different lengths cannot be truncated".into(),
+            ));
+        }
         if n >= self.len {
             return Ok(self.clone());
         }
@@ -218,7 +272,11 @@ impl KvCache {
             .iter()
             .map(|(k, v)| Ok((k.narrow(2, 0, n)?, v.narrow(2, 0, n)?)))
             .collect::<Result<Vec<_>>>()?;
-        Ok(KvCache { layers, len: n })
+        Ok(KvCache {
+            layers,
+            len: n,
+            ragged: None,
+        })
     }
 }
 
@@ -321,15 +379,6 @@ impl Transformer {
         self.embed.bytes() + head + layers + tensor(&self.norm)
     }
 
-    fn rope(&self, x: &Tensor, pos: usize, len: usize) -> Result<Tensor> {
-        let cos = self.cos.narrow(0, pos, len)?;
-        let sin = self.sin.narrow(0, pos, len)?;
-        Ok(match self.cfg.rope_style {
-            RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(&x.contiguous()?, &cos, &sin)?,
-            RopeStyle::Half => candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin)?,
-        })
-    }
-
     /// Run `tokens` after the context in `cache`; returns the next-token logits (F32,
     /// `[vocab]`) at the last position and the extended cache.
     pub fn forward(&self, tokens: &[u32], cache: &KvCache) -> Result<(Tensor, KvCache)> {
@@ -340,8 +389,8 @@ impl Transformer {
     }
 
     /// Run several prompts after one shared context in `cache` (batch 1, or one row per
-    /// prompt). The rows are right-padded to the longest, so causal masking alone keeps
-    /// padding out of every real position. Returns the F32 next-token logits `[rows, vocab]`
+    /// prompt), or each row after its own row of a ragged cache. The rows are right-padded
+    /// to the longest; the mask keeps padding out of every real position. Returns the F32 next-token logits `[rows, vocab]`
     /// at each row's last token and the batched cache (row `b` covers
     /// `cache.len() + rows[b].len()` real tokens; see [`KvCache::row`]).
     pub fn forward_batch(&self, rows: &[&[u32]], cache: &KvCache) -> Result<(Tensor, KvCache)> {
@@ -401,11 +450,11 @@ impl Transformer {
         if len == 0 || rows.iter().any(|r| r.is_empty()) {
             return Err(crate::Error::Model("forward of no tokens".into()));
         }
-        let pos = cache.len;
-        if pos + len > cfg.max_positions {
+        let layout = Layout::new(rows, cache)?;
+        let last = layout.starts.iter().max().copied().unwrap_or(0) + len;
+        if last > cfg.max_positions {
             return Err(crate::Error::Model(format!(
-                "prompt of {} tokens exceeds the model's {} positions",
-                pos + len,
+                "prompt of {last} tokens exceeds the model's {} positions",
                 cfg.max_positions
             )));
         }
@@ -422,72 +471,286 @@ impl Transformer {
             .embed
             .rows(&ids, self.dtype)?
             .reshape((b, len, cfg.hidden_size))?;
-        let mask = if len > 1 {
-            let m: Vec<f32> = (0..len)
-                .flat_map(|i| {
-                    (0..pos + len).map(move |j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 })
-                })
-                .collect();
-            Some(Tensor::from_vec(m, (1, 1, len, pos + len), &self.device)?.to_dtype(self.dtype)?)
-        } else {
-            None
-        };
-        let eps = cfg.rms_norm_eps as f32;
-        let (nh, nkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
-        let scale = 1.0 / (hd as f64).sqrt();
+        let mask = layout.mask(&self.device, self.dtype)?;
+        let (cos, sin) = self.rope_tables_for(&layout)?;
         let mut new_layers = Vec::with_capacity(self.layers.len());
         for (li, layer) in self.layers.iter().enumerate() {
-            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
-            let proj = |w: &Matrix, bias: &Option<Tensor>, heads: usize| -> Result<Tensor> {
-                let mut y = w.forward(&h)?;
-                if let Some(bias) = bias {
-                    y = y.broadcast_add(bias)?;
-                }
-                Ok(y.reshape((b, len, heads, hd))?.transpose(1, 2)?)
-            };
-            let q = self.rope(&proj(&layer.wq, &layer.bq, nh)?, pos, len)?;
-            let k = self.rope(&proj(&layer.wk, &layer.bk, nkv)?, pos, len)?;
-            let v = proj(&layer.wv, &layer.bv, nkv)?.contiguous()?;
-            let (k, v) = match cache.layers.get(li) {
-                Some((ck, cv)) if pos > 0 => {
-                    let widen = |c: &Tensor| -> Result<Tensor> {
-                        Ok(if c.dim(0)? == b {
-                            c.clone()
-                        } else {
-                            c.broadcast_as((b, nkv, pos, hd))?.contiguous()?
-                        })
-                    };
-                    (
-                        Tensor::cat(&[&widen(ck)?, &k], 2)?,
-                        Tensor::cat(&[&widen(cv)?, &v], 2)?,
-                    )
-                }
-                _ => (k, v),
-            };
-            new_layers.push((k.clone(), v.clone()));
-            let k = candle_transformers::utils::repeat_kv(k, nh / nkv)?.contiguous()?;
-            let v = candle_transformers::utils::repeat_kv(v, nh / nkv)?.contiguous()?;
-            let mut att = (q.matmul(&k.t()?)? * scale)?;
-            if let Some(m) = &mask {
-                att = att.broadcast_add(m)?;
-            }
-            let att = candle_nn::ops::softmax_last_dim(&att)?;
-            let y = att
-                .matmul(&v)?
-                .transpose(1, 2)?
-                .reshape((b, len, nh * hd))?;
-            x = (x + layer.wo.forward(&y)?)?;
-            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
-            let gate = candle_nn::ops::silu(&layer.w_gate.forward(&h)?)?;
-            let up = layer.w_up.forward(&h)?;
-            x = (x + layer.w_down.forward(&(gate * up)?)?)?;
+            let past = cache.layers.get(li).filter(|_| cache.len > 0);
+            let (y, kv) = self.block(layer, &x, past, mask.as_ref(), (&cos, &sin))?;
+            x = y;
+            new_layers.push(kv);
         }
         Ok((
             x,
             KvCache {
                 layers: new_layers,
-                len: pos + len,
+                len: cache.len + len,
+                ragged: layout.extended(),
             },
         ))
+    }
+
+    /// cos and sin for the new tokens: `[len, half]` when every row starts at the same
+    /// position, else `[rows, len, half]`.
+    fn rope_tables_for(&self, layout: &Layout) -> Result<(Tensor, Tensor)> {
+        let len = layout.len;
+        match layout.uniform_start() {
+            Some(pos) => Ok((self.cos.narrow(0, pos, len)?, self.sin.narrow(0, pos, len)?)),
+            None => {
+                let ids: Vec<u32> = layout
+                    .starts
+                    .iter()
+                    .flat_map(|&s| (s..s + len).map(|p| p as u32))
+                    .collect();
+                let ids = Tensor::from_vec(ids, layout.starts.len() * len, &self.device)?;
+                let half = self.cfg.head_dim / 2;
+                let shape = (layout.starts.len(), len, half);
+                Ok((
+                    self.cos.index_select(&ids, 0)?.reshape(shape)?,
+                    self.sin.index_select(&ids, 0)?.reshape(shape)?,
+                ))
+            }
+        }
+    }
+
+    fn rope_with(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        Ok(match self.cfg.rope_style {
+            RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(&x.contiguous()?, cos, sin)?,
+            RopeStyle::Half => candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin)?,
+        })
+    }
+
+    /// One transformer block over `x` `[b, len, hidden]` after the cached keys and values
+    /// `past`; returns the new residual stream and the layer's extended keys and values.
+    fn block(
+        &self,
+        layer: &Layer,
+        x: &Tensor,
+        past: Option<&(Tensor, Tensor)>,
+        mask: Option<&Tensor>,
+        (cos, sin): (&Tensor, &Tensor),
+    ) -> Result<(Tensor, (Tensor, Tensor))> {
+        let cfg = &self.cfg;
+        let eps = cfg.rms_norm_eps as f32;
+        let (b, len, _) = x.dims3()?;
+        let (nh, nkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        let h = candle_nn::ops::rms_norm(x, &layer.attn_norm, eps)?;
+        let proj = |w: &Matrix, bias: &Option<Tensor>, heads: usize| -> Result<Tensor> {
+            let mut y = w.forward(&h)?;
+            if let Some(bias) = bias {
+                y = y.broadcast_add(bias)?;
+            }
+            Ok(y.reshape((b, len, heads, hd))?.transpose(1, 2)?)
+        };
+        let q = self.rope_with(&proj(&layer.wq, &layer.bq, nh)?, cos, sin)?;
+        let k = self.rope_with(&proj(&layer.wk, &layer.bk, nkv)?, cos, sin)?;
+        let v = proj(&layer.wv, &layer.bv, nkv)?.contiguous()?;
+        let (k, v) = match past {
+            Some((ck, cv)) => {
+                let widen = |c: &Tensor| -> Result<Tensor> {
+                    Ok(if c.dim(0)? == b {
+                        c.clone()
+                    } else {
+                        let cols = c.dim(2)?;
+                        c.broadcast_as((b, nkv, cols, hd))?.contiguous()?
+                    })
+                };
+                (
+                    Tensor::cat(&[&widen(ck)?, &k], 2)?,
+                    Tensor::cat(&[&widen(cv)?, &v], 2)?,
+                )
+            }
+            None => (k, v),
+        };
+        let kv = (k.clone(), v.clone());
+        let scale = 1.0 / (hd as f64).sqrt();
+        let y = if self.device.is_cpu() {
+            attend_repeated(&q, k, v, mask, nh / nkv, scale)?
+        } else {
+            attend_grouped(&q, &k, &v, mask, nh / nkv, scale)?
+        };
+        let y = y.transpose(1, 2)?.reshape((b, len, nh * hd))?;
+        let x = (x + layer.wo.forward(&y)?)?;
+        let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
+        let gate = candle_nn::ops::silu(&layer.w_gate.forward(&h)?)?;
+        let up = layer.w_up.forward(&h)?;
+        let x = (&x + layer.w_down.forward(&(gate * up)?)?)?;
+        Ok((x, kv))
+    }
+}
+
+/// Where a forward's new tokens sit: `cols` cached columns, then `len` new ones per row
+/// (rows right-padded); each row's first new token is at position `starts[b]`, and `real`
+/// says which cached columns of each row hold real tokens (`None`: all of them).
+struct Layout {
+    cols: usize,
+    len: usize,
+    lens: Vec<usize>,
+    starts: Vec<usize>,
+    real: Option<Vec<Vec<bool>>>,
+}
+
+impl Layout {
+    fn new(rows: &[&[u32]], cache: &KvCache) -> Result<Layout> {
+        let b = rows.len();
+        let lens: Vec<usize> = rows.iter().map(|r| r.len()).collect();
+        let len = lens.iter().copied().max().unwrap_or(0);
+        let (starts, real) = match &cache.ragged {
+            Some(r) if r.next.len() == b => (r.next.clone(), Some(r.real.clone())),
+            Some(r) => {
+                return Err(crate::Error::Model(format!(
+                    "a cache of {} rows extended by {b} rows",
+                    r.next.len()
+                )));
+            }
+            None => (vec![cache.len; b], None),
+        };
+        Ok(Layout {
+            cols: cache.len,
+            len,
+            lens,
+            starts,
+            real,
+        })
+    }
+
+    /// The position every row starts at, when they all start at the same one.
+    fn uniform_start(&self) -> Option<usize> {
+        let first = *self.starts.first()?;
+        (self.real.is_none() && self.starts.iter().all(|&s| s == first)).then_some(first)
+    }
+
+    /// The additive attention mask: `[1, 1, len, cols + len]` (causal after a shared
+    /// context) or, for ragged rows, `[rows, 1, len, cols + len]` that also hides each row's
+    /// padded cached columns. `None` for one new token after a shared context.
+    fn mask(&self, device: &Device, dtype: DType) -> Result<Option<Tensor>> {
+        let (cols, len) = (self.cols, self.len);
+        let keys = cols + len;
+        let Some(real) = &self.real else {
+            if len == 1 {
+                return Ok(None);
+            }
+            let m: Vec<f32> = (0..len)
+                .flat_map(|i| {
+                    (0..keys).map(move |j| if j > cols + i { f32::NEG_INFINITY } else { 0.0 })
+                })
+                .collect();
+            return Ok(Some(
+                Tensor::from_vec(m, (1, 1, len, keys), device)?.to_dtype(dtype)?,
+            ));
+        };
+        let b = real.len();
+        let m: Vec<f32> = real
+            .iter()
+            .flat_map(|row| {
+                (0..len).flat_map(move |i| {
+                    (0..keys).map(move |j| {
+                        let seen = if j < cols { row[j] } else { j - cols <= i };
+                        if seen { 0.0 } else { f32::NEG_INFINITY }
+                    })
+                })
+            })
+            .collect();
+        Ok(Some(
+            Tensor::from_vec(m, (b, 1, len, keys), device)?.to_dtype(dtype)?,
+        ))
+    }
+
+    /// The cache's row layout after the forward: `None` while every row is real throughout.
+    fn extended(&self) -> Option<Ragged> {
+        let even = self.lens.iter().all(|&l| l == self.len);
+        if self.real.is_none() && even {
+            return None;
+        }
+        let real = (0..self.lens.len())
+            .map(|b| {
+                let old = match &self.real {
+                    Some(r) => r[b].clone(),
+                    None => vec![true; self.cols],
+                };
+                old.into_iter()
+                    .chain((0..self.len).map(|i| i < self.lens[b]))
+                    .collect()
+            })
+            .collect();
+        let next = self
+            .starts
+            .iter()
+            .zip(&self.lens)
+            .map(|(s, l)| s + l)
+            .collect();
+        Some(Ragged { real, next })
+    }
+}
+
+/// Attention with each key/value head copied to the query heads it serves (the CPU path,
+/// whose numerics the CPU records were made with). `q` `[b, heads, len, d]`, `k`/`v`
+/// `[b, kv_heads, keys, d]`; returns `[b, heads, len, d]`.
+fn attend_repeated(
+    q: &Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Option<&Tensor>,
+    rep: usize,
+    scale: f64,
+) -> Result<Tensor> {
+    let k = candle_transformers::utils::repeat_kv(k, rep)?.contiguous()?;
+    let v = candle_transformers::utils::repeat_kv(v, rep)?.contiguous()?;
+    let mut att = (q.matmul(&k.t()?)? * scale)?;
+    if let Some(m) = mask {
+        att = att.broadcast_add(m)?;
+    }
+    let att = candle_nn::ops::softmax_last_dim(&att)?;
+    Ok(att.matmul(&v)?)
+}
+
+/// Grouped-query attention that reads each key/value head in place: the `rep` query heads
+/// of a group are stacked along the query axis (`[b, kv_heads, rep·len, d]`, a free view of
+/// contiguous `q`), so one batched matmul per group replaces copying keys and values `rep`
+/// times. Same result as [`attend_repeated`] up to the matmul's summation order.
+fn attend_grouped(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    rep: usize,
+    scale: f64,
+) -> Result<Tensor> {
+    let (b, nh, len, hd) = q.dims4()?;
+    let nkv = nh / rep;
+    let keys = k.dim(2)?;
+    let q = (q.contiguous()? * scale)?.reshape((b, nkv, rep * len, hd))?;
+    let mut att = q.matmul(&k.t()?)?;
+    if let Some(m) = mask {
+        att = att
+            .reshape((b, nkv, rep, len, keys))?
+            .broadcast_add(&m.unsqueeze(2)?)?
+            .reshape((b, nkv, rep * len, keys))?;
+    }
+    let att = candle_nn::ops::softmax_last_dim(&att)?;
+    Ok(att.matmul(v)?.reshape((b, nh, len, hd))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grouped_attention_equals_repeated_keys_and_values() -> Result<()> {
+        let dev = Device::Cpu;
+        let (b, nh, nkv, len, keys, hd) = (2, 6, 2, 3, 5, 4);
+        let q = Tensor::randn(0f32, 1.0, (b, nh, len, hd), &dev)?;
+        let k = Tensor::randn(0f32, 1.0, (b, nkv, keys, hd), &dev)?;
+        let v = Tensor::randn(0f32, 1.0, (b, nkv, keys, hd), &dev)?;
+        // Causal over the last `len` keys after two cached ones.
+        let m: Vec<f32> = (0..len)
+            .flat_map(|i| (0..keys).map(move |j| if j > 2 + i { f32::NEG_INFINITY } else { 0.0 }))
+            .collect();
+        let mask = Tensor::from_vec(m, (1, 1, len, keys), &dev)?;
+        let a = attend_repeated(&q, k.clone(), v.clone(), Some(&mask), nh / nkv, 0.5)?;
+        let g = attend_grouped(&q, &k, &v, Some(&mask), nh / nkv, 0.5)?;
+        let diff = (a - g)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "{diff}");
+        Ok(())
     }
 }

@@ -11,13 +11,14 @@
 //! shards (part k of every model and precision goes to shard k mod N) together compute exactly
 //! what one run does.
 
+mod decode;
 mod job;
 mod manifest;
 mod ppl;
 mod run;
 mod score;
 pub use job::{Event, Job, Outcome, StageDone, Study, Throughput};
-pub use score::Scorer;
+pub use score::{Phases, Scorer};
 
 use crate::bbq::Selection;
 use crate::engine::quant::{self, Built};

@@ -18,14 +18,43 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+/// Where a scorer's time went, for benchmarks: the forward passes of the prompts (until
+/// their logits are on the host), the next-token distributions, and sampling (decoding
+/// continuations included). Seconds, summed over calls.
+#[derive(Debug, Default)]
+pub struct Phases {
+    pub forward: std::cell::Cell<f64>,
+    pub dists: std::cell::Cell<f64>,
+    pub sample: std::cell::Cell<f64>,
+}
+
+impl Phases {
+    fn add(cell: &std::cell::Cell<f64>, since: Instant) {
+        cell.set(cell.get() + since.elapsed().as_secs_f64());
+    }
+}
+
+/// One seed's answer in the making: its RNG after the first token, the first token (and
+/// the letter it is, if it is one), the tokens generated after a first token that is not a
+/// letter, and the milliseconds it took (the record's `latency_ms`).
+pub(super) struct Draw {
+    seed: u64,
+    seed_set: SeedSet,
+    pub(super) rng: Rng,
+    pub(super) first: u32,
+    pub(super) letter: Option<u8>,
+    pub(super) generated: Vec<u32>,
+    pub(super) ms: f64,
+}
+
 /// A prompt's next-token distribution at T = 1 and at the sampling temperature.
-struct Dist {
+pub(super) struct Dist {
     p1: Vec<f64>,
-    pt: Vec<f64>,
+    pub(super) pt: Vec<f64>,
 }
 
 impl Dist {
-    fn new(logits: &[f32]) -> Dist {
+    pub(super) fn new(logits: &[f32]) -> Dist {
         Dist {
             p1: softmax(logits, 1.0),
             pt: softmax(logits, prompt::TEMPERATURE),
@@ -98,6 +127,17 @@ impl Scorer<'_> {
         order: prompt::OptionOrder,
         cancel: &AtomicBool,
     ) -> Result<Vec<(Vec<Record>, u64, u64)>> {
+        self.score_part_timed(part, order, cancel, &Phases::default())
+    }
+
+    /// [`Scorer::score_part`], adding where the time went to `phases`.
+    pub fn score_part_timed(
+        &self,
+        part: &[Item],
+        order: prompt::OptionOrder,
+        cancel: &AtomicBool,
+        phases: &Phases,
+    ) -> Result<Vec<(Vec<Record>, u64, u64)>> {
         let tokens = part
             .iter()
             .map(|item| self.tokens(item, order))
@@ -111,7 +151,10 @@ impl Scorer<'_> {
             }
             let rows: Vec<&[u32]> = batch.iter().map(|&i| tokens[i].as_slice()).collect();
             let items: Vec<&Item> = batch.iter().map(|&i| &part[i]).collect();
-            for (&i, r) in batch.iter().zip(self.score_batch(&items, order, &rows)?) {
+            for (&i, r) in batch
+                .iter()
+                .zip(self.score_batch(&items, order, &rows, phases)?)
+            {
                 out[i] = Some(r);
             }
         }
@@ -127,6 +170,7 @@ impl Scorer<'_> {
         items: &[&Item],
         order: prompt::OptionOrder,
         rows: &[&[u32]],
+        phases: &Phases,
     ) -> Result<Vec<(Vec<Record>, u64, u64)>> {
         use rayon::prelude::*;
         let model = &self.built.model;
@@ -143,19 +187,35 @@ impl Scorer<'_> {
         let suffixes: Vec<&[u32]> = rows.iter().map(|r| &r[shared..]).collect();
         let (logits, cache) = model.forward_batch(&suffixes, &prefix)?;
         let logits: Vec<Vec<f32>> = logits.to_vec2()?;
+        Phases::add(&phases.forward, t0);
+        let t1 = Instant::now();
         let dists: Vec<Dist> = logits.par_iter().map(|l| Dist::new(l)).collect();
+        Phases::add(&phases.dists, t1);
+        let t2 = Instant::now();
+        let pass_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let mut draws: Vec<Vec<Draw>> = items
+            .iter()
+            .zip(&dists)
+            .map(|(item, dist)| self.draws(item, order, dist))
+            .collect();
+        let forwards = self.decode_batched(&mut draws, &cache)?;
+        let ms = pass_ms + t2.elapsed().as_secs_f64() * 1e3;
         let mut out = Vec::with_capacity(rows.len());
-        for (b, (item, dist)) in items.iter().zip(&dists).enumerate() {
-            let full = cache.row(b, rows[b].len())?;
-            let (recs, forwards) = self.sample(item, order, dist, &full, t0)?;
+        for (b, ((item, dist), mut ds)) in items.iter().zip(&dists).zip(draws).enumerate() {
+            for d in &mut ds {
+                d.ms = if d.letter.is_some() { pass_ms } else { ms };
+            }
+            let recs = self.records(item, order, dist, ds)?;
             let fresh = suffixes[b].len() + if b == 0 { shared } else { 0 };
-            out.push((recs, rows[b].len() as u64, fresh as u64 + forwards));
+            out.push((recs, rows[b].len() as u64, fresh as u64 + forwards[b]));
         }
+        Phases::add(&phases.sample, t2);
         Ok(out)
     }
 
     /// Each seed samples from one prompt's distribution (continuing after a first token
-    /// that is not a letter). Returns the records and the decoding steps computed.
+    /// that is not a letter, one seed at a time). Returns the records and the decoding
+    /// steps computed.
     fn sample(
         &self,
         item: &Item,
@@ -164,15 +224,25 @@ impl Scorer<'_> {
         full: &KvCache,
         t0: Instant,
     ) -> Result<(Vec<Record>, u64)> {
-        let tok = &self.src.tok;
-        let pt = &dist.pt;
-        // Letter probabilities, stored per dataset option (ans0, ans1, ans2).
-        let prob = order.to_dataset(self.letters.mass(&dist.p1));
-        let samp = order.to_dataset(self.letters.mass(pt));
         let pass_ms = t0.elapsed().as_secs_f64() * 1e3;
-        let mut out = Vec::with_capacity(self.spec.seeds.len());
+        let mut draws = self.draws(item, order, dist);
         let mut memo = HashMap::new();
         let mut forwards = 0u64;
+        for d in &mut draws {
+            let t1 = Instant::now();
+            if d.letter.is_none() {
+                let first = d.first;
+                d.generated =
+                    self.continue_from(first, full, &mut d.rng, &mut memo, &mut forwards)?;
+            }
+            d.ms = pass_ms + t1.elapsed().as_secs_f64() * 1e3;
+        }
+        Ok((self.records(item, order, dist, draws)?, forwards))
+    }
+
+    /// Each seed's first token, sampled from the distribution at the sampling temperature
+    /// with the record's own RNG (study seeds, then noise seeds at BF16 in the study order).
+    pub(super) fn draws(&self, item: &Item, order: prompt::OptionOrder, dist: &Dist) -> Vec<Draw> {
         let noise: &[u64] =
             if self.precision == Precision::Bf16 && order == prompt::OptionOrder::STUDY {
                 &self.spec.noise_seeds
@@ -185,47 +255,73 @@ impl Scorer<'_> {
             .iter()
             .map(|s| (*s, SeedSet::Study))
             .chain(noise.iter().map(|s| (*s, SeedSet::Noise)));
-        for (seed, seed_set) in seeds {
-            let t1 = Instant::now();
-            let mut rng = Rng::for_record(
-                seed,
-                self.slug,
-                self.spec.scheme.as_str(),
-                self.precision.as_str(),
-                &item.category,
-                item.example_id,
-                &order.as_str(),
-            );
-            let first = rng.sample(pt);
-            let (sampled_text, letter) = match self.letters.letter_of(first) {
-                Some(letter) => (tok.decode(&[first])?, Some(letter)),
-                None => {
-                    let generated =
-                        self.continue_from(first, full, &mut rng, &mut memo, &mut forwards)?;
-                    let text = tok.decode(&generated)?;
-                    let answer = prompt::parse_answer(&text);
-                    (text, answer)
+        seeds
+            .map(|(seed, seed_set)| {
+                let mut rng = Rng::for_record(
+                    seed,
+                    self.slug,
+                    self.spec.scheme.as_str(),
+                    self.precision.as_str(),
+                    &item.category,
+                    item.example_id,
+                    &order.as_str(),
+                );
+                let first = rng.sample(&dist.pt);
+                Draw {
+                    seed,
+                    seed_set,
+                    rng,
+                    first,
+                    letter: self.letters.letter_of(first),
+                    generated: Vec::new(),
+                    ms: 0.0,
                 }
-            };
-            let answer = letter.map(|l| order.dataset_index(l));
-            out.push(Record {
-                category: item.category.clone(),
-                example_id: item.example_id,
-                context_condition: item.context_condition.clone(),
-                question_polarity: item.question_polarity.clone(),
-                seed: seed as i64,
-                prob,
-                letter_mass: prob.iter().sum(),
-                samp_prob: samp,
-                seed_set,
-                option_order: order.as_str(),
-                sampled_text,
-                answer,
-                role: item.role_of(answer),
-                latency_ms: pass_ms + t1.elapsed().as_secs_f64() * 1e3,
-            });
-        }
-        Ok((out, forwards))
+            })
+            .collect()
+    }
+
+    /// The records of one item's draws (each finished: a letter, or its generated tokens).
+    pub(super) fn records(
+        &self,
+        item: &Item,
+        order: prompt::OptionOrder,
+        dist: &Dist,
+        draws: Vec<Draw>,
+    ) -> Result<Vec<Record>> {
+        let tok = &self.src.tok;
+        // Letter probabilities, stored per dataset option (ans0, ans1, ans2).
+        let prob = order.to_dataset(self.letters.mass(&dist.p1));
+        let samp = order.to_dataset(self.letters.mass(&dist.pt));
+        draws
+            .into_iter()
+            .map(|d| {
+                let (sampled_text, letter) = match d.letter {
+                    Some(letter) => (tok.decode(&[d.first])?, Some(letter)),
+                    None => {
+                        let text = tok.decode(&d.generated)?;
+                        let answer = prompt::parse_answer(&text);
+                        (text, answer)
+                    }
+                };
+                let answer = letter.map(|l| order.dataset_index(l));
+                Ok(Record {
+                    category: item.category.clone(),
+                    example_id: item.example_id,
+                    context_condition: item.context_condition.clone(),
+                    question_polarity: item.question_polarity.clone(),
+                    seed: d.seed as i64,
+                    prob,
+                    letter_mass: prob.iter().sum(),
+                    samp_prob: samp,
+                    seed_set: d.seed_set,
+                    option_order: order.as_str(),
+                    sampled_text,
+                    answer,
+                    role: item.role_of(answer),
+                    latency_ms: d.ms,
+                })
+            })
+            .collect()
     }
 
     /// Decode up to the token limit after a first token that is not a bare letter. Seeds of
