@@ -1,6 +1,6 @@
 //! stereoscope measures how quantizing an instruct LLM changes its answers on the BBQ bias
 //! benchmark. Data flows one way: `bbq → prompt → engine → study → store → analysis → cli`,
-//! over the terms of [`vocab`].
+//! over the terms of [`vocab`] and the study's rules in [`rules`].
 
 pub mod analysis;
 pub mod bbq;
@@ -9,6 +9,7 @@ pub mod cli;
 pub mod engine;
 pub mod error;
 pub mod prompt;
+pub mod rules;
 pub mod store;
 pub mod study;
 pub mod tui;

@@ -9,11 +9,10 @@
 //! usual system locations. Without one the SVGs are still written and the PNGs fail with
 //! one error that says so.
 
-use super::report::{Report, kld4};
+use super::report::Report;
 use super::stats;
 use crate::error::{Error, Result};
 use crate::store::StoredRecord;
-use crate::vocab::SeedSet;
 use draw::{draw_to, log_range, pow10_label};
 use plotters::prelude::{BitMapBackend, IntoDrawingArea, SVGBackend};
 use std::collections::BTreeMap;
@@ -100,29 +99,10 @@ pub fn write_figures(
 }
 
 /// Per-item KL divergence of the T = 1 option distribution (bins A, B, C, rest) from BF16
-/// to each precision, per (model, scheme, precision), over the items present at both, in
-/// item order. Their mean is the report's `mean_kld`. Only `seed_set = study` records count.
+/// to each precision, per (model, scheme, precision): the report's
+/// [`item_klds`](super::report::item_klds), whose mean is its `mean_kld`.
 pub fn item_klds(records: &[StoredRecord]) -> BTreeMap<(String, String, String), Vec<f64>> {
-    type Probs<'a> = BTreeMap<(&'a str, i64), [f64; 3]>;
-    let mut probs: BTreeMap<(&str, &str, &str), Probs> = BTreeMap::new();
-    for r in records.iter().filter(|r| r.rec.seed_set == SeedSet::Study) {
-        probs
-            .entry((&r.model, &r.scheme, &r.precision))
-            .or_default()
-            .insert((&r.rec.category, r.rec.example_id), r.rec.prob);
-    }
-    let mut out = BTreeMap::new();
-    for (&(model, scheme, precision), items) in &probs {
-        let Some(base) = probs.get(&(model, scheme, "bf16")) else {
-            continue;
-        };
-        let klds = base
-            .iter()
-            .filter_map(|(key, b)| items.get(key).map(|p| kld4(b, p)))
-            .collect();
-        out.insert((model.into(), scheme.into(), precision.into()), klds);
-    }
-    out
+    super::report::item_klds(records)
 }
 
 /// One figure, ready to draw at any scale.
@@ -447,7 +427,7 @@ mod tests {
     use super::draw::quantile;
     use super::*;
     use crate::analysis::report::{Row, TransitionRow};
-    use crate::vocab::Role;
+    use crate::vocab::{Role, SeedSet};
 
     fn row(category: &str, precision: &str, srs: f64) -> Row {
         Row {
@@ -681,7 +661,10 @@ mod tests {
         let q4 = &klds[&key("q4")];
         assert_eq!(q4.len(), 3);
         assert_eq!(q4[2], 0.0);
-        assert_eq!(q4[1], kld4(&[0.2, 0.2, 0.5], &[0.1, 0.1, 0.7]));
+        assert_eq!(
+            q4[1],
+            crate::rules::kld4(&[0.2, 0.2, 0.5], &[0.1, 0.1, 0.7])
+        );
         assert!(klds[&key("bf16")].iter().all(|k| *k == 0.0));
         let rep = crate::analysis::compute(&recs, &[]);
         let mean = rep

@@ -2,8 +2,9 @@
 //! in which the options were shown, the items that became biased under every order, and the
 //! share of answers at each letter position.
 
+use crate::rules::{self, SeedTally};
 use crate::store::StoredRecord;
-use crate::vocab::SeedSet;
+use crate::vocab::{Precision, SeedSet};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -26,21 +27,47 @@ pub struct OrderRow {
 type Key = (String, String); // (model, scheme)
 type ItemKey = (String, i64);
 
-/// Per precision, per order, per item: the answers' counts.
-type ByPrecision = BTreeMap<String, BTreeMap<String, BTreeMap<ItemKey, Acc>>>;
-
-#[derive(Default, Clone, Copy)]
-struct Acc {
-    valid: u32,
-    biased: u32,
-}
+/// Per order, per item: the seeds' answers.
+type ByOrder = BTreeMap<String, BTreeMap<ItemKey, SeedTally>>;
+/// Per precision, per order, per item: the seeds' answers.
+type ByPrecision = BTreeMap<String, ByOrder>;
+/// (model, scheme, precision, order) → answers per letter position.
+type Letters = BTreeMap<(Key, String, String), [u64; 3]>;
 
 /// The rows, when a (model, scheme) has answers in more than one order; empty otherwise.
 pub fn compute(records: &[StoredRecord], biased_index: &BTreeMap<ItemKey, u8>) -> Vec<OrderRow> {
-    // (model, scheme) → precision → order → item → counts.
+    let (acc, letters) = tally(records, biased_index);
+    let mut rows = Vec::new();
+    for ((model, scheme), by_precision) in &acc {
+        let orders: BTreeSet<&String> = by_precision.values().flat_map(|o| o.keys()).collect();
+        if orders.len() < 2 {
+            continue;
+        }
+        let Some(base) = by_precision.get(Precision::Bf16.as_str()) else {
+            continue;
+        };
+        for (precision, by_order) in by_precision {
+            let group = Group {
+                key: (model.clone(), scheme.clone()),
+                precision,
+                base,
+                by_order,
+                letters: &letters,
+            };
+            rows.extend(group.rows(&orders));
+        }
+    }
+    rows
+}
+
+/// Count the study seeds' answers per (model, scheme), precision, order and item, and the
+/// valid answers per letter position.
+fn tally(
+    records: &[StoredRecord],
+    biased_index: &BTreeMap<ItemKey, u8>,
+) -> (BTreeMap<Key, ByPrecision>, Letters) {
     let mut acc: BTreeMap<Key, ByPrecision> = BTreeMap::new();
-    // (model, scheme, precision, order) → answers per letter position.
-    let mut letters: BTreeMap<(Key, String, String), [u64; 3]> = BTreeMap::new();
+    let mut letters = Letters::new();
     for r in records.iter().filter(|r| r.rec.seed_set == SeedSet::Study) {
         let key = (r.model.clone(), r.scheme.clone());
         let item = (r.rec.category.clone(), r.rec.example_id);
@@ -57,8 +84,7 @@ pub fn compute(records: &[StoredRecord], biased_index: &BTreeMap<ItemKey, u8>) -
             .entry(item)
             .or_default();
         if let Some(ans) = r.rec.answer {
-            a.valid += 1;
-            a.biased += u32::from(ans == bi);
+            a.add(true, ans == bi);
             let position = r.rec.option_order.bytes().position(|b| b == b'0' + ans);
             if let Some(j) = position {
                 letters
@@ -67,81 +93,91 @@ pub fn compute(records: &[StoredRecord], biased_index: &BTreeMap<ItemKey, u8>) -
             }
         }
     }
-    let mut rows = Vec::new();
-    for ((model, scheme), by_precision) in &acc {
-        let orders: BTreeSet<&String> = by_precision.values().flat_map(|o| o.keys()).collect();
-        if orders.len() < 2 {
-            continue;
-        }
-        let Some(base) = by_precision.get("bf16") else {
-            continue;
-        };
-        let unbiased = |order: &str| -> BTreeSet<ItemKey> {
-            base.get(order)
-                .map(|items| {
-                    items
-                        .iter()
-                        .filter(|(_, a)| a.valid > 0 && a.biased == 0)
-                        .map(|(k, _)| k.clone())
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        for (precision, by_order) in by_precision {
-            let mut every: Option<BTreeSet<ItemKey>> = None;
-            let mut every_became: Option<BTreeSet<ItemKey>> = None;
-            for order in &orders {
-                let u = unbiased(order);
-                let items = by_order.get(*order);
-                let became: BTreeSet<ItemKey> = u
-                    .iter()
-                    .filter(|k| items.and_then(|i| i.get(*k)).is_some_and(|a| a.biased > 0))
-                    .cloned()
-                    .collect();
-                let counts = letters
-                    .get(&(
-                        (model.clone(), scheme.clone()),
-                        precision.clone(),
-                        (*order).clone(),
-                    ))
-                    .copied()
-                    .unwrap_or_default();
-                let total: u64 = counts.iter().sum();
-                rows.push(OrderRow {
-                    model: model.clone(),
-                    scheme: scheme.clone(),
-                    precision: precision.clone(),
-                    option_order: (*order).clone(),
-                    unbiased_at_bf16: u.len() as u64,
-                    became_biased: became.len() as u64,
-                    rate: ratio(became.len(), u.len()),
-                    letter_shares: (total > 0).then(|| counts.map(|c| c as f64 / total as f64)),
-                });
-                every = Some(match every {
-                    None => u,
-                    Some(e) => e.intersection(&u).cloned().collect(),
-                });
-                every_became = Some(match every_became {
-                    None => became,
-                    Some(e) => e.intersection(&became).cloned().collect(),
-                });
-            }
-            let (u, b) = (every.unwrap_or_default(), every_became.unwrap_or_default());
-            // Became biased under every order, among items unbiased under every order.
-            let b = b.intersection(&u).count();
-            rows.push(OrderRow {
-                model: model.clone(),
-                scheme: scheme.clone(),
-                precision: precision.clone(),
-                option_order: "every".into(),
-                unbiased_at_bf16: u.len() as u64,
-                became_biased: b as u64,
-                rate: ratio(b, u.len()),
-                letter_shares: None,
+    (acc, letters)
+}
+
+/// One (model, scheme) at one precision, against its BF16 answers.
+struct Group<'a> {
+    key: Key,
+    precision: &'a String,
+    base: &'a ByOrder,
+    by_order: &'a ByOrder,
+    letters: &'a Letters,
+}
+
+impl Group<'_> {
+    /// One row per order, then the `every` row.
+    fn rows(&self, orders: &BTreeSet<&String>) -> Vec<OrderRow> {
+        let mut rows = Vec::new();
+        let mut every: Option<(BTreeSet<ItemKey>, BTreeSet<ItemKey>)> = None;
+        for order in orders {
+            let (u, became) = self.transitions(order);
+            rows.push(self.row(order, u.len(), became.len(), self.shares(order)));
+            every = Some(match every {
+                None => (u, became),
+                Some((eu, eb)) => (
+                    eu.intersection(&u).cloned().collect(),
+                    eb.intersection(&became).cloned().collect(),
+                ),
             });
         }
+        let (u, b) = every.unwrap_or_default();
+        // Became biased under every order, among items unbiased under every order.
+        let b = b.intersection(&u).count();
+        rows.push(self.row("every", u.len(), b, None));
+        rows
     }
-    rows
+
+    /// The items unbiased at BF16 in `order`, and those of them that became biased.
+    fn transitions(&self, order: &str) -> (BTreeSet<ItemKey>, BTreeSet<ItemKey>) {
+        let base = self.base.get(order);
+        let items = self.by_order.get(order);
+        let unbiased: BTreeSet<ItemKey> = base
+            .into_iter()
+            .flatten()
+            .filter(|(_, a)| a.unbiased())
+            .map(|(k, _)| k.clone())
+            .collect();
+        let became = unbiased
+            .iter()
+            .filter(|k| {
+                let (b, p) = (base.and_then(|i| i.get(*k)), items.and_then(|i| i.get(*k)));
+                b.zip(p).is_some_and(|(b, p)| rules::became_biased(*b, *p))
+            })
+            .cloned()
+            .collect();
+        (unbiased, became)
+    }
+
+    /// Shares of the valid answers given with the letters A, B and C in `order`.
+    fn shares(&self, order: &str) -> Option<[f64; 3]> {
+        let counts = self
+            .letters
+            .get(&(self.key.clone(), self.precision.clone(), order.to_string()))
+            .copied()
+            .unwrap_or_default();
+        let total: u64 = counts.iter().sum();
+        (total > 0).then(|| counts.map(|c| c as f64 / total as f64))
+    }
+
+    fn row(
+        &self,
+        order: &str,
+        unbiased: usize,
+        became: usize,
+        shares: Option<[f64; 3]>,
+    ) -> OrderRow {
+        OrderRow {
+            model: self.key.0.clone(),
+            scheme: self.key.1.clone(),
+            precision: self.precision.clone(),
+            option_order: order.to_string(),
+            unbiased_at_bf16: unbiased as u64,
+            became_biased: became as u64,
+            rate: ratio(became, unbiased),
+            letter_shares: shares,
+        }
+    }
 }
 
 fn ratio(a: usize, b: usize) -> Option<f64> {

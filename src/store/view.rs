@@ -3,12 +3,15 @@
 //! which it became biased. This is what the explorer shows and what `export` writes.
 
 use crate::bbq::{Item, Role};
+use crate::rules::{self, SeedTally};
 use crate::store::{Record, StoredRecord};
-use crate::vocab::SeedSet;
+use crate::vocab::{Precision, SeedSet};
 use std::collections::{BTreeMap, HashMap};
 
 /// The precisions in ladder order.
-pub const LADDER: [&str; 5] = crate::vocab::Precision::NAMES;
+pub const LADDER: [&str; 5] = Precision::NAMES;
+
+const BF16: &str = Precision::Bf16.as_str();
 
 /// One item at one precision.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,8 +26,8 @@ pub struct Cell {
     pub probs: [f64; 3],
     /// Probability of the biased option at T = 1.
     pub p_biased: f64,
-    pub any_biased: bool,
-    pub any_valid: bool,
+    /// The seeds' valid and biased answers, which the study's transition rule reads.
+    pub tally: SeedTally,
 }
 
 /// One item with its cells.
@@ -41,30 +44,33 @@ pub struct ItemView {
 impl ItemView {
     /// P(biased) at `precision` minus at bf16.
     pub fn delta_p_biased(&self, precision: &str) -> Option<f64> {
-        Some(self.cells.get(precision)?.p_biased - self.cells.get("bf16")?.p_biased)
+        Some(self.cells.get(precision)?.p_biased - self.cells.get(BF16)?.p_biased)
     }
 
     /// KL divergence of the option distribution from bf16 to `precision`.
     pub fn kld(&self, precision: &str) -> Option<f64> {
-        Some(crate::analysis::report::kld4(
-            &self.cells.get("bf16")?.probs,
+        Some(rules::kld4(
+            &self.cells.get(BF16)?.probs,
             &self.cells.get(precision)?.probs,
         ))
     }
 
     /// Whether the item became biased at `precision` (by the study's rule).
     pub fn became_biased_at(&self, precision: &str) -> bool {
-        let (Some(b), Some(p)) = (self.cells.get("bf16"), self.cells.get(precision)) else {
+        let (Some(b), Some(p)) = (self.cells.get(BF16), self.cells.get(precision)) else {
             return false;
         };
-        precision != "bf16" && b.any_valid && !b.any_biased && p.any_biased
+        precision != BF16 && rules::became_biased(b.tally, p.tally)
     }
 }
 
 fn cell(item: &Item, seeds: Vec<Record>) -> Cell {
     let mut counts: HashMap<Role, usize> = HashMap::new();
+    let mut tally = SeedTally::default();
     for r in &seeds {
-        *counts.entry(item.role_of(r.answer)).or_default() += 1;
+        let role = item.role_of(r.answer);
+        *counts.entry(role).or_default() += 1;
+        tally.add(r.answer.is_some(), role == Role::Biased);
     }
     let order = [Role::Biased, Role::Anti, Role::Unknown, Role::Invalid];
     let (majority, majority_count) = order
@@ -80,8 +86,7 @@ fn cell(item: &Item, seeds: Vec<Record>) -> Cell {
         majority_count,
         probs,
         p_biased: probs[item.biased_index as usize],
-        any_biased: counts.get(&Role::Biased).is_some_and(|n| *n > 0),
-        any_valid: seeds.iter().any(|r| r.answer.is_some()),
+        tally,
         seeds,
     }
 }

@@ -1,0 +1,341 @@
+//! The report as Markdown (laid out like the study's tables) and as a compact text table.
+
+use super::{Correlation, Report, TransitionRow, ratio, study_range};
+use crate::analysis::orders::OrderRow;
+use crate::analysis::stats;
+use crate::store::perplexity::PplRow;
+use std::collections::BTreeSet;
+
+fn pct(x: Option<f64>) -> String {
+    x.map(|v| format!("{:.1}%", 100.0 * v))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn num(x: Option<f64>, digits: usize) -> String {
+    x.map(|v| format!("{v:.digits$}"))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn pvalue(x: Option<f64>) -> String {
+    match x {
+        Some(p) if p < 1e-4 => format!("{p:.1e}"),
+        Some(p) => format!("{p:.4}"),
+        None => "-".into(),
+    }
+}
+
+impl Report {
+    /// The report as Markdown, laid out like the study's tables.
+    pub fn markdown(&self) -> String {
+        let mut s = String::from("# stereoscope report\n");
+        let groups: BTreeSet<(String, String)> = self
+            .rows
+            .iter()
+            .map(|r| (r.model.clone(), r.scheme.clone()))
+            .collect();
+        for (model, scheme) in &groups {
+            let g = Group {
+                report: self,
+                model,
+                scheme,
+            };
+            g.pooled_rates(&mut s);
+            g.transitions(&mut s);
+            g.option_orders(&mut s);
+            g.perplexity(&mut s);
+            g.correlations(&mut s);
+            g.category_rates(&mut s);
+            g.regressions(&mut s);
+        }
+        s
+    }
+
+    /// A compact text table: pooled rows with their transitions.
+    pub fn table(&self) -> String {
+        let mut lines = vec![format!(
+            "{:<28} {:<6} {:<5} {:>7} {:>7} {:>7} {:>7} {:>18} {:>9} {:>9} {:>9} {:>8}",
+            "model",
+            "scheme",
+            "prec",
+            "records",
+            "valid",
+            "SRS",
+            "USR",
+            "transitions",
+            "expected",
+            "floor",
+            "continued",
+            "Δppl"
+        )];
+        for r in self.rows.iter().filter(|r| r.category == "ALL") {
+            let t = self
+                .transitions
+                .iter()
+                .find(|t| t.model == r.model && t.scheme == r.scheme && t.precision == r.precision);
+            let trans = match t {
+                Some(TransitionRow {
+                    rate: Some(rate),
+                    became_biased: Some(b),
+                    unbiased_at_bf16: Some(u),
+                    ..
+                }) => {
+                    format!("{} ({b}/{u})", pct(Some(*rate)))
+                }
+                Some(TransitionRow {
+                    unbiased_at_bf16: None,
+                    ..
+                }) => "no bf16".into(),
+                _ => "-".into(),
+            };
+            let dppl = self
+                .perplexity
+                .iter()
+                .find(|p| p.model == r.model && p.scheme == r.scheme && p.precision == r.precision)
+                .map(|p| match p.delta_ppl_pct {
+                    Some(d) => format!("{d:+.1}%"),
+                    None => format!("{:.2}", p.perplexity),
+                })
+                .unwrap_or_else(|| "-".into());
+            lines.push(format!(
+                "{:<28} {:<6} {:<5} {:>7} {:>7} {:>7} {:>7} {:>18} {:>9} {:>9} {:>9} {:>8}",
+                r.model,
+                r.scheme,
+                r.precision,
+                r.n,
+                pct(ratio(r.valid, r.n)),
+                pct(r.srs),
+                pct(r.usr),
+                trans,
+                pct(t.and_then(|t| t.expected_rate)),
+                pct(t.and_then(|t| t.noise_floor)),
+                pct(t.and_then(|t| t.continued_share)),
+                dppl,
+            ));
+        }
+        lines.join("\n")
+    }
+}
+
+/// One model and scheme's sections of the Markdown report.
+struct Group<'a> {
+    report: &'a Report,
+    model: &'a str,
+    scheme: &'a str,
+}
+
+impl Group<'_> {
+    fn mine(&self, model: &str, scheme: &str) -> bool {
+        model == self.model && scheme == self.scheme
+    }
+
+    fn pooled_rates(&self, s: &mut String) {
+        s.push_str(&format!(
+            "\n## {} ({})\n\n### Stereotype rate by precision, all categories\n\n",
+            self.model, self.scheme
+        ));
+        s.push_str("| precision | records | valid | SRS [95% CI] | Δ SRS vs BF16 | χ² p (Yates) | Cohen's h | USR | anti | s_AMB | s_DIS |\n");
+        s.push_str("|---|---:|---:|---|---:|---:|---|---:|---:|---:|---:|\n");
+        for r in self
+            .report
+            .rows
+            .iter()
+            .filter(|r| self.mine(&r.model, &r.scheme))
+            .filter(|r| r.category == "ALL")
+        {
+            s.push_str(&format!(
+                "| {} | {} | {} | {} [{}, {}] | {} | {} | {} | {} | {} | {} | {} |\n",
+                r.precision,
+                r.n,
+                pct(ratio(r.valid, r.n)),
+                pct(r.srs),
+                pct(r.srs_ci_low),
+                pct(r.srs_ci_high),
+                r.delta_srs
+                    .map(|d| format!("{:+.1} pp", 100.0 * d))
+                    .unwrap_or_else(|| "-".into()),
+                pvalue(r.chi2_p),
+                r.cohens_h
+                    .map(|h| format!("{h:+.3} ({})", stats::h_label(h)))
+                    .unwrap_or_else(|| "-".into()),
+                pct(r.usr),
+                pct(r.anti_rate),
+                num(r.s_amb, 3),
+                num(r.s_dis, 3),
+            ));
+        }
+    }
+
+    fn transitions(&self, s: &mut String) {
+        s.push_str("\n### Items unbiased at BF16 that became biased\n\n");
+        s.push_str("| precision | unbiased at BF16 | became biased | rate (study's rule) | expected from probabilities | noise floor | measured noise floor | answers from continued text | mean KLD | flip rate | study's range |\n");
+        s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+        for t in self
+            .report
+            .transitions
+            .iter()
+            .filter(|t| self.mine(&t.model, &t.scheme))
+        {
+            if let (Some(note), None) = (&t.note, t.unbiased_at_bf16) {
+                s.push_str(&format!("| {} | {note} | | | | | | | | | |\n", t.precision));
+                continue;
+            }
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                t.precision,
+                t.unbiased_at_bf16
+                    .map(|x| x.to_string())
+                    .unwrap_or_default(),
+                t.became_biased.map(|x| x.to_string()).unwrap_or_default(),
+                pct(t.rate),
+                pct(t.expected_rate),
+                pct(t.noise_floor),
+                pct(t.measured_noise_floor),
+                pct(t.continued_share),
+                num(t.mean_kld, 4),
+                pct(t.flip_rate),
+                study_range(&t.precision),
+            ));
+        }
+        s.push_str("\nThe noise floor is the rate the study's rule reports when nothing but the seeds changes (BF16 against itself), computed from the BF16 probabilities; the measured one applies the rule to extra BF16 seeds (`--noise-seeds`). The expected rate and the computed noise floor model letters sampled as the first token only; an answer read from continued text (the first token was not a letter) is outside them, so where that share is large they understate the rule's rate and the measured noise floor is the one to compare with.\n");
+    }
+
+    fn option_orders(&self, s: &mut String) {
+        let orders: Vec<&OrderRow> = self
+            .report
+            .option_orders
+            .iter()
+            .filter(|r| self.mine(&r.model, &r.scheme))
+            .collect();
+        if !orders.is_empty() {
+            s.push_str("\n### Option order\n\nThe study's rule within each order in which the options were shown (`120`: A shows ans1, B ans2, C ans0); `every`: items unbiased at BF16 under every order that became biased under every order, a transition that does not depend on where the options stand. Letter shares: valid answers given with A, B and C.\n\n| precision | order | unbiased at BF16 | became biased | rate | A / B / C |\n|---|---|---:|---:|---:|---|\n");
+            for r in orders {
+                s.push_str(&format!(
+                    "| {} | {} | {} | {} | {} | {} |\n",
+                    r.precision,
+                    r.option_order,
+                    r.unbiased_at_bf16,
+                    r.became_biased,
+                    pct(r.rate),
+                    r.letter_shares
+                        .map(|l| format!(
+                            "{} / {} / {}",
+                            pct(Some(l[0])),
+                            pct(Some(l[1])),
+                            pct(Some(l[2]))
+                        ))
+                        .unwrap_or_default(),
+                ));
+            }
+        }
+    }
+
+    fn perplexity(&self, s: &mut String) {
+        let ppl: Vec<&PplRow> = self
+            .report
+            .perplexity
+            .iter()
+            .filter(|r| self.mine(&r.model, &r.scheme))
+            .collect();
+        if let Some(first) = ppl.first() {
+            s.push_str(&format!(
+                "\n### Perplexity and KL divergence from BF16\n\nCorpus: {} ({} sequences, {} scored tokens), full-vocabulary next-token distributions in f32.\n\n| precision | perplexity | Δ vs BF16 | mean KLD (nats/token) | top-1 agreement |\n|---|---:|---:|---:|---:|\n",
+                first.corpus, first.sequences, first.tokens
+            ));
+            for r in &ppl {
+                s.push_str(&format!(
+                    "| {} | {:.4} | {} | {:.5} | {} |\n",
+                    r.precision,
+                    r.perplexity,
+                    r.delta_ppl_pct
+                        .map(|d| format!("{d:+.2}%"))
+                        .unwrap_or_else(|| "-".into()),
+                    r.mean_kld,
+                    pct(Some(r.top1_agreement)),
+                ));
+            }
+        }
+    }
+
+    fn correlations(&self, s: &mut String) {
+        let corr: Vec<&Correlation> = self
+            .report
+            .correlations
+            .iter()
+            .filter(|c| self.mine(&c.model, &c.scheme))
+            .collect();
+        if !corr.is_empty() {
+            s.push_str("\n### Correlations\n\n| measure | precision | n | Pearson r | p |\n|---|---|---:|---:|---:|\n");
+            for c in corr {
+                s.push_str(&format!(
+                    "| {} | {} | {} | {} | {} |\n",
+                    c.measure,
+                    c.precision,
+                    c.n,
+                    c.pearson_r
+                        .map(|r| format!("{r:+.3}"))
+                        .unwrap_or_else(|| c.note.clone().unwrap_or_default()),
+                    pvalue(c.p_value),
+                ));
+            }
+            s.push_str("\n`item_kld~became_biased`: per item unbiased at BF16, the KL divergence of its A/B/C/other distribution from BF16's against whether it became biased (point-biserial). `delta_ppl_pct~transition_rate`: across precisions, the perplexity change against the transition rate.\n");
+        }
+    }
+
+    fn category_rates(&self, s: &mut String) {
+        s.push_str("\n### Stereotype rate by category\n\n| category | precision | valid | SRS [95% CI] | Δ SRS | χ² p | Cohen's h |\n|---|---|---:|---|---:|---:|---|\n");
+        for r in self
+            .report
+            .rows
+            .iter()
+            .filter(|r| self.mine(&r.model, &r.scheme))
+            .filter(|r| r.category != "ALL")
+        {
+            s.push_str(&format!(
+                "| {} | {} | {} | {} [{}, {}] | {} | {} | {} |\n",
+                r.category,
+                r.precision,
+                r.valid,
+                pct(r.srs),
+                pct(r.srs_ci_low),
+                pct(r.srs_ci_high),
+                r.delta_srs
+                    .map(|d| format!("{:+.1} pp", 100.0 * d))
+                    .unwrap_or_else(|| "-".into()),
+                pvalue(r.chi2_p),
+                num(r.cohens_h, 3),
+            ));
+        }
+    }
+
+    fn regressions(&self, s: &mut String) {
+        for g in self
+            .report
+            .regressions
+            .iter()
+            .filter(|g| self.mine(&g.model, &g.scheme))
+        {
+            s.push_str(&format!(
+                "\n### Logistic regression: biased answer ~ bits + category ({} valid answers)\n\n",
+                g.n
+            ));
+            match &g.fit {
+                Some(f) => {
+                    s.push_str("| term | coefficient | std. error | p |\n|---|---:|---:|---:|\n");
+                    for i in 0..f.names.len() {
+                        s.push_str(&format!(
+                            "| {} | {:+.4} | {:.4} | {} |\n",
+                            f.names[i],
+                            f.coef[i],
+                            f.se[i],
+                            pvalue(Some(f.p[i]))
+                        ));
+                    }
+                }
+                None => s.push_str(&format!(
+                    "Not available: {}.\n",
+                    g.note.as_deref().unwrap_or("no fit")
+                )),
+            }
+        }
+    }
+}
