@@ -6,6 +6,7 @@ pub mod figures;
 pub mod orders;
 pub mod report;
 pub mod stats;
+pub mod tables;
 
 pub use report::{Report, compute};
 
@@ -22,12 +23,8 @@ pub fn write_report(dir: &ResultsDir) -> Result<Report> {
     };
     let report = compute(&store::read_all_records(dir)?, &items)
         .with_perplexity(store::perplexity::read(dir)?);
-    let to_values = |v: &dyn erased::Rows| v.values();
-    store::write_json_table(&dir.root.join("metrics.parquet"), &to_values(&report.rows))?;
-    store::write_json_table(
-        &dir.root.join("transitions.parquet"),
-        &to_values(&report.transitions),
-    )?;
+    tables::METRICS.write(&dir.root.join("metrics.parquet"), &report.rows)?;
+    tables::TRANSITIONS.write(&dir.root.join("transitions.parquet"), &report.transitions)?;
     std::fs::write(dir.root.join("report.md"), report.markdown()).map_err(|e| {
         crate::Error::Store(format!(
             "{}: cannot write report.md: {e}",
@@ -35,18 +32,4 @@ pub fn write_report(dir: &ResultsDir) -> Result<Report> {
         ))
     })?;
     Ok(report)
-}
-
-mod erased {
-    /// Rows that serialize to JSON objects.
-    pub trait Rows {
-        fn values(&self) -> Vec<serde_json::Value>;
-    }
-    impl<T: serde::Serialize> Rows for Vec<T> {
-        fn values(&self) -> Vec<serde_json::Value> {
-            self.iter()
-                .filter_map(|r| serde_json::to_value(r).ok())
-                .collect()
-        }
-    }
 }

@@ -153,57 +153,6 @@ pub fn write_records(path: &Path, records: &[Record]) -> Result<()> {
     write_batch(path, &batch)
 }
 
-/// Write rows of JSON objects (numbers, strings, booleans, nulls) as a Parquet table: a
-/// column whose values are all integers becomes Int64, other numbers Float64, the rest
-/// strings; every column is nullable. Used for `metrics.parquet` and `transitions.parquet`.
-pub fn write_json_table(path: &Path, rows: &[serde_json::Value]) -> Result<()> {
-    let mut names: Vec<String> = Vec::new();
-    for r in rows {
-        for k in r.as_object().into_iter().flat_map(|o| o.keys()) {
-            if !names.contains(k) {
-                names.push(k.clone());
-            }
-        }
-    }
-    let mut fields = Vec::new();
-    let mut cols: Vec<ArrayRef> = Vec::new();
-    for name in &names {
-        let vals: Vec<&serde_json::Value> = rows
-            .iter()
-            .map(|r| r.get(name).unwrap_or(&serde_json::Value::Null))
-            .collect();
-        let present = || vals.iter().filter(|v| !v.is_null());
-        if present().all(|v| v.is_i64() || v.is_u64()) && present().next().is_some() {
-            fields.push(Field::new(name, DataType::Int64, true));
-            cols.push(Arc::new(Int64Array::from(
-                vals.iter().map(|v| v.as_i64()).collect::<Vec<_>>(),
-            )));
-        } else if present().all(|v| v.is_number()) && present().next().is_some() {
-            fields.push(Field::new(name, DataType::Float64, true));
-            cols.push(Arc::new(Float64Array::from(
-                vals.iter().map(|v| v.as_f64()).collect::<Vec<_>>(),
-            )));
-        } else {
-            fields.push(Field::new(name, DataType::Utf8, true));
-            let strs: Vec<Option<String>> = vals
-                .iter()
-                .map(|v| match v {
-                    serde_json::Value::Null => None,
-                    serde_json::Value::String(s) => Some(s.clone()),
-                    other => Some(other.to_string()),
-                })
-                .collect();
-            cols.push(Arc::new(StringArray::from(strs)));
-        }
-    }
-    let batch = if cols.is_empty() {
-        RecordBatch::new_empty(Arc::new(Schema::empty()))
-    } else {
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(|e| store_err(path, e))?
-    };
-    write_batch(path, &batch)
-}
-
 /// Write `items.parquet`.
 pub fn write_items(path: &Path, items: &[Item]) -> Result<()> {
     let s = |n: &str| Field::new(n, DataType::Utf8, false);
@@ -723,4 +672,5 @@ pub fn read_all_records(dir: &ResultsDir) -> Result<Vec<StoredRecord>> {
 pub mod export;
 pub mod merge;
 pub mod perplexity;
+pub mod table;
 pub mod view;

@@ -1,7 +1,8 @@
 //! `perplexity.parquet`: one row per (model, scheme, precision) with the perplexity of a
 //! corpus and the mean KL divergence of the next-token distributions from BF16's.
 
-use super::{ResultsDir, read_batches, write_json_table};
+use super::table::{Column, Get, Table};
+use super::{ResultsDir, read_batches};
 use crate::error::{Error, Result};
 use arrow::array::{Array, Float64Array, Int64Array, StringArray};
 use serde::{Deserialize, Serialize};
@@ -83,7 +84,8 @@ pub fn read(dir: &ResultsDir) -> Result<Vec<PplRow>> {
             f("mean_kld")?,
             f("top1_agreement")?,
         );
-        // A column with no value at all (BF16 alone) is stored as text.
+        // Files written before the schema was declared store a column with no value at all
+        // (BF16 alone) as text.
         let delta = f("delta_ppl_pct").ok();
         for r in 0..b.num_rows() {
             out.push(PplRow {
@@ -113,9 +115,64 @@ pub fn write(dir: &ResultsDir, model: &str, scheme: &str, rows: &[PplRow]) -> Re
         .filter(|r| !(r.model == model && r.scheme == scheme))
         .collect();
     all.extend(rows.iter().cloned());
-    let values: Vec<serde_json::Value> = all
-        .iter()
-        .filter_map(|r| serde_json::to_value(r).ok())
-        .collect();
-    write_json_table(&path(dir), &values)
+    TABLE.write(&path(dir), &all)
 }
+
+/// The declared schema of `perplexity.parquet` (columns in name order, as files have them).
+pub const TABLE: Table<PplRow> = Table {
+    name: "perplexity.parquet",
+    columns: &[
+        Column {
+            name: "corpus",
+            get: Get::Text(|r| Some(r.corpus.as_str())),
+        },
+        Column {
+            name: "corpus_sha256",
+            get: Get::Text(|r| Some(r.corpus_sha256.as_str())),
+        },
+        Column {
+            name: "delta_ppl_pct",
+            get: Get::Float(|r| r.delta_ppl_pct),
+        },
+        Column {
+            name: "mean_kld",
+            get: Get::Float(|r| Some(r.mean_kld)),
+        },
+        Column {
+            name: "model",
+            get: Get::Text(|r| Some(r.model.as_str())),
+        },
+        Column {
+            name: "nll",
+            get: Get::Float(|r| Some(r.nll)),
+        },
+        Column {
+            name: "perplexity",
+            get: Get::Float(|r| Some(r.perplexity)),
+        },
+        Column {
+            name: "precision",
+            get: Get::Text(|r| Some(r.precision.as_str())),
+        },
+        Column {
+            name: "scheme",
+            get: Get::Text(|r| Some(r.scheme.as_str())),
+        },
+        Column {
+            name: "seq_len",
+            get: Get::Int(|r| Some(r.seq_len)),
+        },
+        Column {
+            name: "sequences",
+            get: Get::Int(|r| Some(r.sequences)),
+        },
+        Column {
+            name: "tokens",
+            get: Get::Int(|r| Some(r.tokens)),
+        },
+        Column {
+            name: "top1_agreement",
+            get: Get::Float(|r| Some(r.top1_agreement)),
+        },
+    ],
+};
