@@ -142,10 +142,8 @@ impl Scorer<'_> {
             .iter()
             .map(|item| self.tokens(item, order))
             .collect::<Result<Vec<_>>>()?;
-        let mut by_len: Vec<usize> = (0..part.len()).collect();
-        by_len.sort_by_key(|&i| (tokens[i].len(), i));
         let mut out: Vec<Option<(Vec<Record>, u64, u64)>> = vec![None; part.len()];
-        for batch in by_len.chunks(self.spec.batch_size.max(1)) {
+        for batch in batches(&tokens, self.spec.batch_size.max(1)) {
             if cancel.load(Ordering::Relaxed) {
                 return Err(Error::Cancelled);
             }
@@ -173,19 +171,8 @@ impl Scorer<'_> {
         phases: &Phases,
     ) -> Result<Vec<(Vec<Record>, u64, u64)>> {
         use rayon::prelude::*;
-        let model = &self.built.model;
         let t0 = Instant::now();
-        let shared = rows
-            .iter()
-            .map(|r| common_prefix(rows[0], r).min(r.len() - 1))
-            .min()
-            .unwrap_or(0);
-        let prefix = match shared {
-            0 => KvCache::default(),
-            n => model.forward(&rows[0][..n], &KvCache::default())?.1,
-        };
-        let suffixes: Vec<&[u32]> = rows.iter().map(|r| &r[shared..]).collect();
-        let (logits, cache) = model.forward_batch(&suffixes, &prefix)?;
+        let (logits, cache, fresh) = self.forward_rows(rows)?;
         let logits: Vec<Vec<f32>> = logits.to_vec2()?;
         Phases::add(&phases.forward, t0);
         let t1 = Instant::now();
@@ -206,11 +193,61 @@ impl Scorer<'_> {
                 d.ms = if d.letter.is_some() { pass_ms } else { ms };
             }
             let recs = self.records(item, order, dist, ds)?;
-            let fresh = suffixes[b].len() + if b == 0 { shared } else { 0 };
-            out.push((recs, rows[b].len() as u64, fresh as u64 + forwards[b]));
+            out.push((recs, rows[b].len() as u64, fresh[b] + forwards[b]));
         }
         Phases::add(&phases.sample, t2);
         Ok(out)
+    }
+
+    /// The forward passes of a batch's prompts: the prefix all of them share once, then
+    /// the context each group of prompts shares (an item's two question polarities) once
+    /// per group, then each prompt's own rest. Returns the next-token logits `[rows, vocab]`,
+    /// the batch's ragged cache (one row per prompt) and the tokens computed per prompt
+    /// (shared tokens counted on the first prompt that shares them).
+    fn forward_rows(&self, rows: &[&[u32]]) -> Result<(candle_core::Tensor, KvCache, Vec<u64>)> {
+        let model = &self.built.model;
+        let shared = rows
+            .iter()
+            .map(|r| common_prefix(rows[0], r).min(r.len() - 1))
+            .min()
+            .unwrap_or(0);
+        let prefix = match shared {
+            0 => KvCache::default(),
+            n => model.forward(&rows[0][..n], &KvCache::default())?.1,
+        };
+        let mut fresh: Vec<u64> = vec![0; rows.len()];
+        fresh[0] += shared as u64;
+        let groups = context_groups(rows, shared);
+        if groups.iter().all(|g| g.rows.len() == 1) {
+            let suffixes: Vec<&[u32]> = rows.iter().map(|r| &r[shared..]).collect();
+            for (f, s) in fresh.iter_mut().zip(&suffixes) {
+                *f += s.len() as u64;
+            }
+            let (logits, cache) = model.forward_batch(&suffixes, &prefix)?;
+            return Ok((logits, cache, fresh));
+        }
+        let contexts: Vec<&[u32]> = groups
+            .iter()
+            .map(|g| &rows[g.rows[0]][shared..g.len])
+            .collect();
+        let mut parent = vec![0; rows.len()];
+        for (k, g) in groups.iter().enumerate() {
+            fresh[g.rows[0]] += (g.len - shared) as u64;
+            for &b in &g.rows {
+                parent[b] = k;
+            }
+        }
+        let (_, context_cache) = model.forward_batch(&contexts, &prefix)?;
+        let rests: Vec<&[u32]> = rows
+            .iter()
+            .enumerate()
+            .map(|(b, r)| &r[groups[parent[b]].len..])
+            .collect();
+        for (f, s) in fresh.iter_mut().zip(&rests) {
+            *f += s.len() as u64;
+        }
+        let (logits, cache) = model.forward_batch(&rests, &context_cache.select(&parent)?)?;
+        Ok((logits, cache, fresh))
     }
 
     /// Each seed samples from one prompt's distribution (continuing after a first token
@@ -361,5 +398,131 @@ impl Scorer<'_> {
             next = rng.sample(&p);
         }
         Ok(generated)
+    }
+}
+
+/// Tokens beyond the batch's common prefix that prompts must share to be computed as one
+/// context (an item's two polarities share their whole context, dozens of tokens; unrelated
+/// prompts share a word or two).
+const MIN_CONTEXT: usize = 8;
+
+/// Prompts of a batch that share a context: the rows and the length of the shared tokens
+/// (each row keeps at least one token of its own).
+#[derive(Debug, PartialEq)]
+struct Group {
+    rows: Vec<usize>,
+    len: usize,
+}
+
+/// The batch's rows grouped by shared context, in the order of their first rows: a row
+/// joins the first group whose first row shares at least `MIN_CONTEXT` tokens past `shared`
+/// with it. Groups of one row have `len == shared`.
+fn context_groups(rows: &[&[u32]], shared: usize) -> Vec<Group> {
+    let mut groups: Vec<Group> = Vec::new();
+    for (b, r) in rows.iter().enumerate() {
+        let joined = groups.iter_mut().find_map(|g| {
+            let first = rows[g.rows[0]];
+            let n = common_prefix(first, r)
+                .min(r.len() - 1)
+                .min(first.len() - 1);
+            (n >= shared + MIN_CONTEXT).then_some((g, n))
+        });
+        match joined {
+            Some((g, n)) => {
+                g.len = if g.rows.len() == 1 { n } else { g.len.min(n) };
+                g.rows.push(b);
+            }
+            None => groups.push(Group {
+                rows: vec![b],
+                len: shared,
+            }),
+        }
+    }
+    // A single row's context is its own rest; it still needs a row in the context pass.
+    for g in &mut groups {
+        if g.rows.len() == 1 {
+            g.len = rows[g.rows[0]].len() - 1;
+        }
+    }
+    groups
+}
+
+/// A part's prompts cut into batches of at most `size` (indices into `tokens`): prompts that
+/// share a context (an item's two polarities) go together, groups ordered by the length of
+/// their longest prompt so each batch pads little, ties in part order. Depends only on the
+/// part's prompts, so a resumed or sharded run computes the same batches.
+fn batches(tokens: &[Vec<u32>], size: usize) -> Vec<Vec<usize>> {
+    let all: Vec<&[u32]> = tokens.iter().map(|t| t.as_slice()).collect();
+    let shared = all
+        .iter()
+        .map(|r| common_prefix(all[0], r).min(r.len().saturating_sub(1)))
+        .min()
+        .unwrap_or(0);
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut lex: Vec<usize> = (0..tokens.len()).collect();
+    lex.sort_by(|&a, &b| tokens[a].cmp(&tokens[b]).then(a.cmp(&b)));
+    for w in lex {
+        match groups.last_mut() {
+            Some(g) if common_prefix(&tokens[g[0]], &tokens[w]) >= shared + MIN_CONTEXT => {
+                g.push(w)
+            }
+            _ => groups.push(vec![w]),
+        }
+    }
+    for g in &mut groups {
+        g.sort_unstable();
+    }
+    let longest = |g: &Vec<usize>| g.iter().map(|&i| tokens[i].len()).max().unwrap_or(0);
+    groups.sort_by_key(|g| (longest(g), g[0]));
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    for g in groups {
+        match out.last_mut() {
+            Some(b) if b.len() + g.len() <= size => b.extend(g),
+            _ => out.push(g),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_items_two_polarities_share_a_batch_and_a_context() {
+        // Prompts: a shared header [1, 2], then contexts; 0 and 2 share a context of 10 tokens.
+        let ctx: Vec<u32> = (10..20).collect();
+        let p = |tail: &[u32], ctx: &[u32]| -> Vec<u32> { [&[1u32, 2][..], ctx, tail].concat() };
+        let tokens = vec![
+            p(&[50, 51], &ctx),
+            p(&[60], &[30, 31, 32]),
+            p(&[52, 53, 54], &ctx),
+            p(&[61, 62], &[40, 41]),
+        ];
+        // Batches of 2: the pair first would be longest; groups by longest prompt: {3} (6
+        // tokens), {1} (6), then {0, 2} (15).
+        assert_eq!(batches(&tokens, 2), vec![vec![1, 3], vec![0, 2]]);
+        let rows: Vec<&[u32]> = [0, 2].iter().map(|&i| tokens[i].as_slice()).collect();
+        assert_eq!(
+            context_groups(&rows, 2),
+            vec![Group {
+                rows: vec![0, 1],
+                len: 12
+            }]
+        );
+        let rows: Vec<&[u32]> = [1, 3].iter().map(|&i| tokens[i].as_slice()).collect();
+        assert_eq!(
+            context_groups(&rows, 2),
+            vec![
+                Group {
+                    rows: vec![0],
+                    len: 5
+                },
+                Group {
+                    rows: vec![1],
+                    len: 5
+                }
+            ]
+        );
     }
 }
