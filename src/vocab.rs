@@ -1,13 +1,24 @@
 //! The study's vocabulary, with no I/O: precisions (the ladder), schemes, compute paths,
 //! option roles, seed sets and context-condition selections. Strings of these terms appear
-//! only at the edges (flags, files, screen) and are parsed here, once.
+//! only at the edges (flags, files, screen) and are parsed here, once; the flag enums derive
+//! clap's `ValueEnum` so `--help` lists their values (a derive, no I/O).
 
 use crate::error::{Error, Result};
 use std::fmt;
 
 /// A precision of the study. The ladder is [`Precision::ALL`], from BF16 down.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
@@ -88,7 +99,9 @@ impl std::str::FromStr for Precision {
 }
 
 /// How quantized bits are made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Scheme {
     /// MLX affine quantization, group size 64, as the study's checkpoints were made.
@@ -123,7 +136,9 @@ impl fmt::Display for Scheme {
 }
 
 /// How quantized layers are computed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Compute {
     /// The exact quantized weight values, dequantized, in dense matmuls (the faster path for
@@ -219,7 +234,9 @@ impl fmt::Display for SeedSet {
 }
 
 /// Which context conditions to select.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Conditions {
     Ambig,
