@@ -415,6 +415,12 @@ impl Transformer {
         Ok((logits, cache))
     }
 
+    /// The cache after running `rows` after `cache` (as [`Transformer::forward_batch`]),
+    /// without the output layer: for context that later tokens extend.
+    pub fn extend(&self, rows: &[&[u32]], cache: &KvCache) -> Result<KvCache> {
+        Ok(self.hidden(rows, cache)?.1)
+    }
+
     /// The next-token logits (F32, `[len, vocab]`) at every position of `tokens`, from an
     /// empty context.
     pub fn forward_all(&self, tokens: &[u32]) -> Result<Tensor> {

@@ -143,7 +143,9 @@ impl Scorer<'_> {
             .map(|item| self.tokens(item, order))
             .collect::<Result<Vec<_>>>()?;
         let mut out: Vec<Option<(Vec<Record>, u64, u64)>> = vec![None; part.len()];
-        for batch in batches(&tokens, self.spec.batch_size.max(1)) {
+        let prefix = self.prefix(&tokens)?;
+        let batches = batches(&tokens, self.spec.batch_size.max(1));
+        for batch in &batches {
             if cancel.load(Ordering::Relaxed) {
                 return Err(Error::Cancelled);
             }
@@ -151,10 +153,18 @@ impl Scorer<'_> {
             let items: Vec<&Item> = batch.iter().map(|&i| &part[i]).collect();
             for (&i, r) in batch
                 .iter()
-                .zip(self.score_batch(&items, order, &rows, phases)?)
+                .zip(self.score_batch(&items, order, &rows, &prefix, phases)?)
             {
                 out[i] = Some(r);
             }
+        }
+        // The part's common prefix was computed once: count it on its first prompt.
+        if let Some(Some(first)) = batches
+            .first()
+            .and_then(|b| b.first())
+            .map(|&i| out[i].as_mut())
+        {
+            first.2 += prefix.len as u64;
         }
         out.into_iter()
             .map(|r| r.ok_or_else(|| Error::Model("a prompt of the part was not scored".into())))
@@ -168,11 +178,12 @@ impl Scorer<'_> {
         items: &[&Item],
         order: prompt::OptionOrder,
         rows: &[&[u32]],
+        prefix: &Prefix,
         phases: &Phases,
     ) -> Result<Vec<(Vec<Record>, u64, u64)>> {
         use rayon::prelude::*;
         let t0 = Instant::now();
-        let (logits, cache, fresh) = self.forward_rows(rows)?;
+        let (logits, cache, fresh) = self.forward_rows(rows, prefix)?;
         let logits: Vec<Vec<f32>> = logits.to_vec2()?;
         Phases::add(&phases.forward, t0);
         let t1 = Instant::now();
@@ -199,31 +210,46 @@ impl Scorer<'_> {
         Ok(out)
     }
 
-    /// The forward passes of a batch's prompts: the prefix all of them share once, then
-    /// the context each group of prompts shares (an item's two question polarities) once
+    /// The keys and values of the prefix all of a part's prompts share (the system message
+    /// and chat header), computed once for all its batches; each prompt keeps at least one
+    /// token of its own.
+    fn prefix(&self, tokens: &[Vec<u32>]) -> Result<Prefix> {
+        let len = tokens
+            .iter()
+            .map(|r| common_prefix(&tokens[0], r).min(r.len() - 1))
+            .min()
+            .unwrap_or(0);
+        let cache = match len {
+            0 => KvCache::default(),
+            n => self
+                .built
+                .model
+                .extend(&[&tokens[0][..n]], &KvCache::default())?,
+        };
+        Ok(Prefix { len, cache })
+    }
+
+    /// The forward passes of a batch's prompts after the part's common prefix: the
+    /// context each group of prompts shares (an item's two question polarities) once
     /// per group, then each prompt's own rest. Returns the next-token logits `[rows, vocab]`,
     /// the batch's ragged cache (one row per prompt) and the tokens computed per prompt
     /// (shared tokens counted on the first prompt that shares them).
-    fn forward_rows(&self, rows: &[&[u32]]) -> Result<(candle_core::Tensor, KvCache, Vec<u64>)> {
+    fn forward_rows(
+        &self,
+        rows: &[&[u32]],
+        prefix: &Prefix,
+    ) -> Result<(candle_core::Tensor, KvCache, Vec<u64>)> {
         let model = &self.built.model;
-        let shared = rows
-            .iter()
-            .map(|r| common_prefix(rows[0], r).min(r.len() - 1))
-            .min()
-            .unwrap_or(0);
-        let prefix = match shared {
-            0 => KvCache::default(),
-            n => model.forward(&rows[0][..n], &KvCache::default())?.1,
-        };
+        let shared = prefix.len;
+        let prefix = &prefix.cache;
         let mut fresh: Vec<u64> = vec![0; rows.len()];
-        fresh[0] += shared as u64;
         let groups = context_groups(rows, shared);
         if groups.iter().all(|g| g.rows.len() == 1) {
             let suffixes: Vec<&[u32]> = rows.iter().map(|r| &r[shared..]).collect();
             for (f, s) in fresh.iter_mut().zip(&suffixes) {
                 *f += s.len() as u64;
             }
-            let (logits, cache) = model.forward_batch(&suffixes, &prefix)?;
+            let (logits, cache) = model.forward_batch(&suffixes, prefix)?;
             return Ok((logits, cache, fresh));
         }
         let contexts: Vec<&[u32]> = groups
@@ -237,7 +263,7 @@ impl Scorer<'_> {
                 parent[b] = k;
             }
         }
-        let (_, context_cache) = model.forward_batch(&contexts, &prefix)?;
+        let context_cache = model.extend(&contexts, prefix)?;
         let rests: Vec<&[u32]> = rows
             .iter()
             .enumerate()
@@ -399,6 +425,12 @@ impl Scorer<'_> {
         }
         Ok(generated)
     }
+}
+
+/// The part's common prefix and its cache.
+struct Prefix {
+    len: usize,
+    cache: KvCache,
 }
 
 /// Tokens beyond the batch's common prefix that prompts must share to be computed as one
