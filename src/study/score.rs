@@ -118,9 +118,10 @@ impl Scorer<'_> {
     }
 
     /// Score a part's items in one option order, `batch_size` prompts per forward pass:
-    /// prompts sorted by length (ties in item order) so each batch pads little, the prefix
-    /// shared by a batch's prompts computed once. Batches depend only on the part's items,
-    /// so a resumed or sharded run computes the same ones. Results are in item order.
+    /// the part's common prefix computed once, prompts that share a context batched together
+    /// (see [`batches`]), groups ordered by length so each batch pads little. Batches depend
+    /// only on the part's items, so a resumed or sharded run computes the same ones. Results
+    /// are in item order.
     pub fn score_part(
         &self,
         part: &[Item],
