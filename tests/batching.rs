@@ -93,18 +93,23 @@ fn smollm2_batch_of_8_gives_the_records_of_batch_1() {
     );
 }
 
+/// A tiny random model of `arch` written under `tmp` and loaded as a source.
+fn tiny_source(tmp: &Path, arch: &str) -> source::SourceModel {
+    let dir = tmp.join(arch);
+    common::write_tiny_arch(&dir, arch);
+    source::load(&Resolved {
+        id: arch.into(),
+        spec: ModelSpec::HfDir(dir),
+    })
+    .expect("tiny model loads")
+}
+
 #[test]
 fn a_padded_batch_gives_each_prompt_its_own_logits() {
     let tmp = common::tempdir("batch-forward");
     let dev = Device::Cpu;
     for arch in ["llama", "mistral", "qwen2", "phi3"] {
-        let dir = tmp.join(arch);
-        common::write_tiny_arch(&dir, arch);
-        let src = source::load(&Resolved {
-            id: arch.into(),
-            spec: ModelSpec::HfDir(dir.clone()),
-        })
-        .expect("tiny model loads");
+        let src = tiny_source(&tmp, arch);
         for p in [Precision::Bf16, Precision::Q4] {
             let m = quant::build(&src, p, Scheme::Mlx, Compute::Dequant, &dev)
                 .expect("build")
@@ -161,13 +166,7 @@ fn ragged_rows_extend_as_each_prompt_alone() {
     let tmp = common::tempdir("ragged");
     let dev = Device::Cpu;
     for arch in ["llama", "qwen2", "phi3"] {
-        let dir = tmp.join(arch);
-        common::write_tiny_arch(&dir, arch);
-        let src = source::load(&Resolved {
-            id: arch.into(),
-            spec: ModelSpec::HfDir(dir.clone()),
-        })
-        .expect("tiny model loads");
+        let src = tiny_source(&tmp, arch);
         let m = quant::build(&src, Precision::Q4, Scheme::Mlx, Compute::Dequant, &dev)
             .expect("build")
             .model;
