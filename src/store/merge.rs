@@ -215,18 +215,45 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<Merged> {
     let first = &found[0];
     let plan = first.manifest["plan"].clone();
     let target = ResultsDir::at(out);
-    let out_err = |what: String| Error::Input(format!("{}: {what}", out.display()));
+    check_out(out, &target, &plan, &found)?;
+    // Every part of every shard must be on disk before anything moves.
+    let moves = planned_moves(&plan, &found, &target, out)?;
+    std::fs::create_dir_all(out).map_err(|e| out_error(out, format!("cannot create: {e}")))?;
+    for (from, to, in_place) in &moves {
+        place(from, to, *in_place)?;
+    }
+    place_tables(&found, out)?;
+    write_manifest(&target, &merged_manifest(&found))?;
+    for f in found.iter().filter(|f| same_folder(&f.dir, out)) {
+        let _ = std::fs::remove_file(&f.path);
+    }
+    Ok(Merged {
+        dir: target,
+        shards: first.shard.count,
+        parts_placed: moves.len(),
+    })
+}
+
+fn out_error(out: &Path, what: String) -> Error {
+    Error::Input(format!("{}: {what}", out.display()))
+}
+
+/// `out` must be a folder of this plan, one of the shard folders, empty, or absent.
+fn check_out(out: &Path, target: &ResultsDir, plan: &Value, found: &[Found]) -> Result<()> {
     if out.exists() && !out.is_dir() {
-        return Err(out_err("exists and is not a folder".into()));
+        return Err(out_error(out, "exists and is not a folder".into()));
     }
     if target.manifest_path().is_file() {
         let old = read_manifest(&target.manifest_path())?;
-        let diff = plan_diff(&old["plan"], &plan);
+        let diff = plan_diff(&old["plan"], plan);
         if !diff.is_empty() {
-            return Err(out_err(format!(
-                "holds a run of a different plan ({}); choose another OUT",
-                diff.join("; ")
-            )));
+            return Err(out_error(
+                out,
+                format!(
+                    "holds a run of a different plan ({}); choose another OUT",
+                    diff.join("; ")
+                ),
+            ));
         }
     } else if out.is_dir()
         && !found.iter().any(|f| same_folder(&f.dir, out))
@@ -234,16 +261,26 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<Merged> {
             .map(|mut d| d.next().is_some())
             .unwrap_or(false)
     {
-        return Err(out_err(
+        return Err(out_error(
+            out,
             "is not empty and is neither a results folder of this plan nor one of the shard folders".into(),
         ));
     }
+    Ok(())
+}
 
-    // Every part of every shard must be on disk before anything moves.
-    let parts = planned_parts(&plan, &first.path)?;
+/// Every planned part's move (from, to, whether the shard folder is `out` itself); an
+/// error naming the first unfinished parts when any is missing.
+fn planned_moves(
+    plan: &Value,
+    found: &[Found],
+    target: &ResultsDir,
+    out: &Path,
+) -> Result<Vec<(PathBuf, PathBuf, bool)>> {
+    let parts = planned_parts(plan, &found[0].path)?;
     let mut moves: Vec<(PathBuf, PathBuf, bool)> = Vec::new();
     let mut missing: Vec<String> = Vec::new();
-    for f in &found {
+    for f in found {
         let src = ResultsDir {
             root: f.dir.clone(),
             shard: Some(f.shard),
@@ -277,11 +314,11 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<Merged> {
                 .join("; ")
         )));
     }
+    Ok(moves)
+}
 
-    std::fs::create_dir_all(out).map_err(|e| out_err(format!("cannot create: {e}")))?;
-    for (from, to, in_place) in &moves {
-        place(from, to, *in_place)?;
-    }
+/// items.parquet (required) and perplexity.parquet (when a shard has it) into `out`.
+fn place_tables(found: &[Found], out: &Path) -> Result<()> {
     for name in ["items.parquet", "perplexity.parquet"] {
         let to = out.join(name);
         if to.is_file() {
@@ -292,17 +329,22 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<Merged> {
         } else if name == "items.parquet" {
             return Err(Error::Input(format!(
                 "no items.parquet in the shard folders ({})",
-                first.dir.display()
+                found[0].dir.display()
             )));
         }
     }
+    Ok(())
+}
 
-    let mut merged = first.manifest.clone();
+/// One manifest for the merged folder: the first shard's, with every shard's models and
+/// runs, and where the shards came from.
+fn merged_manifest(found: &[Found]) -> Value {
+    let mut merged = found[0].manifest.clone();
     for f in &found[1..] {
         fill_missing(&mut merged["models"], &f.manifest["models"]);
     }
     let mut runs = Vec::new();
-    for f in &found {
+    for f in found {
         for r in f.manifest["runs"].as_array().into_iter().flatten() {
             let mut r = r.clone();
             r["shard"] = json!(format!("{}/{}", f.shard.index, f.shard.count));
@@ -320,15 +362,7 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<Merged> {
             "from": f.dir.display().to_string(),
         })).collect::<Vec<_>>(),
     });
-    write_manifest(&target, &merged)?;
-    for f in found.iter().filter(|f| same_folder(&f.dir, out)) {
-        let _ = std::fs::remove_file(&f.path);
-    }
-    Ok(Merged {
-        dir: target,
-        shards: first.shard.count,
-        parts_placed: moves.len(),
-    })
+    merged
 }
 
 #[cfg(test)]
