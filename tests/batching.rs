@@ -131,7 +131,7 @@ fn a_padded_batch_gives_each_prompt_its_own_logits() {
                     .fold(0f32, f32::max);
                 assert!(d < 1e-4, "{arch} {p}: row {b} differs by {d}");
                 // The row's cache continues as the prompt's own cache does.
-                let own = bcache.row(b, prefix.len() + row.len()).expect("row cache");
+                let own = bcache.select(&[b]).expect("row cache");
                 let (next_b, _) = m.forward(&[2], &own).expect("continue");
                 let (_, solo) = m.forward(row, &cache).expect("solo");
                 let (next_a, _) = m.forward(&[2], &solo).expect("continue");

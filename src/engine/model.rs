@@ -234,26 +234,6 @@ impl KvCache {
         })
     }
 
-    /// Row `b` of a batched cache, cut to its first `n` tokens (a row's real tokens after
-    /// right padding).
-    pub fn row(&self, b: usize, n: usize) -> Result<KvCache> {
-        let layers = self
-            .layers
-            .iter()
-            .map(|(k, v)| {
-                Ok((
-                    k.narrow(0, b, 1)?.narrow(2, 0, n)?,
-                    v.narrow(0, b, 1)?.narrow(2, 0, n)?,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(KvCache {
-            layers,
-            len: n,
-            ragged: None,
-        })
-    }
-
     /// The cache of the first `n` tokens.
     pub fn truncate(&self, n: usize) -> Result<KvCache> {
         if self.ragged.is_some() {
@@ -392,7 +372,7 @@ impl Transformer {
     /// prompt), or each row after its own row of a ragged cache. The rows are right-padded
     /// to the longest; the mask keeps padding out of every real position. Returns the F32 next-token logits `[rows, vocab]`
     /// at each row's last token and the batched cache (row `b` covers
-    /// `cache.len() + rows[b].len()` real tokens; see [`KvCache::row`]).
+    /// `cache.len() + rows[b].len()` real tokens; see [`KvCache::select`]).
     pub fn forward_batch(&self, rows: &[&[u32]], cache: &KvCache) -> Result<(Tensor, KvCache)> {
         if rows.len() == 1 {
             let (logits, cache) = self.forward(rows[0], cache)?;
