@@ -1,11 +1,12 @@
 //! Statistical building blocks: Wilson intervals, the χ² test with Yates' correction on a
 //! 2×2 table (as scipy's `chi2_contingency` applies it), Cohen's h, and a logistic
 //! regression fitted by Newton's method with Wald standard errors, and Pearson's r with its
-//! two-sided p-value. Distributions come from
-//! statrs; linear algebra from nalgebra.
+//! two-sided p-value; the exact McNemar test, cluster-robust standard errors of a logistic
+//! fit, percentiles with linear interpolation and the counter-based random draws of the
+//! bootstrap. Distributions come from statrs; linear algebra from nalgebra.
 
 use nalgebra::{DMatrix, DVector};
-use statrs::distribution::{ChiSquared, ContinuousCDF, Normal, StudentsT};
+use statrs::distribution::{Binomial, ChiSquared, ContinuousCDF, DiscreteCDF, Normal, StudentsT};
 
 /// The 97.5% quantile of the standard normal.
 pub fn z975() -> f64 {
@@ -159,6 +160,94 @@ pub fn logistic(x: &DMatrix<f64>, y: &[f64], names: Vec<String>) -> Option<Logit
         }
     }
     None
+}
+
+/// Exact two-sided McNemar p-value from the discordant pairs `b` and `c`:
+/// min(1, 2·P(X ≤ min(b, c))) with X ~ Binomial(b + c, 1/2) (statsmodels' `mcnemar(exact=True)`);
+/// 1 when there is no discordant pair.
+pub fn mcnemar_exact(b: u64, c: u64) -> f64 {
+    let n = b + c;
+    if n == 0 {
+        return 1.0;
+    }
+    Binomial::new(0.5, n)
+        .map(|d| (2.0 * d.cdf(b.min(c))).min(1.0))
+        .unwrap_or(f64::NAN)
+}
+
+/// The p-th quantile (0 ≤ p ≤ 1) of sorted values by linear interpolation between the order
+/// statistics at (n − 1)·p (numpy's default). `None` for no values.
+pub fn quantile(sorted: &[f64], p: f64) -> Option<f64> {
+    let last = sorted.len().checked_sub(1)?;
+    let h = last as f64 * p.clamp(0.0, 1.0);
+    let lo = h.floor() as usize;
+    let hi = (lo + 1).min(last);
+    Some(sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo]))
+}
+
+/// Mean and sample standard deviation (n − 1 in the denominator); `None` below 2 values.
+pub fn mean_sd(v: &[f64]) -> Option<(f64, f64)> {
+    if v.len() < 2 {
+        return None;
+    }
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let ss: f64 = v.iter().map(|x| (x - mean) * (x - mean)).sum();
+    Some((mean, (ss / (n - 1.0)).sqrt()))
+}
+
+/// SplitMix64's output number `counter` of the stream of `seed`: the state after
+/// `counter + 1` steps of the golden-ratio increment, mixed. Counter-based, so any draw is
+/// computed on its own.
+pub fn splitmix64(seed: u64, counter: u64) -> u64 {
+    let mut z = seed.wrapping_add(counter.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A draw from 0..n (n < 2³²) made from the upper 32 bits of [`splitmix64`]:
+/// ((x >> 32) · n) >> 32.
+pub fn draw_index(seed: u64, counter: u64, n: usize) -> usize {
+    (((splitmix64(seed, counter) >> 32) * n as u64) >> 32) as usize
+}
+
+/// Cluster-robust (CR1) standard errors of a logistic fit with coefficients `beta`: the
+/// sandwich H⁻¹ (Σ_g s_g s_gᵀ) H⁻¹ with s_g the score summed over cluster g, times
+/// G/(G−1)·(n−1)/(n−k), as statsmodels' `cov_type="cluster"`. `group[i]` is row i's cluster
+/// in 0..G. `None` with fewer than 2 clusters or a singular information matrix.
+pub fn cluster_se(x: &DMatrix<f64>, y: &[f64], beta: &[f64], group: &[usize]) -> Option<Vec<f64>> {
+    let (n, k) = x.shape();
+    let g = group.iter().max().map_or(0, |m| m + 1);
+    if g < 2 || n <= k || y.len() != n || group.len() != n || beta.len() != k {
+        return None;
+    }
+    let beta = DVector::from_column_slice(beta);
+    let mut info = DMatrix::zeros(k, k);
+    let mut scores = DMatrix::zeros(g, k);
+    for r in 0..n {
+        let row = x.row(r);
+        let mu = 1.0 / (1.0 + (-(row * &beta)[0]).exp());
+        info += row.transpose() * row * (mu * (1.0 - mu));
+        let mut s = scores.row_mut(group[r]);
+        s += row * (y[r] - mu);
+    }
+    let inv = info.try_inverse()?;
+    let meat = scores.transpose() * &scores;
+    let (gf, nf, kf) = (g as f64, n as f64, k as f64);
+    let cov = &inv * meat * &inv * (gf / (gf - 1.0) * (nf - 1.0) / (nf - kf));
+    Some((0..k).map(|i| cov[(i, i)].max(0.0).sqrt()).collect())
+}
+
+/// Two-sided normal p-values of coefficients over their standard errors.
+pub fn wald_p(coef: &[f64], se: &[f64]) -> Option<Vec<f64>> {
+    let normal = Normal::new(0.0, 1.0).ok()?;
+    Some(
+        coef.iter()
+            .zip(se)
+            .map(|(b, s)| 2.0 * normal.sf((b / s).abs()))
+            .collect(),
+    )
 }
 
 #[cfg(test)]

@@ -52,6 +52,22 @@ pub struct Row {
     pub srs_ci_low: Option<f64>,
     pub srs_ci_high: Option<f64>,
     pub delta_srs: Option<f64>,
+    /// `ALL` rows only: the study's model-level SRS, the unweighted mean of the `srs` of this
+    /// model, scheme and precision's categories (those with valid answers), as the study's
+    /// main results table computes it. The `srs` of an `ALL` row pools every answer instead,
+    /// so categories with more answers weigh more. `None` on category rows.
+    pub srs_macro: Option<f64>,
+    /// `ALL` rows only: the study's model-level Δ SRS, the unweighted mean of the categories'
+    /// `delta_srs`. `None` at bf16 and on category rows.
+    pub delta_srs_macro: Option<f64>,
+    /// `ALL` rows below bf16: the standard error of `delta_srs` from a bootstrap over items
+    /// (items drawn with replacement, each with all its seeds at BF16 and at the precision;
+    /// see [`Report::bootstrap`]). `None` elsewhere.
+    pub delta_srs_boot_se: Option<f64>,
+    /// `ALL` rows below bf16: the 2.5th percentile of the bootstrap `delta_srs`.
+    pub delta_srs_boot_low: Option<f64>,
+    /// `ALL` rows below bf16: the 97.5th percentile of the bootstrap `delta_srs`.
+    pub delta_srs_boot_high: Option<f64>,
     pub chi2: Option<f64>,
     pub chi2_p: Option<f64>,
     pub cohens_h: Option<f64>,
@@ -70,6 +86,29 @@ pub struct TransitionRow {
     pub unbiased_at_bf16: Option<u64>,
     pub became_biased: Option<u64>,
     pub rate: Option<f64>,
+    /// Wilson 95% interval of `rate` (became_biased out of unbiased_at_bf16).
+    pub rate_ci_low: Option<f64>,
+    pub rate_ci_high: Option<f64>,
+    /// The study's "mean SRS" of its transition table: over the items unbiased at BF16, the
+    /// mean of each item's SRS at this precision (biased seeds / valid seeds, 0 when no seed
+    /// is valid).
+    pub mean_item_srs: Option<f64>,
+    /// The reverse direction: compared items with at least one BF16 seed choosing the biased
+    /// option.
+    pub biased_at_bf16: Option<u64>,
+    /// Of those, items with at least one valid seed and none choosing the biased option at
+    /// this precision ([`crate::rules::became_unbiased`]).
+    pub became_unbiased: Option<u64>,
+    /// became_unbiased / biased_at_bf16, with its Wilson 95% interval.
+    pub reverse_rate: Option<f64>,
+    pub reverse_ci_low: Option<f64>,
+    pub reverse_ci_high: Option<f64>,
+    /// Items with at least one valid seed at both BF16 and this precision: the pairs of the
+    /// McNemar test, whose discordant pairs are `became_biased` and `became_unbiased`.
+    pub mcnemar_items: Option<u64>,
+    /// Exact two-sided McNemar p-value (binomial, p = 1/2, on the discordant pairs) of the
+    /// items' any-of-seeds biased status at this precision against BF16. `None` at bf16.
+    pub mcnemar_p: Option<f64>,
     pub expected_rate: Option<f64>,
     pub noise_floor: Option<f64>,
     /// The study's rule applied to BF16 against extra BF16 seeds (`seed_set = noise`), when
@@ -107,7 +146,85 @@ pub struct Regression {
     pub scheme: String,
     pub n: usize,
     pub fit: Option<Logit>,
+    /// Items (category, example_id) in the fit: the clusters of `cluster_se`.
+    pub clusters: Option<u64>,
+    /// Cluster-robust standard errors of `fit`'s coefficients, clustered by item (the answers
+    /// of an item's seeds and precisions are not independent), in `fit.names` order, with
+    /// the small-sample factor G/(G−1)·(n−1)/(n−k). `fit.se` are the study's naive ones.
+    pub cluster_se: Option<Vec<f64>>,
+    /// Two-sided Wald p-values from `cluster_se` (normal distribution).
+    pub cluster_p: Option<Vec<f64>>,
     pub note: Option<String>,
+}
+
+/// Mean and percentiles of a per-item quantity (linear interpolation between order
+/// statistics, numpy's default).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Quantiles {
+    pub mean: f64,
+    pub p99_9: f64,
+    pub p99: f64,
+    pub p95: f64,
+    pub p90: f64,
+    pub median: f64,
+    pub p10: f64,
+    pub p5: f64,
+    pub p1: f64,
+}
+
+/// The per-item distribution statistics of one precision against BF16 over the answer
+/// letters (the T = 1 probabilities), like llama.cpp's KL divergence report for tokens.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DistributionRow {
+    pub model: String,
+    pub scheme: String,
+    pub precision: String,
+    /// Compared items (at both BF16 and this precision).
+    pub items: u64,
+    /// Per-item KL(BF16 ‖ precision) over A, B, C and the rest, in nats.
+    pub kld: Option<Quantiles>,
+    /// Per-item P(biased letter) at this precision minus at BF16, over the compared items
+    /// whose biased option is known (`dp_items`).
+    pub dp_biased: Option<Quantiles>,
+    pub dp_items: u64,
+    /// Share of compared items whose most probable letter is BF16's (1 − `flip_rate`).
+    pub top_unchanged: Option<f64>,
+    /// Its binomial standard error, √(p(1−p)/items).
+    pub top_unchanged_se: Option<f64>,
+}
+
+/// The settings of the bootstrap over items behind `delta_srs_boot_*`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Bootstrap {
+    /// Seed of the counter-based SplitMix64 stream the items are drawn from.
+    pub seed: u64,
+    /// Resamples per precision.
+    pub replicates: u64,
+}
+
+/// Items per category that the latent-bias filter kept.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LatentCount {
+    pub model: String,
+    pub scheme: String,
+    pub category: String,
+    /// Items with at least one valid BF16 seed.
+    pub total_items: u64,
+    /// Of those, items whose BF16 per-item SRS lies in the band.
+    pub filtered_items: u64,
+    /// Mean BF16 per-item SRS of the kept items.
+    pub mean_baseline_srs: Option<f64>,
+}
+
+/// The study's latent-bias filter (`report --latent-band`): the main rates recomputed over
+/// the items whose BF16 per-item SRS (biased seeds / valid seeds) lies in [min_srs, max_srs].
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Latent {
+    pub min_srs: f64,
+    pub max_srs: f64,
+    pub counts: Vec<LatentCount>,
+    /// `rows` over the kept items' answers at every precision.
+    pub rows: Vec<Row>,
 }
 
 /// A correlation between two measures, with Pearson's r and its two-sided p-value.
@@ -139,7 +256,18 @@ pub struct Report {
     /// The study's rule within each option order, when the run showed options in several
     /// orders (`--option-orders`); empty otherwise.
     pub option_orders: Vec<super::orders::OrderRow>,
+    /// Per-item distribution statistics per model × scheme × precision.
+    pub distributions: Vec<DistributionRow>,
+    /// The settings of the bootstrap behind `delta_srs_boot_*`.
+    pub bootstrap: Bootstrap,
+    /// The latent-bias filter's tables, when `report --latent-band` asked for them.
+    pub latent: Option<Latent>,
 }
+
+/// Seed of the bootstrap over items (fixed, so a report is the same every time).
+pub const BOOTSTRAP_SEED: u64 = 20_260_101;
+/// Resamples of the bootstrap over items.
+pub const BOOTSTRAP_REPLICATES: u64 = 2000;
 
 /// `x~y` points of one correlation.
 type Points = (Vec<f64>, Vec<f64>);
@@ -253,6 +381,12 @@ pub fn compute(records: &[StoredRecord], items: &[Item]) -> Report {
                 .map(|i| ((i.category.clone(), i.example_id), i.biased_index))
                 .collect(),
         ),
+        distributions: Vec::new(),
+        bootstrap: Bootstrap {
+            seed: BOOTSTRAP_SEED,
+            replicates: BOOTSTRAP_REPLICATES,
+        },
+        latent: None,
     }
 }
 

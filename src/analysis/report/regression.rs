@@ -53,6 +53,9 @@ pub(super) fn regressions(study: &[&StoredRecord]) -> Vec<Regression> {
                 scheme,
                 n,
                 fit,
+                clusters: None,
+                cluster_se: None,
+                cluster_p: None,
                 note,
             }
         })
