@@ -37,6 +37,30 @@ def close(what, got, want, rel=False):
         problems.append(f"{what}: got {got!r}, expected {want!r}")
 
 
+def check_macro(rec, rows, stats):
+    """`srs_macro` and `delta_srs_macro` of the ALL rows: the study's unweighted means over the
+    categories (pandas' mean, which skips categories without a value), as its
+    generate_main_results_csv computes them."""
+    per = []
+    for (model, scheme, cat, prec), g in rec.groupby(["model", "scheme", "category", "precision"]):
+        per.append(dict(model=model, scheme=scheme, category=cat, precision=prec, srs=stats(g)["srs"]))
+    m = pd.DataFrame(per)
+    m["srs"] = m.srs.astype(float)
+    base = m[m.precision == "bf16"][["model", "scheme", "category", "srs"]].rename(columns={"srs": "base"})
+    m = m.merge(base, on=["model", "scheme", "category"], how="left")
+    m["delta"] = m.srs - m.base
+    m.loc[m.precision == "bf16", "delta"] = np.nan
+    for (model, scheme, prec), g in m.groupby(["model", "scheme", "precision"]):
+        got = rows.get((model, scheme, prec, "ALL"))
+        if got is None:
+            continue
+        close(f"{model}/{prec} srs_macro", got.get("srs_macro"), float(g.srs.mean()))
+        close(f"{model}/{prec} delta_srs_macro", got.get("delta_srs_macro"), float(g.delta.mean()))
+    for key, r in rows.items():
+        if key[3] != "ALL" and (r.get("srs_macro") is not None or r.get("delta_srs_macro") is not None):
+            problems.append(f"{key}: a category row with a model-level SRS")
+
+
 def main():
     binary, folder = sys.argv[1], sys.argv[2]
     rep = json.loads(subprocess.run([binary, "report", folder, "--format", "json"], check=True,
@@ -102,6 +126,7 @@ def main():
                     close(f"{key} cohens_h", got["cohens_h"], h)
     if seen != len(rows):
         problems.append(f"report has {len(rows)} rows, recomputed {seen}")
+    check_macro(rec, rows, stats)
 
     # Transitions, expected rate and noise floor.
     trans = {(t["model"], t["scheme"], t["precision"]): t for t in rep["transitions"]}

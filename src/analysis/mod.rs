@@ -8,7 +8,7 @@ pub mod report;
 pub mod stats;
 pub mod tables;
 
-pub use report::{Report, compute};
+pub use report::{compute, Report};
 
 use crate::error::Result;
 use crate::store::{self, ResultsDir};

@@ -50,6 +50,22 @@ pub const METRICS: Table<Row> = Table {
             get: Get::Float(|r| r.delta_srs),
         },
         Column {
+            name: "delta_srs_boot_high",
+            get: Get::Float(|r| r.delta_srs_boot_high),
+        },
+        Column {
+            name: "delta_srs_boot_low",
+            get: Get::Float(|r| r.delta_srs_boot_low),
+        },
+        Column {
+            name: "delta_srs_boot_se",
+            get: Get::Float(|r| r.delta_srs_boot_se),
+        },
+        Column {
+            name: "delta_srs_macro",
+            get: Get::Float(|r| r.delta_srs_macro),
+        },
+        Column {
             name: "effect",
             get: Get::Text(|r| r.effect.as_deref()),
         },
@@ -92,6 +108,10 @@ pub const METRICS: Table<Row> = Table {
         Column {
             name: "srs_ci_low",
             get: Get::Float(|r| r.srs_ci_low),
+        },
+        Column {
+            name: "srs_macro",
+            get: Get::Float(|r| r.srs_macro),
         },
         Column {
             name: "unknown",

@@ -2,10 +2,10 @@
 //! SVG, 2 for PNG. Text is placed by anchors, never measured, so the SVG backend needs no
 //! font.
 
-use super::{Body, Facet, Figure, MAX_DOTS, TPoint, grid, nice_top, order};
+use super::{grid, nice_top, order, Body, Facet, Figure, TPoint, MAX_DOTS};
 use crate::error::{Error, Result};
-use plotters::coord::Shift;
 use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};

@@ -3,7 +3,7 @@
 //! becoming biased. Every item-level decision is one of [`crate::rules`].
 
 use super::{
-    Correlation, ItemKey, ItemMap, MarginRow, Points, TransitionRow, correlation, rank, ratio,
+    correlation, rank, ratio, Correlation, ItemKey, ItemMap, MarginRow, Points, TransitionRow,
 };
 use crate::rules::{self, ExpectedRate, SeedTally};
 use crate::store::StoredRecord;

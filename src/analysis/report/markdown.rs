@@ -1,6 +1,6 @@
 //! The report as Markdown (laid out like the study's tables) and as a compact text table.
 
-use super::{Correlation, Report, TransitionRow, ratio, study_range};
+use super::{ratio, study_range, Correlation, Report, TransitionRow};
 use crate::analysis::orders::OrderRow;
 use crate::analysis::stats;
 use crate::store::perplexity::PplRow;
@@ -14,6 +14,22 @@ fn pct(x: Option<f64>) -> String {
 fn num(x: Option<f64>, digits: usize) -> String {
     x.map(|v| format!("{v:.digits$}"))
         .unwrap_or_else(|| "-".into())
+}
+
+/// A difference of rates in percentage points.
+fn pp(x: Option<f64>) -> String {
+    x.map(|d| format!("{:+.1} pp", 100.0 * d))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// A difference in percentage points with its interval, when it has one.
+fn delta_with_ci(d: Option<f64>, lo: Option<f64>, hi: Option<f64>) -> String {
+    match (d, lo, hi) {
+        (Some(_), Some(lo), Some(hi)) => {
+            format!("{} [{:+.1}, {:+.1}]", pp(d), 100.0 * lo, 100.0 * hi)
+        }
+        _ => pp(d),
+    }
 }
 
 fn pvalue(x: Option<f64>) -> String {
@@ -133,8 +149,8 @@ impl Group<'_> {
             "\n## {} ({})\n\n### Stereotype rate by precision, all categories\n\n",
             self.model, self.scheme
         ));
-        s.push_str("| precision | records | valid | SRS [95% CI] | Δ SRS vs BF16 | χ² p (Yates) | Cohen's h | USR | anti | s_AMB | s_DIS |\n");
-        s.push_str("|---|---:|---:|---|---:|---:|---|---:|---:|---:|---:|\n");
+        s.push_str("| precision | records | valid | SRS pooled [95% CI] | SRS, mean of categories (study's) | Δ SRS pooled [bootstrap 95% CI] | Δ SRS, mean of categories (study's) | χ² p (Yates) | Cohen's h | USR | anti | s_AMB | s_DIS |\n");
+        s.push_str("|---|---:|---:|---|---:|---|---:|---:|---|---:|---:|---:|---:|\n");
         for r in self
             .report
             .rows
@@ -143,16 +159,16 @@ impl Group<'_> {
             .filter(|r| r.category == "ALL")
         {
             s.push_str(&format!(
-                "| {} | {} | {} | {} [{}, {}] | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} [{}, {}] | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 r.precision,
                 r.n,
                 pct(ratio(r.valid, r.n)),
                 pct(r.srs),
                 pct(r.srs_ci_low),
                 pct(r.srs_ci_high),
-                r.delta_srs
-                    .map(|d| format!("{:+.1} pp", 100.0 * d))
-                    .unwrap_or_else(|| "-".into()),
+                pct(r.srs_macro),
+                delta_with_ci(r.delta_srs, r.delta_srs_boot_low, r.delta_srs_boot_high),
+                pp(r.delta_srs_macro),
                 pvalue(r.chi2_p),
                 r.cohens_h
                     .map(|h| format!("{h:+.3} ({})", stats::h_label(h)))
@@ -163,6 +179,7 @@ impl Group<'_> {
                 num(r.s_dis, 3),
             ));
         }
+        s.push_str("\n*SRS pooled* counts every valid answer of the model at the precision once (`srs` of the `ALL` rows); the study's model-level SRS is the unweighted *mean of the categories'* SRS (`srs_macro`), so the two differ when categories differ in size or validity. The bootstrap interval resamples items (with all their seeds) and is wider than the χ² test's record-level view when an item's seeds agree.\n");
     }
 
     fn transitions(&self, s: &mut String) {

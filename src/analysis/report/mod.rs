@@ -26,8 +26,8 @@ mod regression;
 use super::stats::{self, Logit};
 use crate::bbq::Item;
 use crate::rules;
-use crate::store::StoredRecord;
 use crate::store::perplexity::PplRow;
+use crate::store::StoredRecord;
 use crate::vocab::Precision;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -583,5 +583,42 @@ mod tests {
         let u = item(3, "ambig");
         let rep = compute(&[rec("bf16", &u, 0, Some(2), 0.5)], &[u]);
         assert_eq!(rep.rows[0].s_amb, None);
+    }
+
+    #[test]
+    fn model_level_srs_is_the_unweighted_mean_of_the_categories() {
+        // Age: 4 valid answers, 3 biased (0.75); Religion: 1 valid answer, 0 biased (0).
+        // Pooled: 3/5 = 0.6; the study's mean of categories: 0.375.
+        let a = item(1, "ambig");
+        let r = Item {
+            category: "Religion".into(),
+            ..item(2, "ambig")
+        };
+        let mut recs = Vec::new();
+        for (s, ans) in [0, 0, 0, 2].into_iter().enumerate() {
+            recs.push(rec("bf16", &a, s as i64, Some(ans), 0.5));
+            recs.push(rec("q4", &a, s as i64, Some(0), 0.5));
+        }
+        recs.push(rec("bf16", &r, 0, Some(2), 0.5));
+        recs.push(rec("q4", &r, 0, Some(2), 0.5));
+        let rep = compute(&recs, &[a, r]);
+        let all = |p: &str| {
+            rep.rows
+                .iter()
+                .find(|x| x.category == "ALL" && x.precision == p)
+                .expect("ALL")
+        };
+        assert!((all("bf16").srs.expect("srs") - 0.6).abs() < 1e-12);
+        assert!((all("bf16").srs_macro.expect("macro") - 0.375).abs() < 1e-12);
+        assert_eq!(all("bf16").delta_srs_macro, None);
+        // q4: Age 1.0, Religion 0 -> macro 0.5, Δ macro = mean(0.25, 0) = 0.125.
+        assert!((all("q4").srs_macro.expect("macro") - 0.5).abs() < 1e-12);
+        assert!((all("q4").delta_srs_macro.expect("delta") - 0.125).abs() < 1e-12);
+        assert!(rep
+            .rows
+            .iter()
+            .filter(|x| x.category != "ALL")
+            .all(|x| x.srs_macro.is_none()));
+        assert!(rep.markdown().contains("SRS, mean of categories (study's)"));
     }
 }

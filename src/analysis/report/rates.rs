@@ -1,7 +1,7 @@
 //! The `rows` table: per model × scheme × precision × category (and pooled as `ALL`) the
 //! answer counts, SRS with its Wilson interval, the tests against BF16 and the bias scores.
 
-use super::{ItemMap, Row, bits_of, rank, ratio};
+use super::{bits_of, rank, ratio, ItemMap, Row};
 use crate::analysis::stats;
 use crate::store::StoredRecord;
 use crate::vocab::{Precision, Role};
@@ -74,6 +74,7 @@ pub(super) fn rows(study: &[&StoredRecord], items: &ItemMap) -> Vec<Row> {
             row(key, c, counts.get(&bf16))
         })
         .collect();
+    add_macro(&mut rows);
     rows.sort_by(|a, b| {
         (
             &a.model,
@@ -91,6 +92,32 @@ pub(super) fn rows(study: &[&StoredRecord], items: &ItemMap) -> Vec<Row> {
             ))
     });
     rows
+}
+
+/// Fill the `ALL` rows' `srs_macro` and `delta_srs_macro`: the unweighted means over the
+/// category rows of the same model, scheme and precision (categories without a value are
+/// skipped, as pandas' mean skips them in the study's code).
+fn add_macro(rows: &mut [Row]) {
+    let mut sums: BTreeMap<(String, String, String), [(f64, u32); 2]> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.category != "ALL") {
+        let s = sums
+            .entry((r.model.clone(), r.scheme.clone(), r.precision.clone()))
+            .or_default();
+        for (acc, v) in s.iter_mut().zip([r.srs, r.delta_srs]) {
+            if let Some(v) = v {
+                *acc = (acc.0 + v, acc.1 + 1);
+            }
+        }
+    }
+    let mean = |(sum, n): (f64, u32)| (n > 0).then(|| sum / f64::from(n));
+    for r in rows.iter_mut().filter(|r| r.category == "ALL") {
+        if let Some([srs, delta]) =
+            sums.get(&(r.model.clone(), r.scheme.clone(), r.precision.clone()))
+        {
+            r.srs_macro = mean(*srs);
+            r.delta_srs_macro = mean(*delta);
+        }
+    }
 }
 
 /// The counts per (model, scheme, precision, category), with category `ALL` pooled.
