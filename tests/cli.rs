@@ -97,7 +97,7 @@ fn tiny_model_runs_five_precisions_into_a_readable_folder_and_resumes() {
         model_entry["precisions"]["bf16"]["tensor_types"]["blk.1.ffn_up.weight"],
         "bf16"
     );
-    assert_eq!(manifest["format_version"], 1);
+    assert_eq!(manifest["format_version"], 2);
 
     // Rerunning the same plan writes nothing.
     let before: Vec<_> = files

@@ -19,7 +19,7 @@ pub struct Prepared {
     spec: StudySpec,
     models: Vec<study::PlannedModel>,
     sel: bbq::Selection,
-    plan: serde_json::Value,
+    plan: crate::store::Plan,
     rd: ResultsDir,
     device: candle_core::Device,
     device_name: String,
@@ -30,7 +30,7 @@ struct Planned {
     spec: StudySpec,
     models: Vec<study::PlannedModel>,
     sel: bbq::Selection,
-    plan: serde_json::Value,
+    plan: crate::store::Plan,
     out: PathBuf,
     device: candle_core::Device,
     device_name: String,
@@ -336,8 +336,9 @@ fn eta(
         batch_sizes: &[spec.batch_size],
         load_secs: t0.elapsed().as_secs_f64(),
         device,
+        cpu_check: 0,
     };
-    let (rows, _) = bench.measure(sample, &[Precision::Bf16], &spec.seeds)?;
+    let rows = bench.measure(sample, &[Precision::Bf16], &spec.seeds)?.rows;
     let Some(row) = rows.first().filter(|r| r.items > 0) else {
         return Ok("eta: nothing to measure".into());
     };

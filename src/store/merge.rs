@@ -6,9 +6,9 @@
 //! temporary name first. The merged folder is laid out as one unsharded run of the plan, so
 //! `report`, `open` and a rerun of the same plan (which finds nothing left to do) work on it.
 
-use super::{
-    ResultsDir, Shard, plan_diff, read_manifest, shard_manifests, store_err, write_manifest,
-};
+use super::manifest::{FORMAT_VERSION, Manifest, Plan, read_manifest};
+use super::verify::{self, part_rel};
+use super::{ResultsDir, Shard, plan_diff, shard_manifests, store_err, write_manifest};
 use crate::error::{Error, Result};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -18,7 +18,7 @@ struct Found {
     shard: Shard,
     dir: PathBuf,
     path: PathBuf,
-    manifest: Value,
+    manifest: Manifest,
 }
 
 /// What `merge` did.
@@ -54,8 +54,8 @@ fn find_shards(dirs: &[PathBuf]) -> Result<Vec<Found>> {
             }
             let manifest = read_manifest(&path)?;
             let shard = manifest
-                .get("shard")
-                .and_then(Shard::from_json)
+                .shard
+                .filter(|s| s.is_valid())
                 .filter(|s| path.file_name().and_then(|n| n.to_str()) == Some(&s.manifest_name()))
                 .ok_or_else(|| {
                     store_err(
@@ -93,7 +93,7 @@ fn check_complete_set(found: &[Found]) -> Result<()> {
                 count
             )));
         }
-        let diff = plan_diff(&first.manifest["plan"], &f.manifest["plan"]);
+        let diff = plan_diff(&first.manifest.plan.to_value(), &f.manifest.plan.to_value());
         if !diff.is_empty() {
             return Err(Error::Input(format!(
                 "{} and {} are shards of different plans ({})",
@@ -126,47 +126,38 @@ fn check_complete_set(found: &[Found]) -> Result<()> {
     Ok(())
 }
 
-/// The part files a plan has: (model slug, scheme, precision, part index).
-fn planned_parts(plan: &Value, path: &Path) -> Result<Vec<(String, String, String, usize)>> {
-    let field = |what: &str| store_err(path, format!("its plan has no valid `{what}`"));
-    let slugs: Vec<String> = plan["models"]
-        .as_array()
-        .ok_or_else(|| field("models"))?
-        .iter()
-        .map(|m| {
-            m["slug"]
-                .as_str()
-                .map(String::from)
-                .ok_or_else(|| field("models.slug"))
-        })
-        .collect::<Result<_>>()?;
-    let scheme = plan["scheme"].as_str().ok_or_else(|| field("scheme"))?;
-    let precisions: Vec<String> = plan["precisions"]
-        .as_array()
-        .ok_or_else(|| field("precisions"))?
-        .iter()
-        .map(|p| {
-            p.as_str()
-                .map(String::from)
-                .ok_or_else(|| field("precisions"))
-        })
-        .collect::<Result<_>>()?;
-    let items = plan["items"]["count"]
-        .as_u64()
-        .ok_or_else(|| field("items.count"))? as usize;
-    let part_size = plan["part_size"]
-        .as_u64()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| field("part_size"))? as usize;
-    let mut out = Vec::new();
-    for slug in &slugs {
-        for p in &precisions {
-            for k in 0..items.div_ceil(part_size) {
-                out.push((slug.clone(), scheme.to_string(), p.clone(), k));
-            }
+/// Read and check every shard (see [`verify`]); each must be finished. The parts of the
+/// merged folder with their manifest entries.
+fn verified_parts(found: &[Found]) -> Result<std::collections::BTreeMap<String, super::PartEntry>> {
+    let mut parts = std::collections::BTreeMap::new();
+    for f in found {
+        let dir = ResultsDir {
+            root: f.dir.clone(),
+            shard: Some(f.shard),
+        };
+        let v = verify::read_verified(&dir)?;
+        let unfinished = v.unfinished();
+        if !unfinished.is_empty() || !v.pending.is_empty() {
+            return Err(Error::Input(format!(
+                "shard {}/{} ({}) is not finished ({}), so nothing was merged; rerun that shard (a rerun resumes)",
+                f.shard.index,
+                f.shard.count,
+                f.dir.display(),
+                unfinished.join(", ")
+            )));
+        }
+        for (part, entry) in v.entries {
+            let rel = part_rel(
+                &v.manifest.plan,
+                &part.model,
+                part.precision,
+                part.index,
+                None,
+            );
+            parts.insert(rel, entry);
         }
     }
-    Ok(out)
+    Ok(parts)
 }
 
 /// Add to `into` every key of `from` that it lacks, recursively.
@@ -213,9 +204,10 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<Merged> {
     let found = find_shards(dirs)?;
     check_complete_set(&found)?;
     let first = &found[0];
-    let plan = first.manifest["plan"].clone();
+    let plan = first.manifest.plan.clone();
     let target = ResultsDir::at(out);
     check_out(out, &target, &plan, &found)?;
+    let parts = verified_parts(&found)?;
     // Every part of every shard must be on disk before anything moves.
     let moves = planned_moves(&plan, &found, &target, out)?;
     std::fs::create_dir_all(out).map_err(|e| out_error(out, format!("cannot create: {e}")))?;
@@ -223,7 +215,7 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<Merged> {
         place(from, to, *in_place)?;
     }
     place_tables(&found, out)?;
-    write_manifest(&target, &merged_manifest(&found))?;
+    write_manifest(&target, &merged_manifest(&found, parts))?;
     for f in found.iter().filter(|f| same_folder(&f.dir, out)) {
         let _ = std::fs::remove_file(&f.path);
     }
@@ -239,13 +231,13 @@ fn out_error(out: &Path, what: String) -> Error {
 }
 
 /// `out` must be a folder of this plan, one of the shard folders, empty, or absent.
-fn check_out(out: &Path, target: &ResultsDir, plan: &Value, found: &[Found]) -> Result<()> {
+fn check_out(out: &Path, target: &ResultsDir, plan: &Plan, found: &[Found]) -> Result<()> {
     if out.exists() && !out.is_dir() {
         return Err(out_error(out, "exists and is not a folder".into()));
     }
     if target.manifest_path().is_file() {
         let old = read_manifest(&target.manifest_path())?;
-        let diff = plan_diff(&old["plan"], plan);
+        let diff = plan_diff(&old.plan.to_value(), &plan.to_value());
         if !diff.is_empty() {
             return Err(out_error(
                 out,
@@ -272,12 +264,11 @@ fn check_out(out: &Path, target: &ResultsDir, plan: &Value, found: &[Found]) -> 
 /// Every planned part's move (from, to, whether the shard folder is `out` itself); an
 /// error naming the first unfinished parts when any is missing.
 fn planned_moves(
-    plan: &Value,
+    plan: &Plan,
     found: &[Found],
     target: &ResultsDir,
     out: &Path,
 ) -> Result<Vec<(PathBuf, PathBuf, bool)>> {
-    let parts = planned_parts(plan, &found[0].path)?;
     let mut moves: Vec<(PathBuf, PathBuf, bool)> = Vec::new();
     let mut missing: Vec<String> = Vec::new();
     for f in found {
@@ -286,9 +277,15 @@ fn planned_moves(
             shard: Some(f.shard),
         };
         let in_place = same_folder(&f.dir, out);
-        for (slug, scheme, p, k) in parts.iter().filter(|x| f.shard.owns(x.3)) {
-            let from = src.part_path(slug, scheme, p, *k);
-            let to = target.part_path(slug, scheme, p, *k);
+        for part in verify::planned_parts(plan, Some(f.shard)) {
+            let (slug, scheme, p, k) = (
+                &part.model,
+                plan.scheme.as_str(),
+                part.precision.as_str(),
+                part.index,
+            );
+            let from = src.part_path(slug, scheme, p, k);
+            let to = target.part_path(slug, scheme, p, k);
             if from.is_file() {
                 moves.push((from, to, in_place));
             } else if !to.is_file() {
@@ -337,31 +334,41 @@ fn place_tables(found: &[Found], out: &Path) -> Result<()> {
 }
 
 /// One manifest for the merged folder: the first shard's, with every shard's models and
-/// runs, and where the shards came from.
-fn merged_manifest(found: &[Found]) -> Value {
+/// runs, every part, and where the shards came from.
+fn merged_manifest(
+    found: &[Found],
+    parts: std::collections::BTreeMap<String, super::PartEntry>,
+) -> Manifest {
     let mut merged = found[0].manifest.clone();
     for f in &found[1..] {
-        fill_missing(&mut merged["models"], &f.manifest["models"]);
+        for (slug, entry) in &f.manifest.models {
+            match merged.models.get_mut(slug) {
+                Some(existing) => fill_missing(existing, entry),
+                None => {
+                    merged.models.insert(slug.clone(), entry.clone());
+                }
+            }
+        }
     }
     let mut runs = Vec::new();
     for f in found {
-        for r in f.manifest["runs"].as_array().into_iter().flatten() {
+        for r in &f.manifest.runs {
             let mut r = r.clone();
             r["shard"] = json!(format!("{}/{}", f.shard.index, f.shard.count));
             runs.push(r);
         }
     }
-    if let Some(o) = merged.as_object_mut() {
-        o.remove("shard");
-    }
-    merged["runs"] = json!(runs);
-    merged["merged"] = json!({
+    merged.format_version = FORMAT_VERSION;
+    merged.shard = None;
+    merged.runs = runs;
+    merged.parts = parts;
+    merged.merged = Some(json!({
         "at": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         "shards": found.iter().map(|f| json!({
             "shard": format!("{}/{}", f.shard.index, f.shard.count),
             "from": f.dir.display().to_string(),
         })).collect::<Vec<_>>(),
-    });
+    }));
     merged
 }
 

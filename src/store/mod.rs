@@ -20,8 +20,7 @@ use parquet::file::properties::WriterProperties;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The version of the folder layout and columns.
-pub const FORMAT_VERSION: u32 = 1;
+pub use manifest::{FORMAT_VERSION, Manifest, PartEntry, Plan, PlanItems, PlanModel};
 
 /// One record: one (model, scheme, precision, seed, item) answer. Model, scheme and
 /// precision live in the partition path.
@@ -208,7 +207,15 @@ fn col<'a, T: 'static>(batch: &'a RecordBatch, name: &str, path: &Path) -> Resul
 fn read_batches(path: &Path) -> Result<Vec<RecordBatch>> {
     let file =
         std::fs::File::open(path).map_err(|e| store_err(path, format!("cannot open: {e}")))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+    batches_of(file, path)
+}
+
+/// The batches of a Parquet file already in memory or open; `path` names it in errors.
+fn batches_of<R: parquet::file::reader::ChunkReader + 'static>(
+    data: R,
+    path: &Path,
+) -> Result<Vec<RecordBatch>> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(data)
         .and_then(|b| b.build())
         .map_err(|e| store_err(path, format!("not a readable Parquet file: {e}")))?;
     reader
@@ -218,8 +225,13 @@ fn read_batches(path: &Path) -> Result<Vec<RecordBatch>> {
 
 /// Read one part file.
 pub fn read_records(path: &Path) -> Result<Vec<Record>> {
+    records_of(read_batches(path)?, path)
+}
+
+/// The records of a part's batches; `path` names it in errors.
+fn records_of(batches: Vec<RecordBatch>, path: &Path) -> Result<Vec<Record>> {
     let mut out = Vec::new();
-    for b in read_batches(path)? {
+    for b in batches {
         let s = |n: &str| col::<StringArray>(&b, n, path);
         let f = |n: &str| col::<Float64Array>(&b, n, path);
         let i = |n: &str| col::<Int64Array>(&b, n, path);
@@ -299,7 +311,7 @@ pub fn read_items(path: &Path) -> Result<Vec<Item>> {
 
 /// One shard of a plan: part `k` of every model and precision belongs to shard
 /// `k % count + 1`. `index` counts from 1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Shard {
     pub index: usize,
     pub count: usize,
@@ -327,14 +339,9 @@ impl Shard {
         part % self.count == self.index - 1
     }
 
-    pub fn to_json(self) -> serde_json::Value {
-        serde_json::json!({"index": self.index, "count": self.count})
-    }
-
-    pub fn from_json(v: &serde_json::Value) -> Option<Shard> {
-        let index = v.get("index")?.as_u64()? as usize;
-        let count = v.get("count")?.as_u64()? as usize;
-        (index >= 1 && index <= count).then_some(Shard { index, count })
+    /// Whether `index` and `count` make a shard (1 ≤ index ≤ count).
+    pub fn is_valid(&self) -> bool {
+        self.index >= 1 && self.index <= self.count
     }
 
     /// The manifest file name of this shard.
@@ -388,18 +395,36 @@ impl ResultsDir {
 
     /// Open `root` for a run of `plan` (or one shard of it): create it, or resume it when its
     /// manifest holds the same plan. A folder with another plan, or a non-empty folder that
-    /// is not a results folder, is refused. Shards of one plan may share a folder; a whole
-    /// run and shards never do. A plan that only adds models or precisions extends the
-    /// folder: returned with the folder is what it adds.
+    /// is not a results folder, is refused; a folder that holds only this plan's
+    /// `items.parquet` (a run stopped before its first manifest) is resumed. Shards of one
+    /// plan may share a folder; a whole run and shards never do. A plan that only adds
+    /// models or precisions extends the folder: returned with the folder is what it adds.
+    /// A folder another run holds locked is refused.
     pub fn prepare(
         root: &Path,
-        plan: &serde_json::Value,
+        plan: &Plan,
         shard: Option<Shard>,
     ) -> Result<(ResultsDir, Vec<String>)> {
         let dir = ResultsDir {
             root: root.to_path_buf(),
             shard,
         };
+        let extended = dir.check_for(plan)?;
+        let out_err = |what: String| Error::Store(format!("--out {}: {what}", root.display()));
+        std::fs::create_dir_all(root).map_err(|e| out_err(format!("cannot create: {e}")))?;
+        let probe = root.join(format!(".write-probe.{}", std::process::id()));
+        std::fs::write(&probe, b"").map_err(|e| out_err(format!("is not writable: {e}")))?;
+        let _ = std::fs::remove_file(&probe);
+        // Said now, before any model loads; the run takes the lock again for its whole time.
+        drop(lock::FolderLock::acquire(&dir)?);
+        Ok((dir, extended))
+    }
+
+    /// Whether a run of `plan` may write into this folder (see [`ResultsDir::prepare`]);
+    /// what the plan adds to the folder's when it extends it. The run checks again under
+    /// the folder's lock.
+    pub fn check_for(&self, plan: &Plan) -> Result<Vec<String>> {
+        let (root, shard) = (&self.root, self.shard);
         let out_err = |what: String| Error::Store(format!("--out {}: {what}", root.display()));
         if root.exists() && !root.is_dir() {
             return Err(out_err("exists and is not a folder".into()));
@@ -432,11 +457,11 @@ impl ResultsDir {
         }
         let mut extended = Vec::new();
         for path in &theirs {
-            let old = read_manifest(path)?;
-            let old_plan = old.get("plan").cloned().unwrap_or_default();
-            let diff = plan_diff(&old_plan, plan);
+            let old = manifest::read_manifest(path)?;
+            let (old_plan, new_plan) = (old.plan.to_value(), plan.to_value());
+            let diff = plan_diff(&old_plan, &new_plan);
             if !diff.is_empty() {
-                match plan_extension(&old_plan, plan) {
+                match plan_extension(&old_plan, &new_plan) {
                     Some(added) => extended = added,
                     None => {
                         return Err(out_err(format!(
@@ -448,7 +473,7 @@ impl ResultsDir {
                 }
             }
             if let Some(s) = shard {
-                let count = old.get("shard").and_then(Shard::from_json).map(|o| o.count);
+                let count = old.shard.map(|o| o.count);
                 if count != Some(s.count) {
                     return Err(out_err(format!(
                         "{} is a shard of {} but this run is a shard of {}; use the same N for every shard",
@@ -459,22 +484,37 @@ impl ResultsDir {
                 }
             }
         }
-        if theirs.is_empty() && root.is_dir() {
-            let non_empty = std::fs::read_dir(root)
-                .map(|mut d| d.next().is_some())
-                .unwrap_or(false);
-            if non_empty {
-                return Err(out_err(
-                    "is not empty and has no manifest.json: not a stereoscope results folder"
-                        .into(),
-                ));
-            }
+        if theirs.is_empty() {
+            self.check_unstarted(plan)?;
         }
-        std::fs::create_dir_all(root).map_err(|e| out_err(format!("cannot create: {e}")))?;
-        let probe = root.join(format!(".write-probe.{}", std::process::id()));
-        std::fs::write(&probe, b"").map_err(|e| out_err(format!("is not writable: {e}")))?;
-        let _ = std::fs::remove_file(&probe);
-        Ok((dir, extended))
+        Ok(extended)
+    }
+
+    /// A folder without a manifest may be written only when it is empty (hidden files, such
+    /// as locks and temporary files, aside) or holds just this plan's `items.parquet`.
+    fn check_unstarted(&self, plan: &Plan) -> Result<()> {
+        let root = &self.root;
+        let out_err = |what: String| Error::Store(format!("--out {}: {what}", root.display()));
+        let visible: Vec<String> = std::fs::read_dir(root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().map(String::from))
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        match visible.as_slice() {
+            [] => Ok(()),
+            [one] if one == "items.parquet" => verify::check_items(&self.items_path(), plan)
+                .map(|_| ())
+                .map_err(|e| {
+                    out_err(format!(
+                        "has no manifest.json and its items.parquet is not this plan's ({e}); choose another --out or remove it"
+                    ))
+                }),
+            _ => Err(out_err(
+                "is not empty and has no manifest.json: not a stereoscope results folder".into(),
+            )),
+        }
     }
 }
 
@@ -569,39 +609,15 @@ pub fn plan_diff(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String
         .collect()
 }
 
-/// Read a manifest, checking its format version.
+/// Read a manifest (checked as [`Manifest`]) as JSON, for display.
 pub fn read_manifest(path: &Path) -> Result<serde_json::Value> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| store_err(path, format!("cannot read: {e}")))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| store_err(path, format!("invalid JSON: {e}")))?;
-    let version = v
-        .get("format_version")
-        .and_then(|x| x.as_u64())
-        .unwrap_or(0);
-    if version == 0 || version > FORMAT_VERSION as u64 {
-        return Err(store_err(
-            path,
-            format!(
-                "format_version {version} is not one this stereoscope reads (it reads 1..={FORMAT_VERSION})"
-            ),
-        ));
-    }
-    Ok(v)
+    let m = manifest::read_manifest(path)?;
+    serde_json::to_value(m).map_err(|e| store_err(path, e))
 }
 
-/// Write the manifest atomically.
-pub fn write_manifest(dir: &ResultsDir, manifest: &serde_json::Value) -> Result<()> {
-    let path = dir.manifest_path();
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("manifest.json");
-    let tmp = dir.root.join(format!(".{name}.{}", tmp_suffix()));
-    let text = serde_json::to_string_pretty(manifest).map_err(|e| store_err(&path, e))?;
-    std::fs::write(&tmp, text).map_err(|e| store_err(&tmp, format!("cannot write: {e}")))?;
-    std::fs::rename(&tmp, &path)
-        .map_err(|e| store_err(&path, format!("cannot rename into place: {e}")))
+/// Write the manifest of `dir` atomically.
+pub fn write_manifest(dir: &ResultsDir, manifest: &Manifest) -> Result<()> {
+    manifest::write_manifest_at(&dir.manifest_path(), manifest)
 }
 
 /// The records shown in the study's option order (`012`), the order the explorer, the
@@ -613,64 +629,20 @@ pub fn study_order(records: Vec<StoredRecord>) -> Vec<StoredRecord> {
         .collect()
 }
 
-/// Every record of a results folder, with its partition values.
+/// Every record of a results folder that its manifest lists, checked (see [`verify`]);
+/// parts not yet listed are left out. An empty list when the folder has no manifest yet.
 pub fn read_all_records(dir: &ResultsDir) -> Result<Vec<StoredRecord>> {
-    let mut out = Vec::new();
-    let root = dir.records_dir();
-    if !root.is_dir() {
-        return Ok(out);
+    if !dir.manifest_path().is_file() {
+        return Ok(Vec::new());
     }
-    let list = |p: &Path| -> Result<Vec<PathBuf>> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(p)
-            .map_err(|e| store_err(p, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                !p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with('.'))
-            })
-            .collect();
-        v.sort();
-        Ok(v)
-    };
-    let value = |p: &Path, key: &str| -> Option<String> {
-        p.file_name()?
-            .to_str()?
-            .strip_prefix(&format!("{key}="))
-            .map(String::from)
-    };
-    for m in list(&root)? {
-        let Some(model) = value(&m, "model") else {
-            continue;
-        };
-        for s in list(&m)? {
-            let Some(scheme) = value(&s, "scheme") else {
-                continue;
-            };
-            for p in list(&s)? {
-                let Some(precision) = value(&p, "precision") else {
-                    continue;
-                };
-                for part in list(&p)? {
-                    if part.extension().is_some_and(|e| e == "parquet") {
-                        for rec in read_records(&part)? {
-                            out.push(StoredRecord {
-                                model: model.clone(),
-                                scheme: scheme.clone(),
-                                precision: precision.clone(),
-                                rec,
-                            });
-                        }
-                    }
-                }
-            }
-        }
-    }
-    Ok(out)
+    Ok(verify::read_verified(dir)?.records)
 }
 
 pub mod export;
+pub mod lock;
+pub mod manifest;
 pub mod merge;
 pub mod perplexity;
 pub mod table;
+pub mod verify;
 pub mod view;

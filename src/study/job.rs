@@ -22,7 +22,7 @@ pub struct Study {
     pub models: Vec<PlannedModel>,
     pub sel: Selection,
     /// The plan as the manifest stores it (`plan_json`).
-    pub plan: serde_json::Value,
+    pub plan: crate::store::Plan,
     pub dir: ResultsDir,
     pub device: candle_core::Device,
 }

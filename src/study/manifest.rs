@@ -6,6 +6,7 @@ use crate::engine::quant::Built;
 use crate::engine::sample::Letters;
 use crate::engine::source::SourceModel;
 use crate::engine::{Compute, Precision, Scheme};
+use crate::store::Manifest;
 use candle_core::DType;
 use serde_json::json;
 
@@ -13,22 +14,12 @@ pub(super) fn now() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
-pub(super) fn model_entry<'a>(
-    manifest: &'a mut serde_json::Value,
-    slug: &str,
-) -> &'a mut serde_json::Value {
-    if !manifest["models"].is_object() {
-        manifest["models"] = json!({});
-    }
-    let models = &mut manifest["models"];
-    if models.get(slug).is_none() {
-        models[slug] = json!({});
-    }
-    &mut models[slug]
+pub(super) fn model_entry<'a>(manifest: &'a mut Manifest, slug: &str) -> &'a mut serde_json::Value {
+    manifest.model_entry(slug)
 }
 
 pub(super) fn record_model(
-    manifest: &mut serde_json::Value,
+    manifest: &mut Manifest,
     m: &PlannedModel,
     src: &SourceModel,
     letters: &Letters,
@@ -54,7 +45,7 @@ pub(super) fn record_model(
 }
 
 pub(super) fn record_precision(
-    manifest: &mut serde_json::Value,
+    manifest: &mut Manifest,
     m: &PlannedModel,
     p: Precision,
     built: &Built,

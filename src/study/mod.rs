@@ -27,7 +27,7 @@ use crate::engine::source::{self, ModelSpec, Resolved, SourceModel};
 use crate::engine::{Compute, Precision, Scheme};
 use crate::error::{Error, Result};
 use crate::prompt::{self, ChatTemplate};
-use serde_json::json;
+use crate::store::{Plan, PlanItems, PlanModel};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
@@ -195,41 +195,43 @@ pub fn plan_json(
     models: &[PlannedModel],
     sel: &Selection,
     selection_args: &serde_json::Value,
-) -> serde_json::Value {
-    let items_key: Vec<String> = sel
-        .items
+) -> Plan {
+    let models = models
         .iter()
-        .map(|i| format!("{}:{}", i.category, i.example_id))
-        .collect();
-    let mut plan = json!({
-        "models": models.iter().map(|m| {
-            let mut e = json!({"slug": m.slug, "sha256": m.sha256});
-            if !m.checkpoints.is_empty() {
-                e["checkpoints"] = m.checkpoints.iter().map(|c| (c.precision.as_str().to_string(), json!(c.sha256))).collect::<serde_json::Map<_, _>>().into();
-            }
-            e
-        }).collect::<Vec<_>>(),
-        "scheme": spec.scheme.as_str(),
-        "precisions": spec.precisions.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
-        "seeds": spec.seeds,
-        "compute": spec.compute,
-        "protocol": spec.protocol.to_json(),
-        "selection": selection_args,
-        "items": { "count": sel.items.len(), "sha256": sha_hex(items_key.join(",").as_bytes()) },
-        "part_size": spec.part_size,
-    });
-    if !spec.noise_seeds.is_empty() {
-        plan["noise_seeds"] = json!(spec.noise_seeds);
-    }
-    if spec.option_orders != [prompt::OptionOrder::STUDY] {
-        plan["option_orders"] = json!(
-            spec.option_orders
+        .map(|m| PlanModel {
+            slug: m.slug.clone(),
+            sha256: m.sha256.clone(),
+            checkpoints: m
+                .checkpoints
                 .iter()
-                .map(|o| o.as_str())
-                .collect::<Vec<_>>()
-        );
+                .map(|c| (c.precision.as_str().to_string(), c.sha256.clone()))
+                .collect(),
+        })
+        .collect();
+    let option_orders = match spec.option_orders == [prompt::OptionOrder::STUDY] {
+        true => Vec::new(),
+        false => spec.option_orders.iter().map(|o| o.as_str()).collect(),
+    };
+    Plan {
+        models,
+        scheme: spec.scheme,
+        precisions: spec.precisions.clone(),
+        seeds: spec.seeds.clone(),
+        compute: spec.compute,
+        protocol: spec.protocol.to_json(),
+        selection: selection_args.clone(),
+        items: PlanItems {
+            count: sel.items.len(),
+            sha256: Plan::items_sha256(
+                sel.items
+                    .iter()
+                    .map(|i| (i.category.as_str(), i.example_id)),
+            ),
+        },
+        part_size: spec.part_size,
+        noise_seeds: spec.noise_seeds.clone(),
+        option_orders,
     }
-    plan
 }
 
 fn sha_hex(b: &[u8]) -> String {
@@ -315,8 +317,8 @@ pub fn load_for_scoring(
 }
 
 /// Where a results folder goes when `--out` is not given.
-pub fn default_out(models: &[PlannedModel], plan: &serde_json::Value) -> PathBuf {
+pub fn default_out(models: &[PlannedModel], plan: &Plan) -> PathBuf {
     let slug = models.first().map(|m| m.slug.as_str()).unwrap_or("run");
-    let h = sha_hex(plan.to_string().as_bytes());
+    let h = sha_hex(plan.to_value().to_string().as_bytes());
     PathBuf::from("stereoscope-results").join(format!("{slug}-{}", &h[..8]))
 }

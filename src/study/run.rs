@@ -14,8 +14,11 @@ use crate::engine::source::SourceModel;
 use crate::engine::{KvCache, Precision};
 use crate::error::{Error, Result};
 use crate::prompt::{self, ChatTemplate};
-use crate::store::{self, Record};
+use crate::store::lock::FolderLock;
+use crate::store::manifest::{FORMAT_VERSION, Manifest, PartEntry, Tool, read_manifest};
+use crate::store::{self, Record, verify};
 use serde_json::json;
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -47,8 +50,32 @@ struct Run<'a> {
     study: &'a Study,
     events: &'a Events,
     cancel: &'a AtomicBool,
-    manifest: serde_json::Value,
+    manifest: RefCell<Manifest>,
     loaded: Option<Loaded>,
+    /// The folder's lock, held for the whole run.
+    _lock: FolderLock,
+}
+
+/// Make the manifest's list of parts what is on disk: a listed part that is gone is
+/// scored again; a planned part on disk that is not listed (written just before a stop,
+/// or by a version that listed none) is checked (rows exactly its items × seeds × orders)
+/// and listed. Whether the list changed.
+fn adopt_parts(study: &Study, manifest: &mut Manifest) -> Result<bool> {
+    let (dir, plan) = (&study.dir, &study.plan);
+    let mut changed = false;
+    for part in verify::planned_parts(plan, dir.shard) {
+        let path = dir.records_dir().join(&part.rel);
+        let listed = manifest.parts.contains_key(&part.rel);
+        if listed && !path.is_file() {
+            manifest.parts.remove(&part.rel);
+            changed = true;
+        } else if !listed && path.is_file() {
+            let (entry, _) = verify::read_part(&path, plan, &study.sel.items, &part)?;
+            manifest.parts.insert(part.rel.clone(), entry);
+            changed = true;
+        }
+    }
+    Ok(changed)
 }
 
 /// Run (or resume) the study into its folder.
@@ -65,44 +92,51 @@ pub(crate) fn run(study: &Study, events: &Events, cancel: &AtomicBool) -> Result
 }
 
 impl<'a> Run<'a> {
-    /// Write the manifest for this run (plan, selection, a new `runs` entry) and the items.
+    /// Lock the folder, check it under the lock, write the manifest for this run (plan,
+    /// selection, a new `runs` entry) and then the items, and list the parts already on
+    /// disk that the manifest does not (written just before a stop, or by an older version).
     fn open(study: &'a Study, events: &'a Events, cancel: &'a AtomicBool) -> Result<Run<'a>> {
         let (dir, sel) = (&study.dir, &study.sel);
-        let mut manifest = if dir.manifest_path().is_file() {
-            store::read_manifest(&dir.manifest_path())?
-        } else {
-            json!({})
+        std::fs::create_dir_all(&dir.root).map_err(|e| {
+            Error::Store(format!("--out {}: cannot create: {e}", dir.root.display()))
+        })?;
+        let lock = FolderLock::acquire(dir)?;
+        let setup = FolderLock::setup(&dir.root)?;
+        dir.check_for(&study.plan)?;
+        let mut manifest = match dir.manifest_path().is_file() {
+            true => read_manifest(&dir.manifest_path())?,
+            false => Manifest::new(study.plan.clone(), dir.shard),
         };
-        manifest["format_version"] = json!(store::FORMAT_VERSION);
-        if let Some(shard) = dir.shard {
-            manifest["shard"] = shard.to_json();
-        }
-        manifest["tool"] = json!({"name": "stereoscope", "version": env!("CARGO_PKG_VERSION"), "git_revision": env!("STEREOSCOPE_GIT_REV")});
-        manifest["plan"] = study.plan.clone();
-        manifest["selection"] = json!({
+        manifest.format_version = FORMAT_VERSION;
+        manifest.shard = dir.shard;
+        manifest.tool = Tool::this();
+        manifest.plan = study.plan.clone();
+        manifest.selection = json!({
             "checksums": sel.checksums,
             "missing_categories": sel.missing,
         });
         if !sel.skipped.is_empty() {
-            manifest["selection"]["skipped_lines"] = json!(sel.skipped);
+            manifest.selection["skipped_lines"] = json!(sel.skipped);
         }
-        let mut runs = manifest
-            .get("runs")
-            .and_then(|r| r.as_array())
-            .cloned()
-            .unwrap_or_default();
-        runs.push(json!({"started_at": now(), "device": study.spec.device}));
-        manifest["runs"] = json!(runs);
-        if !dir.items_path().is_file() {
-            store::write_items(&dir.items_path(), &sel.items)?;
-        }
+        manifest
+            .runs
+            .push(json!({"started_at": now(), "device": study.spec.device}));
         store::write_manifest(dir, &manifest)?;
+        match dir.items_path().is_file() {
+            true => verify::check_items(&dir.items_path(), &study.plan).map(|_| ())?,
+            false => store::write_items(&dir.items_path(), &sel.items)?,
+        }
+        drop(setup);
+        if adopt_parts(study, &mut manifest)? {
+            store::write_manifest(dir, &manifest)?;
+        }
         Ok(Run {
             study,
             events,
             cancel,
-            manifest,
+            manifest: RefCell::new(manifest),
             loaded: None,
+            _lock: lock,
         })
     }
 
@@ -145,10 +179,8 @@ impl<'a> Run<'a> {
                     let n = (part.len() * self.seeds_at(p)) as u64;
                     total += n;
                     per_precision[pi].1 += n;
-                    if dir
-                        .part_path(&m.slug, spec.scheme.as_str(), p.as_str(), k)
-                        .is_file()
-                    {
+                    let rel = verify::part_rel(&self.study.plan, &m.slug, p, k, dir.shard);
+                    if self.manifest.borrow().parts.contains_key(&rel) {
                         done += n;
                         per_precision[pi].2 += n;
                     } else {
@@ -172,6 +204,20 @@ impl<'a> Run<'a> {
         pending
     }
 
+    /// List a part just written in the manifest (its rows and sha256), then write it.
+    fn list_part(&self, rel: &str, path: &std::path::Path, rows: usize) -> Result<()> {
+        use sha2::Digest;
+        let data = std::fs::read(path)
+            .map_err(|e| Error::Store(format!("{}: cannot read back: {e}", path.display())))?;
+        let entry = PartEntry {
+            rows: rows as u64,
+            sha256: hex::encode(sha2::Sha256::digest(&data)),
+        };
+        let mut manifest = self.manifest.borrow_mut();
+        manifest.parts.insert(rel.to_string(), entry);
+        store::write_manifest(&self.study.dir, &manifest)
+    }
+
     fn check_cancel(&self) -> Result<()> {
         match self.cancel.load(Ordering::Relaxed) {
             true => Err(Error::Cancelled),
@@ -191,15 +237,16 @@ impl<'a> Run<'a> {
         let chat_template = study.spec.protocol.chat_template.as_deref();
         let (src, template, letters) = load_for_scoring(&m.resolved, chat_template)?;
         if record {
-            record_model(&mut self.manifest, m, &src, &letters);
+            let mut manifest = self.manifest.borrow_mut();
+            record_model(&mut manifest, m, &src, &letters);
             if let Some(first) = study.sel.items.first() {
                 // What the model sees, for a reader to check the prompt.
-                model_entry(&mut self.manifest, &m.slug)["example_prompt"] = json!({
+                model_entry(&mut manifest, &m.slug)["example_prompt"] = json!({
                     "item": format!("{}:{}", first.category, first.example_id),
                     "text": study.spec.protocol.prompt(&template, first)?,
                 });
             }
-            store::write_manifest(&study.dir, &self.manifest)?;
+            store::write_manifest(&study.dir, &manifest)?;
         }
         self.loaded = Some(Loaded {
             model: mi,
@@ -232,8 +279,10 @@ impl<'a> Run<'a> {
         let src = &self.loaded()?.src;
         let built = build_precision(spec, m, src, precision, device, self.cancel)?;
         let secs = t0.elapsed().as_secs_f64();
-        record_precision(&mut self.manifest, m, precision, &built, secs, spec);
-        store::write_manifest(&self.study.dir, &self.manifest)?;
+        let mut manifest = self.manifest.borrow_mut();
+        record_precision(&mut manifest, m, precision, &built, secs, spec);
+        store::write_manifest(&self.study.dir, &manifest)?;
+        drop(manifest);
         self.events.send(Event::StageDone(StageDone::Built {
             model: m.slug.clone(),
             precision,
@@ -268,6 +317,17 @@ impl<'a> Run<'a> {
                     .dir
                     .part_path(&m.slug, spec.scheme.as_str(), precision.as_str(), k);
             store::write_records(&path, &records)?;
+            self.list_part(
+                &verify::part_rel(
+                    &self.study.plan,
+                    &m.slug,
+                    precision,
+                    k,
+                    self.study.dir.shard,
+                ),
+                &path,
+                records.len(),
+            )?;
             self.events.send(Event::PartWritten {
                 model: m.slug.clone(),
                 precision,
@@ -354,8 +414,9 @@ impl<'a> Run<'a> {
                 cancel: self.cancel,
             };
             if let Some(summary) = stage.run(dir, &study.sel, self.events)? {
-                model_entry(&mut self.manifest, &m.slug)["perplexity"] = summary;
-                store::write_manifest(dir, &self.manifest)?;
+                let mut manifest = self.manifest.borrow_mut();
+                model_entry(&mut manifest, &m.slug)["perplexity"] = summary;
+                store::write_manifest(dir, &manifest)?;
             }
             self.events.send(Event::StageDone(StageDone::Perplexity {
                 model: m.slug.clone(),
@@ -365,12 +426,13 @@ impl<'a> Run<'a> {
     }
 
     /// Stamp the run's end in the manifest.
-    fn finish(mut self) -> Result<Outcome> {
-        let runs = self.manifest["runs"].as_array_mut();
-        if let Some(last) = runs.and_then(|r| r.last_mut()) {
+    fn finish(self) -> Result<Outcome> {
+        let mut manifest = self.manifest.borrow_mut();
+        if let Some(last) = manifest.runs.last_mut() {
             last["finished_at"] = json!(now());
         }
-        store::write_manifest(&self.study.dir, &self.manifest)?;
+        store::write_manifest(&self.study.dir, &manifest)?;
+        drop(manifest);
         Ok(Outcome {
             dir: self.study.dir.clone(),
         })
