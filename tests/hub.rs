@@ -243,3 +243,95 @@ fn convert_writes_a_folder_that_computes_what_the_gguf_computes() {
         - la.iter().copied().fold(f32::INFINITY, f32::min);
     assert!(spread > 0.1, "logits vary ({spread})");
 }
+
+#[test]
+fn zero_or_uneven_head_counts_are_errors_naming_the_file_not_panics() {
+    let tmp = tempdir("heads");
+    let gguf = tmp.join("tiny.gguf");
+    let hf = tmp.join("tiny-hf");
+    common::write_tiny(&gguf, "llama", Some(&hf));
+    let cfg_path = hf.join("config.json");
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).expect("read")).expect("json");
+    let bbq = common::bbq_dir();
+    for (heads, kv, needle) in [
+        (0, 2, "the attention head count is 0"),
+        (4, 0, "the key-value head count is 0"),
+        (
+            4,
+            3,
+            "4 attention heads do not split evenly over 3 key-value heads",
+        ),
+    ] {
+        let mut c = cfg.clone();
+        c["num_attention_heads"] = heads.into();
+        c["num_key_value_heads"] = kv.into();
+        std::fs::write(&cfg_path, c.to_string()).expect("write");
+        let out = tmp.join(format!("out-{heads}-{kv}"));
+        let r = run(
+            &[
+                "--batch",
+                "--model",
+                hf.to_str().expect("utf8"),
+                "--bbq-dir",
+                bbq.to_str().expect("utf8"),
+                "--categories",
+                "Age",
+                "--limit",
+                "1",
+                "--precisions",
+                "bf16",
+                "--out",
+                out.to_str().expect("utf8"),
+            ],
+            &tmp,
+        );
+        let e = stderr(&r);
+        assert_eq!(r.status.code(), Some(2), "heads {heads}/{kv}: {e}");
+        assert!(
+            e.contains(needle) && e.contains("config.json"),
+            "heads {heads}/{kv} should name the file and say `{needle}`:\n{e}"
+        );
+        assert!(!e.contains("panicked"), "{e}");
+    }
+    // The same in a GGUF header.
+    let zero = tmp.join("zero-heads.gguf");
+    {
+        use candle_core::quantized::gguf_file::{self, Value};
+        let mut f = std::fs::File::open(&gguf).expect("open");
+        let ct = gguf_file::Content::read(&mut f).expect("read");
+        let tensors: Vec<(String, candle_core::quantized::QTensor)> = ct
+            .tensor_infos
+            .keys()
+            .map(|n| {
+                let t = ct.tensor(&mut f, n, &candle_core::Device::Cpu);
+                (n.clone(), t.expect("tensor"))
+            })
+            .collect();
+        let mut md: Vec<(String, Value)> = ct
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (k, v) in md.iter_mut() {
+            if k == "llama.attention.head_count" {
+                *v = Value::U32(0);
+            }
+        }
+        let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let t_refs: Vec<(&str, &candle_core::quantized::QTensor)> =
+            tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let mut out_f = std::fs::File::create(&zero).expect("create");
+        gguf_file::write(&mut out_f, &md_refs, &t_refs).expect("write");
+    }
+    let e = match engine::source::load(
+        &engine::resolve_model(zero.to_str().expect("utf8")).expect("resolves"),
+    ) {
+        Ok(_) => panic!("a GGUF with zero heads loaded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        e.contains("zero-heads.gguf") && e.contains("the attention head count is 0"),
+        "{e}"
+    );
+}

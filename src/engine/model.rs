@@ -265,6 +265,33 @@ fn unit() -> f64 {
 }
 
 impl ModelConfig {
+    /// Why these shapes cannot make a transformer, or `None` when they can: every size is
+    /// positive, the query heads split evenly over the key-value heads and the rotary
+    /// dimension is even.
+    pub fn inconsistency(&self) -> Option<String> {
+        let sizes = [
+            ("hidden size", self.hidden_size),
+            ("intermediate size", self.intermediate_size),
+            ("layer count", self.num_layers),
+            ("attention head count", self.num_heads),
+            ("key-value head count", self.num_kv_heads),
+            ("head dimension", self.head_dim),
+        ];
+        if let Some((what, _)) = sizes.iter().find(|(_, n)| *n == 0) {
+            return Some(format!("the {what} is 0"));
+        }
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
+            return Some(format!(
+                "{} attention heads do not split evenly over {} key-value heads",
+                self.num_heads, self.num_kv_heads
+            ));
+        }
+        if !self.head_dim.is_multiple_of(2) {
+            return Some(format!("the head dimension {} is odd", self.head_dim));
+        }
+        None
+    }
+
     /// The plain rotary wavelengths over 2π, `rope_theta^(2i/d)`, one per pair of dimensions.
     pub fn base_rope_freqs(&self) -> Vec<f64> {
         (0..self.head_dim / 2)
@@ -720,6 +747,39 @@ fn attend_grouped(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shapes_that_cannot_make_a_transformer_are_named() {
+        let ok = ModelConfig {
+            architecture: "llama".into(),
+            hidden_size: 64,
+            intermediate_size: 128,
+            num_layers: 2,
+            num_heads: 4,
+            num_kv_heads: 2,
+            head_dim: 16,
+            vocab_size: 10,
+            rms_norm_eps: 1e-5,
+            rope_theta: 1e4,
+            rope_style: RopeStyle::Half,
+            rope_freqs: Vec::new(),
+            rope_mscale: 1.0,
+            max_positions: 64,
+            tie_embeddings: true,
+        };
+        assert_eq!(ok.inconsistency(), None);
+        let with = |f: fn(&mut ModelConfig)| {
+            let mut c = ok.clone();
+            f(&mut c);
+            c.inconsistency().expect("inconsistent")
+        };
+        assert_eq!(with(|c| c.num_layers = 0), "the layer count is 0");
+        assert_eq!(
+            with(|c| c.num_kv_heads = 3),
+            "4 attention heads do not split evenly over 3 key-value heads"
+        );
+        assert_eq!(with(|c| c.head_dim = 15), "the head dimension 15 is odd");
+    }
 
     #[test]
     fn grouped_attention_equals_repeated_keys_and_values() -> Result<()> {

@@ -3,7 +3,7 @@
 //! a tensor whose input dimension is not a multiple of 256 falls back to Q8_0 (q8, q6) or
 //! Q4_0 (q4, q3), and every tensor's type is recorded.
 
-use super::hf::MlxQuant;
+use super::mlx::MlxQuant;
 use super::model::{Layer, Matrix, Transformer};
 use super::packed::Packed;
 use super::source::SourceModel;
