@@ -281,6 +281,10 @@ pub struct BenchArgs {
     /// Also run llama.cpp (llama-cpp-python) on the same token ids from the same GGUF.
     #[arg(long)]
     pub llamacpp: bool,
+    /// On a GPU: score the first N items again on the CPU in F32 at each precision and
+    /// report how the device's letter probabilities and answers compare.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub check_cpu: usize,
     /// Write the rows as JSON here too.
     #[arg(long)]
     pub json: Option<PathBuf>,

@@ -176,13 +176,18 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         batch_sizes: &batch_sizes,
         load_secs,
         device: &device,
+        cpu_check: a.check_cpu,
     };
     if let Some(path) = &a.prompts_out {
         let prompts = bench.prompts(&sel.items)?;
         write_json(path, serde_json::to_string(&prompts).unwrap_or_default())?;
     }
     let seeds = crate::prompt::STUDY_SEEDS.to_vec();
-    let (mut rows, prompts) = bench.measure(&sel.items, &precisions, &seeds)?;
+    let crate::bench::Measured {
+        mut rows,
+        prompts,
+        agreement,
+    } = bench.measure(&sel.items, &precisions, &seeds)?;
     if a.llamacpp {
         rows.extend(llamacpp_rows(
             resolved.as_ref(),
@@ -191,10 +196,18 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         )?);
     }
     print_bench(&rows, ceiling, precisions.len());
+    if !agreement.is_empty() {
+        println!(
+            "\n{device_name} against the CPU (F32), first {} items:\n{}",
+            a.check_cpu,
+            crate::bench::agreement::table(&agreement)
+        );
+    }
     if let Some(path) = &a.json {
+        let json = serde_json::json!({ "rows": rows, "cpu_agreement": agreement });
         write_json(
             path,
-            serde_json::to_string_pretty(&rows).unwrap_or_default(),
+            serde_json::to_string_pretty(&json).unwrap_or_default(),
         )?;
     }
     Ok(())

@@ -49,3 +49,75 @@ fn cpu_name() -> String {
         .unwrap_or(1);
     format!("cpu ({threads} threads)")
 }
+
+/// The most device memory the allocator held for tensors since the last
+/// [`reset_memory_peak`], in bytes: CUDA's stream-ordered memory pool's high-water mark
+/// (what candle allocates from; the CUDA context and cuBLAS workspaces come on top). `None`
+/// on the CPU and Metal, and on a CUDA build that cannot read it.
+pub fn memory_peak(device: &Device) -> Option<u64> {
+    match device.location() {
+        #[cfg(feature = "cuda")]
+        candle_core::DeviceLocation::Cuda { gpu_id } => {
+            device.synchronize().ok()?;
+            cuda_pool::used_high(gpu_id)
+        }
+        _ => None,
+    }
+}
+
+/// Start a new [`memory_peak`] measurement.
+pub fn reset_memory_peak(device: &Device) {
+    #[cfg(feature = "cuda")]
+    if let candle_core::DeviceLocation::Cuda { gpu_id } = device.location() {
+        let _ = device.synchronize();
+        cuda_pool::reset_used_high(gpu_id);
+    }
+    #[cfg(not(feature = "cuda"))]
+    let _ = device;
+}
+
+#[cfg(feature = "cuda")]
+mod cuda_pool {
+    use cudarc::driver::sys;
+    use std::ffi::c_void;
+
+    fn pool(ordinal: usize) -> Option<sys::CUmemoryPool> {
+        let mut dev: sys::CUdevice = 0;
+        let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+        // SAFETY: out-pointers to locals; the driver is loaded once candle made the device.
+        unsafe {
+            (sys::cuDeviceGet(&mut dev, ordinal as i32) == sys::CUresult::CUDA_SUCCESS)
+                .then_some(())?;
+            (sys::cuDeviceGetDefaultMemPool(&mut pool, dev) == sys::CUresult::CUDA_SUCCESS)
+                .then_some(pool)
+        }
+    }
+
+    pub fn used_high(ordinal: usize) -> Option<u64> {
+        let p = pool(ordinal)?;
+        let mut v: u64 = 0;
+        // SAFETY: USED_MEM_HIGH is a cuuint64_t written to `v`.
+        let r = unsafe {
+            sys::cuMemPoolGetAttribute(
+                p,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+                &mut v as *mut u64 as *mut c_void,
+            )
+        };
+        (r == sys::CUresult::CUDA_SUCCESS).then_some(v)
+    }
+
+    pub fn reset_used_high(ordinal: usize) {
+        if let Some(p) = pool(ordinal) {
+            let mut zero: u64 = 0;
+            // SAFETY: setting USED_MEM_HIGH takes a cuuint64_t 0, which resets it.
+            unsafe {
+                sys::cuMemPoolSetAttribute(
+                    p,
+                    sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+                    &mut zero as *mut u64 as *mut c_void,
+                );
+            }
+        }
+    }
+}

@@ -2,6 +2,8 @@
 //! optionally beside llama.cpp (llama-cpp-python) scoring the same token ids from the same
 //! GGUF in the same run. Prints a table and writes JSON.
 
+pub mod agreement;
+
 use crate::bbq::Item;
 use crate::engine::quant;
 use crate::engine::sample::Letters;
@@ -41,6 +43,10 @@ pub struct BenchRow {
     /// Peak resident memory of the process so far (VmHWM), bytes; 0 where unknown.
     #[serde(default)]
     pub peak_rss_bytes: u64,
+    /// Peak device memory held for tensors while scoring at this batch size (weights,
+    /// caches and activations; CUDA's memory-pool high-water mark), bytes; 0 where unknown.
+    #[serde(default)]
+    pub peak_device_bytes: u64,
     /// Unix time at the start and end of scoring, to line up with a device-memory log.
     #[serde(default)]
     pub started_unix: f64,
@@ -88,6 +94,18 @@ pub struct Bench<'a> {
     pub batch_sizes: &'a [usize],
     pub load_secs: f64,
     pub device: &'a candle_core::Device,
+    /// Items whose device records are compared with the CPU's F32 records of the same
+    /// precision (`--check-cpu`); 0 compares nothing.
+    pub cpu_check: usize,
+}
+
+/// What [`Bench::measure`] found.
+pub struct Measured {
+    pub rows: Vec<BenchRow>,
+    /// The prompts' token ids.
+    pub prompts: Vec<Vec<u32>>,
+    /// Per precision, the device against the CPU (empty without `--check-cpu` or on the CPU).
+    pub agreement: Vec<agreement::CpuAgreement>,
 }
 
 /// Peak resident memory (VmHWM) of this process in bytes, where /proc tells it.
@@ -126,7 +144,7 @@ impl Bench<'_> {
         items: &[Item],
         precisions: &[Precision],
         seeds: &[u64],
-    ) -> Result<(Vec<BenchRow>, Vec<Vec<u32>>)> {
+    ) -> Result<Measured> {
         let src = self.src;
         let prompts = self.prompts(items)?;
         let spec = StudySpec {
@@ -144,6 +162,7 @@ impl Bench<'_> {
             option_orders: vec![prompt::OptionOrder::STUDY],
         };
         let mut rows = Vec::new();
+        let mut agreement = Vec::new();
         for (k, &p) in precisions.iter().enumerate() {
             let t0 = Instant::now();
             let built = quant::build(src, p, self.scheme, self.compute, self.device)?;
@@ -170,12 +189,16 @@ impl Bench<'_> {
                     p.as_str()
                 );
             }
+            let mut kept = Vec::new();
             for &batch_size in self.batch_sizes {
                 let spec = StudySpec {
                     batch_size,
                     ..spec.clone()
                 };
-                let row = self.score(&spec, &built, p, items)?;
+                let (row, records) = self.score(&spec, &built, p, items)?;
+                if kept.is_empty() {
+                    kept = records;
+                }
                 rows.push(BenchRow {
                     load_secs: if k == 0 && rows.is_empty() {
                         self.load_secs
@@ -187,8 +210,49 @@ impl Bench<'_> {
                     ..row
                 });
             }
+            drop(built);
+            if self.cpu_check > 0 && !self.device.is_cpu() {
+                let a =
+                    self.check_on_cpu(&spec, p, &items[..self.cpu_check.min(items.len())], &kept)?;
+                eprintln!(
+                    "{}: against the CPU (F32) on {} records: most probable letter {} same, answer {} same, max |Δ log p| {:.2e}",
+                    p.as_str(),
+                    a.records,
+                    a.same_argmax,
+                    a.same_answer,
+                    a.max_abs_dlogp
+                );
+                agreement.push(a);
+            }
         }
-        Ok((rows, prompts))
+        Ok(Measured {
+            rows,
+            prompts,
+            agreement,
+        })
+    }
+
+    /// Score `items` with `p` built on the CPU and compare with the device's `records` of
+    /// the same items.
+    fn check_on_cpu(
+        &self,
+        spec: &StudySpec,
+        p: Precision,
+        items: &[Item],
+        records: &[crate::store::Record],
+    ) -> Result<agreement::CpuAgreement> {
+        let built = agreement::cpu_build(self.src, p, self.scheme, self.compute)?;
+        let scorer = Scorer {
+            spec,
+            slug: &self.src.slug,
+            precision: p,
+            built: &built,
+            src: self.src,
+            template: self.template,
+            letters: self.letters,
+        };
+        let cpu = agreement::score_one_by_one(&scorer, items)?;
+        agreement::compare(p, records, &cpu)
     }
 }
 
@@ -212,7 +276,7 @@ impl Bench<'_> {
         built: &quant::Built,
         p: Precision,
         items: &[Item],
-    ) -> Result<BenchRow> {
+    ) -> Result<(BenchRow, Vec<crate::store::Record>)> {
         let src = self.src;
         let never = AtomicBool::new(false);
         let scorer = Scorer {
@@ -232,9 +296,11 @@ impl Bench<'_> {
                 &never,
             )?;
         }
+        crate::engine::device::reset_memory_peak(self.device);
         let started_unix = unix_now();
         let t1 = Instant::now();
         let (mut tokens, mut computed, mut records) = (0, 0, 0);
+        let (mut kept, mut kept_items) = (Vec::new(), 0);
         let phases = Phases::default();
         for part in items.chunks(self.part_size.max(1)) {
             let scored = if spec.batch_size > 1 {
@@ -250,6 +316,10 @@ impl Bench<'_> {
                 records += recs.len();
                 tokens += t;
                 computed += c;
+                if kept_items < self.cpu_check {
+                    kept_items += 1;
+                    kept.extend(recs);
+                }
             }
         }
         let secs = t1.elapsed().as_secs_f64();
@@ -262,7 +332,7 @@ impl Bench<'_> {
             phases.dists.get(),
             phases.sample.get(),
         );
-        Ok(BenchRow {
+        let row = BenchRow {
             engine: format!(
                 "stereoscope ({})",
                 match (p, self.scheme, self.compute) {
@@ -283,6 +353,7 @@ impl Bench<'_> {
             batch_size: spec.batch_size,
             weight_bytes: built.model.weight_bytes() as u64,
             peak_rss_bytes: peak_rss(),
+            peak_device_bytes: crate::engine::device::memory_peak(self.device).unwrap_or(0),
             started_unix,
             ended_unix: unix_now(),
             flop_per_token: flop_per_token(&src.cfg),
@@ -290,7 +361,8 @@ impl Bench<'_> {
             dist_secs: phases.dists.get(),
             sample_secs: phases.sample.get(),
             raw_tok_s: 0.0,
-        })
+        };
+        Ok((row, kept))
     }
 }
 
@@ -406,6 +478,7 @@ pub fn llamacpp_peer(
             batch_size: 1,
             weight_bytes: 0,
             peak_rss_bytes: 0,
+            peak_device_bytes: 0,
             started_unix: 0.0,
             ended_unix: 0.0,
             flop_per_token: 0.0,
@@ -421,7 +494,7 @@ pub fn llamacpp_peer(
 /// over `ceiling` (TFLOP/s of a BF16 matmul timed in the same run), when given.
 pub fn table(rows: &[BenchRow], ceiling: Option<f64>) -> String {
     let mut s = String::from(
-        "| engine | precision | batch | items | prompts/s | records/s | prompt tok/s | computed tok/s | MFU | raw tok/s | forward s | dist s | sample s | load s | build s | weights GB | peak RSS GB |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| engine | precision | batch | items | prompts/s | records/s | prompt tok/s | computed tok/s | MFU | raw tok/s | forward s | dist s | sample s | load s | build s | weights GB | peak device GB | peak RSS GB |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let gb = |b: u64| {
         if b > 0 {
@@ -444,7 +517,7 @@ pub fn table(rows: &[BenchRow], ceiling: Option<f64>) -> String {
             _ => "-".into(),
         };
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {:.1} | {} | {:.0} | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {} | {} |\n",
+            "| {} | {} | {} | {} | {:.1} | {} | {:.0} | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {} | {} | {} |\n",
             r.engine,
             r.precision,
             r.batch_size,
@@ -465,6 +538,7 @@ pub fn table(rows: &[BenchRow], ceiling: Option<f64>) -> String {
             r.load_secs,
             r.build_secs,
             gb(r.weight_bytes),
+            gb(r.peak_device_bytes),
             gb(r.peak_rss_bytes),
         ));
     }
@@ -576,6 +650,7 @@ mod tests {
             batch_size: batch,
             weight_bytes: 0,
             peak_rss_bytes: 0,
+            peak_device_bytes: 0,
             started_unix: 0.0,
             ended_unix: 0.0,
             flop_per_token: 0.0,
