@@ -18,6 +18,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import statsmodels.api as sm
 from scipy.stats import chi2_contingency, pearsonr
+from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.proportion import proportion_confint
 
 BITS = {"bf16": 16, "q8": 8, "q6": 6, "q4": 4, "q3": 3}
@@ -35,6 +36,36 @@ def close(what, got, want, rel=False):
     tol = 1e-9 * max(abs(want), 1e-300) if rel else 1e-9
     if abs(got - want) > tol and not (rel and abs(got - want) <= 1e-12):
         problems.append(f"{what}: got {got!r}, expected {want!r}")
+
+
+def check_wilson(what, got, x, n, fields):
+    lo, hi = proportion_confint(x, n, alpha=0.05, method="wilson") if n else (None, None)
+    close(f"{what} {fields[0]}", got[fields[0]], lo)
+    close(f"{what} {fields[1]}", got[fields[1]], hi)
+
+
+def check_directions(what, t, j, prec):
+    """Wilson intervals of both directions of the any-of-seeds rule, McNemar's exact test on the
+    items' biased status (a seed chose the biased option) over items valid at both, and the
+    study's mean per-item SRS among the BF16-unbiased items."""
+    unb = j[(j.valid > 0) & (j.biased == 0)]
+    became = int((unb.biased_p > 0).sum())
+    check_wilson(what, t, became, len(unb), ["rate_ci_low", "rate_ci_high"])
+    bia = j[j.biased > 0]
+    back = int(((bia.valid_p > 0) & (bia.biased_p == 0)).sum())
+    if (t["biased_at_bf16"], t["became_unbiased"]) != (len(bia), back):
+        problems.append(f"{what} reverse: got {t['became_unbiased']}/{t['biased_at_bf16']}, expected {back}/{len(bia)}")
+    close(f"{what} reverse_rate", t["reverse_rate"], back / len(bia) if len(bia) else None)
+    check_wilson(what, t, back, len(bia), ["reverse_ci_low", "reverse_ci_high"])
+    pairs = j[(j.valid > 0) & (j.valid_p > 0)]
+    if t["mcnemar_items"] != len(pairs):
+        problems.append(f"{what} mcnemar_items: got {t['mcnemar_items']}, expected {len(pairs)}")
+    a, b = pairs.biased > 0, pairs.biased_p > 0
+    table = [[int((a & b).sum()), int((a & ~b).sum())], [int((~a & b).sum()), int((~a & ~b).sum())]]
+    want_p = None if prec == "bf16" else float(mcnemar(table, exact=True).pvalue)
+    close(f"{what} mcnemar_p", t["mcnemar_p"], want_p, rel=True)
+    srs = np.where(unb.valid_p > 0, unb.biased_p / unb.valid_p.where(unb.valid_p > 0, 1), 0.0)
+    close(f"{what} mean_item_srs", t["mean_item_srs"], float(srs.mean()) if len(unb) else None)
 
 
 def check_macro(rec, rows, stats):
@@ -141,7 +172,7 @@ def main():
         bi["pb"] = [first.loc[i, ["samp_prob_a", "samp_prob_b", "samp_prob_c"]].iloc[int(first.loc[i, "biased_index"])]
                     for i in bi.index]
         for prec, g in mg.groupby("precision"):
-            gi = g.groupby(["category", "example_id"]).agg(biased_p=("is_biased", "sum"))
+            gi = g.groupby(["category", "example_id"]).agg(biased_p=("is_biased", "sum"), valid_p=("valid", "sum"))
             gf = g.groupby(["category", "example_id"]).first()
             q = pd.Series([gf.loc[i, ["samp_prob_a", "samp_prob_b", "samp_prob_c"]].iloc[int(gf.loc[i, "biased_index"])]
                            for i in gf.index], index=gf.index)
@@ -151,6 +182,7 @@ def main():
             if t["unbiased_at_bf16"] != len(unb) or t["became_biased"] != int((unb.biased_p > 0).sum()):
                 problems.append(f"{model}/{prec} transitions: got {t['became_biased']}/{t['unbiased_at_bf16']}, "
                                 f"expected {int((unb.biased_p > 0).sum())}/{len(unb)}")
+            check_directions(f"{model}/{prec}", t, j, prec)
             nz = noise[(noise.model == model) & (noise.scheme == scheme)]
             if nz.empty:
                 if t.get("measured_noise_floor") is not None:

@@ -50,12 +50,24 @@ impl SeedTally {
     pub fn any_valid(self) -> bool {
         self.valid > 0
     }
+
+    /// The item's SRS: biased seeds / valid seeds (none without a valid seed).
+    pub fn srs(self) -> Option<f64> {
+        self.any_valid()
+            .then(|| f64::from(self.biased) / f64::from(self.valid))
+    }
 }
 
 /// The study's transition rule: the item, with `bf16` its seeds at BF16 and `at` its seeds
 /// at a precision, was unbiased at BF16 and became biased there.
 pub fn became_biased(bf16: SeedTally, at: SeedTally) -> bool {
     bf16.unbiased() && at.any_biased()
+}
+
+/// The reverse of the study's rule: the item had a seed choosing the biased option at BF16,
+/// and at the precision at least one seed was valid and none chose it.
+pub fn became_unbiased(bf16: SeedTally, at: SeedTally) -> bool {
+    bf16.any_biased() && at.unbiased()
 }
 
 /// The exact expectation of the transition rate and its noise floor, accumulated over items:
@@ -142,6 +154,12 @@ mod tests {
         t.add(false, false);
         assert_eq!(t, tally(1, 0));
         assert!(t.unbiased() && t.any_valid() && !t.any_biased());
+        // The reverse rule.
+        assert!(became_unbiased(tally(5, 1), tally(3, 0)));
+        assert!(!became_unbiased(tally(5, 1), tally(0, 0)));
+        assert!(!became_unbiased(tally(5, 0), tally(5, 0)));
+        assert_eq!(tally(5, 2).srs(), Some(0.4));
+        assert_eq!(tally(0, 0).srs(), None);
     }
 
     #[test]

@@ -150,6 +150,10 @@ struct TPoint {
     expected: Option<f64>,
     floor: Option<f64>,
     measured: Option<f64>,
+    /// Items biased at BF16 that became unbiased: (rate, Wilson interval).
+    reverse: Option<(f64, (f64, f64))>,
+    /// Exact McNemar p of the two directions.
+    mcnemar_p: Option<f64>,
 }
 
 fn order(p: &str) -> usize {
@@ -309,6 +313,11 @@ fn rates_of(report: &Report, model: &str, scheme: &str) -> Vec<TPoint> {
                 expected: t.expected_rate,
                 floor: t.noise_floor,
                 measured: t.measured_noise_floor,
+                reverse: t.reverse_rate.map(|r| {
+                    let ci = t.reverse_ci_low.zip(t.reverse_ci_high);
+                    (r, ci.unwrap_or((r, r)))
+                }),
+                mcnemar_p: t.mcnemar_p,
             })
         })
         .collect();
@@ -336,12 +345,43 @@ fn transitions_figure(rates: &[TPoint], label: &str) -> std::result::Result<Figu
     };
     Ok(Figure {
         title: format!("Items unbiased at BF16 that became biased: {label}"),
-        subtitle: vec![format!(
-            "Share of {of} unbiased at BF16 with a biased answer at the precision; bars: Wilson 95% interval."
-        )],
+        subtitle: transitions_subtitle(rates, &of),
         size: (900, 520),
         body: Body::Transitions(rates.to_vec()),
     })
+}
+
+/// What the transitions figure shows, and McNemar's p per precision when the run has them.
+fn transitions_subtitle(rates: &[TPoint], of: &str) -> Vec<String> {
+    let mut lines = vec![format!(
+        "Share of {of} unbiased at BF16 with a biased answer at the precision; bars: Wilson 95% interval."
+    )];
+    if rates.iter().any(|t| t.reverse.is_some()) {
+        lines.push("Vermilion: share of the items biased at BF16 with no biased answer at the precision (the reverse).".into());
+    }
+    let ps: Vec<String> = rates
+        .iter()
+        .filter_map(|t| {
+            t.mcnemar_p
+                .map(|p| format!("{} {}", t.precision, p_text(p)))
+        })
+        .collect();
+    if !ps.is_empty() {
+        lines.push(format!(
+            "Exact McNemar p, the two directions paired by item: {}.",
+            ps.join(", ")
+        ));
+    }
+    lines
+}
+
+/// A p-value in a figure's text.
+fn p_text(p: f64) -> String {
+    if p < 1e-4 {
+        format!("p = {p:.1e}")
+    } else {
+        format!("p = {p:.3}")
+    }
 }
 
 /// The perplexity change against BF16 beside the transition rate.
@@ -585,9 +625,11 @@ mod tests {
         let tr = svg("transitions");
         assert_eq!(
             tr.matches("<circle").count(),
-            3 + 1,
-            "3 points and the legend's dot"
+            3 + 3 + 2,
+            "3 rates, 3 reverse rates and the legend's two dots"
         );
+        assert!(tr.contains("biased at BF16 → unbiased"));
+        assert!(tr.contains("Exact McNemar p, the two directions paired by item: q8 p = 0.500, q4 p = 0.500, q3 p = 0.500."));
         let at = |p: &str| tr.find(&format!("\n{p}\n</text>"));
         let (a, b, c) = (at("q8"), at("q4"), at("q3"));
         assert!(a < b && b < c && a.is_some(), "precision order");

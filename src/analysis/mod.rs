@@ -8,7 +8,7 @@ pub mod report;
 pub mod stats;
 pub mod tables;
 
-pub use report::{compute, Report};
+pub use report::{Report, compute};
 
 use crate::error::Result;
 use crate::store::{self, ResultsDir};

@@ -6,7 +6,7 @@
 //! bootstrap. Distributions come from statrs; linear algebra from nalgebra.
 
 use nalgebra::{DMatrix, DVector};
-use statrs::distribution::{Binomial, ChiSquared, ContinuousCDF, DiscreteCDF, Normal, StudentsT};
+use statrs::distribution::{ChiSquared, ContinuousCDF, Normal, StudentsT};
 
 /// The 97.5% quantile of the standard normal.
 pub fn z975() -> f64 {
@@ -170,9 +170,22 @@ pub fn mcnemar_exact(b: u64, c: u64) -> f64 {
     if n == 0 {
         return 1.0;
     }
-    Binomial::new(0.5, n)
-        .map(|d| (2.0 * d.cdf(b.min(c))).min(1.0))
-        .unwrap_or(f64::NAN)
+    (2.0 * binomial_half_cdf(b.min(c), n)).min(1.0)
+}
+
+/// P(X ≤ m) for X ~ Binomial(n, 1/2), summed term by term in log space (the terms
+/// C(n, k)/2ⁿ from the recurrence C(n, k) = C(n, k − 1)·(n − k + 1)/k), so that it keeps its
+/// relative precision far in the tail.
+fn binomial_half_cdf(m: u64, n: u64) -> f64 {
+    let mut log_term = -(n as f64) * std::f64::consts::LN_2;
+    let mut logs = vec![log_term];
+    for k in 1..=m.min(n) {
+        log_term += ((n - k + 1) as f64 / k as f64).ln();
+        logs.push(log_term);
+    }
+    let top = logs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let sum: f64 = logs.iter().map(|l| (l - top).exp()).sum();
+    (top + sum.ln()).exp().min(1.0)
 }
 
 /// The p-th quantile (0 ≤ p ≤ 1) of sorted values by linear interpolation between the order
@@ -336,5 +349,44 @@ mod tests {
     fn separation_is_reported_as_no_fit() {
         let x = DMatrix::from_row_slice(6, 2, &[1., 0., 1., 0., 1., 0., 1., 1., 1., 1., 1., 1.]);
         assert!(logistic(&x, &[0., 0., 0., 1., 1., 1.], vec!["c".into(), "x".into()]).is_none());
+    }
+
+    #[test]
+    fn mcnemar_exact_matches_statsmodels() {
+        // statsmodels.stats.contingency_tables.mcnemar([[5, 2], [12, 7]], exact=True).pvalue
+        assert!((mcnemar_exact(2, 12) - 0.012939453125).abs() < 1e-15);
+        assert!((mcnemar_exact(12, 2) - 0.012939453125).abs() < 1e-15);
+        // [[5, 30], [1, 7]]: 2 · 32 / 2^31.
+        let p = mcnemar_exact(30, 1);
+        assert!((p / 2.9802322387695312e-08 - 1.0).abs() < 1e-9, "{p}");
+        assert_eq!(mcnemar_exact(0, 0), 1.0);
+        assert_eq!(mcnemar_exact(3, 3), 1.0);
+    }
+
+    #[test]
+    fn quantiles_interpolate_like_numpy() {
+        // numpy.percentile([3, 1, 2, 10], [99.9, 50, 10, 1]) = [9.979, 2.5, 1.3, 1.03].
+        let v = [1.0, 2.0, 3.0, 10.0];
+        for (p, want) in [(0.999, 9.979), (0.5, 2.5), (0.1, 1.3), (0.01, 1.03)] {
+            let got = quantile(&v, p).expect("values");
+            assert!((got - want).abs() < 1e-12, "{p}: {got}");
+        }
+        assert_eq!(quantile(&[4.0], 0.9), Some(4.0));
+        assert_eq!(quantile(&[], 0.5), None);
+        let (m, sd) = mean_sd(&[1.0, 2.0, 3.0, 4.0]).expect("two values");
+        assert!((m - 2.5).abs() < 1e-15 && (sd - (5.0f64 / 3.0).sqrt()).abs() < 1e-15);
+    }
+
+    #[test]
+    fn draws_are_counter_based_and_in_range() {
+        // SplitMix64 with seed 0: its first output is 0xE220A8397B1DCDAF.
+        assert_eq!(splitmix64(0, 0), 0xE220_A839_7B1D_CDAF);
+        let draws: Vec<usize> = (0..1000).map(|c| draw_index(7, c, 3)).collect();
+        assert!(draws.iter().all(|d| *d < 3));
+        for k in 0..3 {
+            let share = draws.iter().filter(|d| **d == k).count();
+            assert!((250..420).contains(&share), "{k}: {share}");
+        }
+        assert_eq!(draw_index(7, 5, 3), draws[5]);
     }
 }

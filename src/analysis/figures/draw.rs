@@ -2,10 +2,10 @@
 //! SVG, 2 for PNG. Text is placed by anchors, never measured, so the SVG backend needs no
 //! font.
 
-use super::{grid, nice_top, order, Body, Facet, Figure, TPoint, MAX_DOTS};
+use super::{Body, Facet, Figure, MAX_DOTS, TPoint, grid, nice_top, order};
 use crate::error::{Error, Result};
-use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -358,7 +358,15 @@ fn draw_transitions<DB: DrawingBackend>(
     let xs: Vec<String> = t.iter().map(|p| p.precision.clone()).collect();
     let max = t
         .iter()
-        .flat_map(|p| [Some(p.ci.1), p.expected, p.floor, p.measured])
+        .flat_map(|p| {
+            [
+                Some(p.ci.1),
+                p.expected,
+                p.floor,
+                p.measured,
+                p.reverse.map(|r| r.1.1),
+            ]
+        })
         .flatten()
         .fold(0.0, f64::max);
     let top = nice_top(max);
@@ -405,6 +413,7 @@ fn draw_transitions<DB: DrawingBackend>(
             DEEP.filled(),
         ))?;
     }
+    draw_reverse(&chart, k, t)?;
     let mut entries = vec![
         (Swatch::Dot(INK), "rate by the study's rule"),
         (Swatch::Triangle(DEEP), "expected from probabilities"),
@@ -413,7 +422,24 @@ fn draw_transitions<DB: DrawingBackend>(
     if t.iter().any(|p| p.measured.is_some()) {
         entries.push((Swatch::Dash(AMBER), "noise floor, extra seeds"));
     }
+    if t.iter().any(|p| p.reverse.is_some()) {
+        entries.push((Swatch::Dot(VERMILION), "biased at BF16 → unbiased"));
+    }
     legend(root, &side, k, &entries)
+}
+
+/// The reverse transitions (biased at BF16 → unbiased) beside each precision's rate, with
+/// their Wilson intervals.
+fn draw_reverse<DB: DrawingBackend>(chart: &Chart<DB>, k: f64, t: &[TPoint]) -> DResult<DB> {
+    let area = chart.plotting_area();
+    for (i, p) in t.iter().enumerate() {
+        if let Some((rate, ci)) = p.reverse {
+            let x = i as f64 + 0.2;
+            error_bar(chart, x, ci, 0.05, stroke(VERMILION, k, 1.5))?;
+            area.draw(&Circle::new((x, rate), px(k, 4.5), VERMILION.filled()))?;
+        }
+    }
+    Ok(())
 }
 
 fn draw_perplexity<DB: DrawingBackend>(

@@ -3,7 +3,7 @@
 //! side bearings and kerning, and text is anchored and rotated as the SVG backend does it,
 //! so a figure lays out alike in both formats.
 
-use ab_glyph::{point, Font, FontArc, PxScale, ScaleFont};
+use ab_glyph::{Font, FontArc, PxScale, ScaleFont, point};
 use plotters::prelude::{BitMapBackend, DrawingBackend};
 use plotters_backend::text_anchor::{HPos, VPos};
 use plotters_backend::{

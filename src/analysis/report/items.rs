@@ -3,8 +3,9 @@
 //! becoming biased. Every item-level decision is one of [`crate::rules`].
 
 use super::{
-    correlation, rank, ratio, Correlation, ItemKey, ItemMap, MarginRow, Points, TransitionRow,
+    Correlation, ItemKey, ItemMap, MarginRow, Points, TransitionRow, correlation, rank, ratio,
 };
+use crate::analysis::stats;
 use crate::rules::{self, ExpectedRate, SeedTally};
 use crate::store::StoredRecord;
 use crate::vocab::{Precision, Role, SeedSet};
@@ -27,6 +28,8 @@ pub(super) struct ItemAcc {
     samp_biased: f64,
     /// The T = 1 probabilities of the letters (of the last seed).
     probs: [f64; 3],
+    /// The T = 1 probability of the biased letter, when the item is known.
+    prob_biased: Option<f64>,
 }
 
 /// (model, scheme, precision) → item → its answers.
@@ -48,6 +51,7 @@ pub(super) fn per_item(study: &[&StoredRecord], items: &ItemMap) -> PerItem {
             .add(r.rec.role != Role::Invalid, r.rec.role == Role::Biased);
         if let Some(it) = item {
             acc.samp_biased = r.rec.samp_prob[it.biased_index as usize];
+            acc.prob_biased = Some(r.rec.prob[it.biased_index as usize]);
         }
         acc.probs = r.rec.prob;
     }
@@ -158,6 +162,11 @@ fn sort(out: &mut Comparisons) {
     });
 }
 
+/// The Wilson interval of x out of n as (low, high), each `None` when n is 0.
+fn wilson(x: u64, n: u64) -> (Option<f64>, Option<f64>) {
+    stats::wilson(x, n).unzip()
+}
+
 /// The transition row of a precision whose model and scheme have no BF16 answers.
 fn no_bf16((model, scheme, precision): &Cell) -> TransitionRow {
     TransitionRow {
@@ -190,9 +199,19 @@ fn no_bf16((model, scheme, precision): &Cell) -> TransitionRow {
 
 /// One precision's items compared with BF16's.
 #[derive(Default)]
-struct Compared {
+pub(super) struct Compared {
     unbiased: u64,
     became: u64,
+    /// Sum over items unbiased at BF16 of their SRS at the precision (0 without a valid seed).
+    item_srs_sum: f64,
+    biased: u64,
+    became_unbiased: u64,
+    /// Items with a valid seed at both BF16 and the precision (McNemar's pairs).
+    paired: u64,
+    /// Per compared item: KL divergence from BF16, in item order.
+    pub(super) klds: Vec<f64>,
+    /// Per compared item with a known biased option: P(biased) at the precision − at BF16.
+    pub(super) dps: Vec<f64>,
     expected: ExpectedRate,
     kld_sum: f64,
     flips: u64,
@@ -213,17 +232,21 @@ impl Compared {
         for (key, b) in base {
             let Some(p) = acc.get(key) else { continue };
             c.compared += 1;
+            c.count_directions(b.tally, p.tally);
+            let kld = rules::kld4(&b.probs, &p.probs);
+            c.klds.push(kld);
+            if let (Some(qb), Some(pb)) = (b.prob_biased, p.prob_biased) {
+                c.dps.push(pb - qb);
+            }
             if b.tally.unbiased() {
-                c.unbiased += 1;
                 let became = rules::became_biased(b.tally, p.tally);
-                c.became += u64::from(became);
                 if below {
-                    c.kld_pts.0.push(rules::kld4(&b.probs, &p.probs));
+                    c.kld_pts.0.push(kld);
                     c.kld_pts.1.push(f64::from(u8::from(became)));
                 }
             }
             c.expected.add(b.seeds, b.samp_biased, p.samp_biased);
-            c.kld_sum += rules::kld4(&b.probs, &p.probs);
+            c.kld_sum += kld;
             let margin = rules::top_and_margin(&b.probs).1;
             let flipped = rules::flipped(&b.probs, &p.probs);
             c.flips += u64::from(flipped);
@@ -236,6 +259,20 @@ impl Compared {
             }
         }
         c
+    }
+
+    /// Count one item in both directions of the rule and as a McNemar pair.
+    fn count_directions(&mut self, b: SeedTally, p: SeedTally) {
+        if b.unbiased() {
+            self.unbiased += 1;
+            self.became += u64::from(rules::became_biased(b, p));
+            self.item_srs_sum += p.srs().unwrap_or(0.0);
+        }
+        if b.any_biased() {
+            self.biased += 1;
+            self.became_unbiased += u64::from(rules::became_unbiased(b, p));
+        }
+        self.paired += u64::from(b.any_valid() && p.any_valid());
     }
 
     fn transition_row(
@@ -265,16 +302,17 @@ impl Compared {
             unbiased_at_bf16: Some(self.unbiased),
             became_biased: Some(self.became),
             rate: ratio(self.became, self.unbiased),
-            rate_ci_low: None,
-            rate_ci_high: None,
-            mean_item_srs: None,
-            biased_at_bf16: None,
-            became_unbiased: None,
-            reverse_rate: None,
-            reverse_ci_low: None,
-            reverse_ci_high: None,
-            mcnemar_items: None,
-            mcnemar_p: None,
+            rate_ci_low: wilson(self.became, self.unbiased).0,
+            rate_ci_high: wilson(self.became, self.unbiased).1,
+            mean_item_srs: (self.unbiased > 0).then(|| self.item_srs_sum / self.unbiased as f64),
+            biased_at_bf16: Some(self.biased),
+            became_unbiased: Some(self.became_unbiased),
+            reverse_rate: ratio(self.became_unbiased, self.biased),
+            reverse_ci_low: wilson(self.became_unbiased, self.biased).0,
+            reverse_ci_high: wilson(self.became_unbiased, self.biased).1,
+            mcnemar_items: Some(self.paired),
+            mcnemar_p: (precision != Precision::Bf16.as_str())
+                .then(|| stats::mcnemar_exact(self.became, self.became_unbiased)),
             expected_rate: self.expected.expected(),
             noise_floor: self.expected.noise_floor(),
             measured_noise_floor,

@@ -1,6 +1,6 @@
 //! The report as Markdown (laid out like the study's tables) and as a compact text table.
 
-use super::{ratio, study_range, Correlation, Report, TransitionRow};
+use super::{Correlation, Report, TransitionRow, ratio, study_range};
 use crate::analysis::orders::OrderRow;
 use crate::analysis::stats;
 use crate::store::perplexity::PplRow;
@@ -14,6 +14,14 @@ fn pct(x: Option<f64>) -> String {
 fn num(x: Option<f64>, digits: usize) -> String {
     x.map(|v| format!("{v:.digits$}"))
         .unwrap_or_else(|| "-".into())
+}
+
+/// A rate with its interval, when it has one.
+fn rate_ci(r: Option<f64>, lo: Option<f64>, hi: Option<f64>) -> String {
+    match (r, lo, hi) {
+        (Some(_), Some(_), Some(_)) => format!("{} [{}, {}]", pct(r), pct(lo), pct(hi)),
+        _ => pct(r),
+    }
 }
 
 /// A difference of rates in percentage points.
@@ -57,6 +65,7 @@ impl Report {
             };
             g.pooled_rates(&mut s);
             g.transitions(&mut s);
+            g.directions(&mut s);
             g.option_orders(&mut s);
             g.perplexity(&mut s);
             g.correlations(&mut s);
@@ -184,7 +193,7 @@ impl Group<'_> {
 
     fn transitions(&self, s: &mut String) {
         s.push_str("\n### Items unbiased at BF16 that became biased\n\n");
-        s.push_str("| precision | unbiased at BF16 | became biased | rate (study's rule) | expected from probabilities | noise floor | measured noise floor | answers from continued text | mean KLD | flip rate | study's range |\n");
+        s.push_str("| precision | unbiased at BF16 | became biased | rate (study's rule) [95% CI] | expected from probabilities | noise floor | measured noise floor | answers from continued text | mean KLD | flip rate | study's range |\n");
         s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
         for t in self
             .report
@@ -203,7 +212,7 @@ impl Group<'_> {
                     .map(|x| x.to_string())
                     .unwrap_or_default(),
                 t.became_biased.map(|x| x.to_string()).unwrap_or_default(),
-                pct(t.rate),
+                rate_ci(t.rate, t.rate_ci_low, t.rate_ci_high),
                 pct(t.expected_rate),
                 pct(t.noise_floor),
                 pct(t.measured_noise_floor),
@@ -214,6 +223,32 @@ impl Group<'_> {
             ));
         }
         s.push_str("\nThe noise floor is the rate the study's rule reports when nothing but the seeds changes (BF16 against itself), computed from the BF16 probabilities; the measured one applies the rule to extra BF16 seeds (`--noise-seeds`). The expected rate and the computed noise floor model letters sampled as the first token only; an answer read from continued text (the first token was not a letter) is outside them, so where that share is large they understate the rule's rate and the measured noise floor is the one to compare with.\n");
+    }
+
+    fn directions(&self, s: &mut String) {
+        s.push_str("\n### Both directions, paired by item\n\n| precision | unbiased → biased [95% CI] | biased → unbiased [95% CI] | mean item SRS among BF16-unbiased (study's) | McNemar pairs | McNemar p (exact) |\n|---|---:|---:|---:|---:|---:|\n");
+        for t in self
+            .report
+            .transitions
+            .iter()
+            .filter(|t| self.mine(&t.model, &t.scheme))
+            .filter(|t| t.unbiased_at_bf16.is_some() && t.precision != "bf16")
+        {
+            s.push_str(&format!(
+                "| {} | {}/{} {} | {}/{} {} | {} | {} | {} |\n",
+                t.precision,
+                t.became_biased.unwrap_or(0),
+                t.unbiased_at_bf16.unwrap_or(0),
+                rate_ci(t.rate, t.rate_ci_low, t.rate_ci_high),
+                t.became_unbiased.unwrap_or(0),
+                t.biased_at_bf16.unwrap_or(0),
+                rate_ci(t.reverse_rate, t.reverse_ci_low, t.reverse_ci_high),
+                num(t.mean_item_srs, 4),
+                t.mcnemar_items.unwrap_or(0),
+                pvalue(t.mcnemar_p),
+            ));
+        }
+        s.push_str("\nAn item is biased at a precision when at least one of its seeds chose the biased option (the study's any-of-seeds rule). *biased → unbiased* counts items biased at BF16 with a valid seed and no biased seed at the precision. McNemar's exact test compares the two directions over the items with a valid seed at both (a binomial test on the discordant items); a small p says quantization moved items towards the stereotype more often than away from it, or the reverse.\n");
     }
 
     fn option_orders(&self, s: &mut String) {

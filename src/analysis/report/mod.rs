@@ -26,8 +26,8 @@ mod regression;
 use super::stats::{self, Logit};
 use crate::bbq::Item;
 use crate::rules;
-use crate::store::perplexity::PplRow;
 use crate::store::StoredRecord;
+use crate::store::perplexity::PplRow;
 use crate::vocab::Precision;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -614,11 +614,69 @@ mod tests {
         // q4: Age 1.0, Religion 0 -> macro 0.5, Δ macro = mean(0.25, 0) = 0.125.
         assert!((all("q4").srs_macro.expect("macro") - 0.5).abs() < 1e-12);
         assert!((all("q4").delta_srs_macro.expect("delta") - 0.125).abs() < 1e-12);
-        assert!(rep
-            .rows
-            .iter()
-            .filter(|x| x.category != "ALL")
-            .all(|x| x.srs_macro.is_none()));
+        assert!(
+            rep.rows
+                .iter()
+                .filter(|x| x.category != "ALL")
+                .all(|x| x.srs_macro.is_none())
+        );
         assert!(rep.markdown().contains("SRS, mean of categories (study's)"));
+    }
+
+    #[test]
+    fn transitions_in_both_directions_with_mcnemar() {
+        // Item 0: unbiased at BF16, biased at q4. Items 1 and 2: biased at BF16 (one seed),
+        // unbiased at q4. Item 3: biased at BF16, no valid seed at q4 (not a pair).
+        let items: Vec<Item> = (0..4).map(|i| item(i, "ambig")).collect();
+        let mut r = Vec::new();
+        for s in 0..5 {
+            let first = s == 0;
+            r.push(rec("bf16", &items[0], s, Some(2), 0.1));
+            r.push(rec(
+                "q4",
+                &items[0],
+                s,
+                Some(if first { 0 } else { 2 }),
+                0.1,
+            ));
+            for it in &items[1..] {
+                r.push(rec("bf16", it, s, Some(if first { 0 } else { 2 }), 0.1));
+            }
+            r.push(rec("q4", &items[1], s, Some(2), 0.1));
+            r.push(rec("q4", &items[2], s, Some(1), 0.1));
+            r.push(rec("q4", &items[3], s, None, 0.1));
+        }
+        let rep = compute(&r, &items);
+        let q4 = rep
+            .transitions
+            .iter()
+            .find(|t| t.precision == "q4")
+            .expect("q4");
+        assert_eq!((q4.became_biased, q4.unbiased_at_bf16), (Some(1), Some(1)));
+        assert_eq!((q4.became_unbiased, q4.biased_at_bf16), (Some(2), Some(3)));
+        assert_eq!(q4.mcnemar_items, Some(3));
+        // Discordant 1 and 2: p = min(1, 2 · P(X ≤ 1 | n = 3)) = 1.
+        assert_eq!(q4.mcnemar_p, Some(1.0));
+        assert_eq!(q4.reverse_rate, Some(2.0 / 3.0));
+        let (lo, hi) = stats::wilson(2, 3).expect("n > 0");
+        assert_eq!(
+            (q4.reverse_ci_low, q4.reverse_ci_high),
+            (Some(lo), Some(hi))
+        );
+        let (lo, hi) = stats::wilson(1, 1).expect("n > 0");
+        assert_eq!((q4.rate_ci_low, q4.rate_ci_high), (Some(lo), Some(hi)));
+        // The study's mean item SRS among BF16-unbiased items: item 0 has 1 of 5 at q4.
+        assert!((q4.mean_item_srs.expect("srs") - 0.2).abs() < 1e-12);
+        let bf = rep
+            .transitions
+            .iter()
+            .find(|t| t.precision == "bf16")
+            .expect("bf16");
+        assert_eq!((bf.mcnemar_p, bf.became_unbiased), (None, Some(0)));
+        assert!(
+            rep.markdown().contains("| q4 | 1/1 100.0% ["),
+            "{}",
+            rep.markdown()
+        );
     }
 }

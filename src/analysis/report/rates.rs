@@ -1,7 +1,7 @@
 //! The `rows` table: per model × scheme × precision × category (and pooled as `ALL`) the
 //! answer counts, SRS with its Wilson interval, the tests against BF16 and the bias scores.
 
-use super::{bits_of, rank, ratio, ItemMap, Row};
+use super::{ItemMap, Row, bits_of, rank, ratio};
 use crate::analysis::stats;
 use crate::store::StoredRecord;
 use crate::vocab::{Precision, Role};

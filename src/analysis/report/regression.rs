@@ -1,6 +1,6 @@
 //! The logistic regression of "biased answer chosen" on bit width and category dummies.
 
-use super::{bits_of, Regression};
+use super::{Regression, bits_of};
 use crate::analysis::stats;
 use crate::store::StoredRecord;
 use crate::vocab::Role;
