@@ -247,6 +247,10 @@ pub struct ReportArgs {
     /// Also write figures (SVG and PNG) into this folder, created if needed.
     #[arg(long, value_name = "OUT")]
     pub figures: Option<PathBuf>,
+    /// Report an unfinished folder over the items finished at every precision it has
+    /// started (labelled PARTIAL; no derived tables are written).
+    #[arg(long)]
+    pub partial: bool,
 }
 
 /// `bench`.
@@ -314,6 +318,12 @@ pub struct ExportArgs {
     /// Only items of this category.
     #[arg(long)]
     pub category: Option<String>,
+    /// Replace the CSV file when it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Export an unfinished folder's items finished at every precision it has started.
+    #[arg(long)]
+    pub partial: bool,
 }
 
 /// The quantized precisions (q8, q6, q4, q3), listed in `--help`.

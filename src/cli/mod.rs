@@ -9,6 +9,7 @@
 
 pub mod args;
 pub mod check;
+mod results;
 mod study;
 mod tools;
 
@@ -38,8 +39,13 @@ pub enum Command {
     Report(ReportArgs),
     /// Measure prompt tokens/s and records/s per precision on the study's prompts.
     Bench(BenchArgs),
-    /// Open a finished or partial results folder in the explorer (no model is loaded).
-    Open { dir: PathBuf },
+    /// Open a finished results folder in the explorer (no model is loaded).
+    Open {
+        dir: PathBuf,
+        /// Open an unfinished folder too, showing what is finished.
+        #[arg(long)]
+        partial: bool,
+    },
     /// Write items of a results folder to CSV: text, roles and, per precision, the majority
     /// role and P(biased).
     Export(ExportArgs),
@@ -73,30 +79,42 @@ pub enum Command {
 }
 
 /// Entry point: the process exit code (clap itself exits with 2 on a flag it refuses).
+/// Every failure, a panic included, prints one `error:` line and exits with 2.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    match dispatch(cli) {
-        Ok(()) => 0,
-        Err(e) => {
+    std::panic::set_hook(Box::new(|info| {
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        eprintln!("error: internal error{at}: {msg} (please report it)");
+    }));
+    match std::panic::catch_unwind(move || dispatch(cli)) {
+        Ok(Ok(())) => 0,
+        Ok(Err(e)) => {
             eprintln!("error: {e}");
             2
         }
+        Err(_) => 2,
     }
 }
 
 fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         None => study::run(&cli.study),
-        Some(Command::Report(a)) => tools::report(&a),
+        Some(Command::Report(a)) => results::report(&a),
         Some(Command::Bench(a)) => tools::bench(&a),
         Some(Command::Logprobs(a)) => tools::logprobs(&a),
-        Some(Command::Export(a)) => tools::export(&a),
+        Some(Command::Export(a)) => results::export(&a),
         Some(Command::Merge { out, dirs }) => tools::merge(&out, &dirs),
         Some(Command::FetchModel { name, wheels }) => tools::fetch_model(&name, wheels.as_deref()),
         Some(Command::Convert { from, to }) => tools::convert(&from, &to),
-        Some(Command::Open { dir }) => {
-            crate::tui::check_folder(&dir)?;
-            crate::tui::run(&dir, "no model loaded", None)
-        }
+        Some(Command::Open { dir, partial }) => results::open(&dir, partial),
     }
 }

@@ -1,80 +1,15 @@
-//! The commands other than the study: report, export, merge, fetch-model, convert, and the
-//! measuring tools bench and logprobs (which share the study's item and precision flags).
+//! The commands other than the study and the readers of a results folder (`results.rs`):
+//! merge, fetch-model, convert, and the measuring tools bench and logprobs (which share the
+//! study's item and precision flags).
 
-use super::args::{
-    BenchArgs, DeviceArg, ExportArgs, LogprobsArgs, ReportArgs, ReportFormat, SharedArgs,
-    TOOL_CATEGORIES,
-};
+use super::args::{BenchArgs, DeviceArg, LogprobsArgs, SharedArgs, TOOL_CATEGORIES};
 use crate::analysis;
 use crate::bbq::{self, Conditions, LocateSpec, SelectSpec};
 use crate::engine::{self, Precision, fetch};
 use crate::error::{Error, Result};
-use crate::store::{self, ResultsDir};
+use crate::store;
 use crate::study;
 use std::path::{Path, PathBuf};
-
-/// `report`: compute, write and print the statistics of a results folder.
-pub fn report(a: &ReportArgs) -> Result<()> {
-    let rd = ResultsDir::at(&a.dir);
-    if !rd.manifest_path().is_file() {
-        return Err(store::not_a_results_folder(&a.dir));
-    }
-    store::read_manifest(&rd.manifest_path())?;
-    let report = analysis::write_report(&rd)?;
-    match a.format {
-        ReportFormat::Table => println!("{}", report.table()),
-        ReportFormat::Markdown => println!("{}", report.markdown()),
-        ReportFormat::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        ),
-    }
-    if let Some(out) = &a.figures {
-        figures(&rd, &report, out)?;
-    }
-    Ok(())
-}
-
-/// `report --figures`: write the figures and say what was written.
-fn figures(rd: &ResultsDir, report: &analysis::Report, out: &Path) -> Result<()> {
-    let records = store::study_order(store::read_all_records(rd)?);
-    let ppl: Vec<analysis::figures::PplPoint> = report
-        .perplexity
-        .iter()
-        .map(|r| analysis::figures::PplPoint {
-            model: r.model.clone(),
-            scheme: r.scheme.clone(),
-            precision: r.precision.clone(),
-            ppl: r.perplexity,
-            delta_ppl_pct: r.delta_ppl_pct,
-        })
-        .collect();
-    let written = analysis::figures::write_figures(report, &records, &ppl, out)?;
-    for note in &written.notes {
-        eprintln!("note: {note}");
-    }
-    for path in &written.written {
-        eprintln!("wrote {}", path.display());
-    }
-    Ok(())
-}
-
-/// `export`: items of a results folder to CSV.
-pub fn export(a: &ExportArgs) -> Result<()> {
-    crate::tui::check_folder(&a.dir)?;
-    let (views, _) = crate::tui::load(&ResultsDir::at(&a.dir))?;
-    let views: Vec<_> = views
-        .into_iter()
-        .filter(|v| a.category.as_ref().is_none_or(|c| &v.item.category == c))
-        .filter(|v| {
-            a.transitions_at
-                .is_none_or(|p| v.became_biased_at(p.as_str()))
-        })
-        .collect();
-    store::export::write_csv(&a.out, &views)?;
-    eprintln!("exported {} items to {}", views.len(), a.out.display());
-    Ok(())
-}
 
 /// `merge`: join shards, then write and print the report.
 pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<()> {

@@ -148,15 +148,29 @@ fn expected_keys(plan: &Plan, items: &[Item], p: Precision, k: usize) -> HashSet
 
 /// Read part `part` at `path`, hashing it while it is read, and check its rows are exactly
 /// its items × seeds × orders; its manifest entry and records.
+/// With `listed`, the entry the manifest has for it, checked first.
 pub fn read_part(
     path: &Path,
     plan: &Plan,
     items: &[Item],
     part: &PartRef,
+    listed: Option<(&PartEntry, &Path)>,
 ) -> Result<(PartEntry, Vec<super::Record>)> {
     use sha2::Digest;
     let data = std::fs::read(path).map_err(|e| store_err(path, format!("cannot read: {e}")))?;
     let sha256 = hex::encode(sha2::Sha256::digest(&data));
+    if let Some((want, manifest)) = listed
+        && want.sha256 != sha256
+    {
+        return Err(store_err(
+            path,
+            format!(
+                "differs from what {} lists (sha256 {}, the file's {sha256}): it was changed or replaced",
+                manifest.display(),
+                want.sha256
+            ),
+        ));
+    }
     let records = records_of(batches_of(bytes::Bytes::from(data), path)?, path)?;
     let mut expected = expected_keys(plan, items, part.precision, part.index);
     let want = expected.len();
@@ -313,19 +327,18 @@ pub fn read_verified(dir: &ResultsDir) -> Result<Verified> {
             missing.push(path);
             continue;
         }
-        let (got, recs) = read_part(&path, plan, &items, part)?;
+        let listed = entry.map(|e| (e, mpath.as_path()));
+        let (got, recs) = read_part(&path, plan, &items, part, listed)?;
         if let Some(want) = entry
-            && *want != got
+            && want.rows != got.rows
         {
             return Err(store_err(
                 &path,
                 format!(
-                    "differs from what {} lists ({} rows, sha256 {}; the file has {} rows, sha256 {}): it was changed or replaced",
-                    mpath.display(),
-                    want.rows,
-                    want.sha256,
+                    "holds {} rows, {} lists {}",
                     got.rows,
-                    got.sha256
+                    mpath.display(),
+                    want.rows
                 ),
             ));
         }

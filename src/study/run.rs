@@ -70,7 +70,7 @@ fn adopt_parts(study: &Study, manifest: &mut Manifest) -> Result<bool> {
             manifest.parts.remove(&part.rel);
             changed = true;
         } else if !listed && path.is_file() {
-            let (entry, _) = verify::read_part(&path, plan, &study.sel.items, &part)?;
+            let (entry, _) = verify::read_part(&path, plan, &study.sel.items, &part, None)?;
             manifest.parts.insert(part.rel.clone(), entry);
             changed = true;
         }
