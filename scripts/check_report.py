@@ -277,10 +277,17 @@ def main():
         if g["fit"] is None:
             continue
         fit = sm.Logit(v.is_biased.astype(float).values, X.values).fit(disp=0, tol=1e-14, maxiter=200)
+        items_of = pd.factorize(v.category + "\x00" + v.example_id.astype(str))[0]
+        cl = sm.Logit(v.is_biased.astype(float).values, X.values).fit(
+            disp=0, tol=1e-14, maxiter=200, cov_type="cluster", cov_kwds={"groups": items_of})
+        if g["clusters"] != len(set(items_of)):
+            problems.append(f"logit clusters: got {g['clusters']}, expected {len(set(items_of))}")
         for i, name in enumerate(X.columns):
             close(f"logit {name} coef", g["fit"]["coef"][i], float(fit.params[i]))
             close(f"logit {name} se", g["fit"]["se"][i], float(fit.bse[i]))
             close(f"logit {name} p", g["fit"]["p"][i], float(fit.pvalues[i]), rel=True)
+            close(f"logit {name} cluster_se", g["cluster_se"][i], float(cl.bse[i]))
+            close(f"logit {name} cluster_p", g["cluster_p"][i], float(cl.pvalues[i]), rel=True)
 
     # Option orders: the rule within each order, `every` across orders, letter shares.
     ao = all_orders.merge(items[["category", "example_id", "biased_index"]], on=["category", "example_id"])

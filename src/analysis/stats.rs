@@ -389,4 +389,28 @@ mod tests {
         }
         assert_eq!(draw_index(7, 5, 3), draws[5]);
     }
+
+    #[test]
+    fn cluster_se_matches_statsmodels() {
+        // The data of `logistic_recovers_a_known_fit`, rows clustered in consecutive pairs
+        // and then by row index mod 3; statsmodels' Logit fit with cov_type="cluster".
+        let mut rows = Vec::new();
+        let mut y = Vec::new();
+        for (xv, ones) in [(0.0, 2), (1.0, 6)] {
+            for i in 0..8 {
+                rows.extend([1.0, xv]);
+                y.push(if i < ones { 1.0 } else { 0.0 });
+            }
+        }
+        let x = DMatrix::from_row_slice(16, 2, &rows);
+        let fit = logistic(&x, &y, vec!["const".into(), "x".into()]).expect("converges");
+        let pairs: Vec<usize> = (0..16).map(|i| i / 2).collect();
+        let se = cluster_se(&x, &y, &fit.coef, &pairs).expect("se");
+        assert!((se[0] - 1.2777531299998797).abs() < 1e-9, "{se:?}");
+        assert!((se[1] - 1.8070158058105021).abs() < 1e-9, "{se:?}");
+        let thirds: Vec<usize> = (0..16).map(|i| i % 3).collect();
+        let se = cluster_se(&x, &y, &fit.coef, &thirds).expect("se");
+        assert!((se[1] - 0.5175491695067657).abs() < 1e-9, "{se:?}");
+        assert_eq!(cluster_se(&x, &y, &fit.coef, &[0; 16]), None);
+    }
 }
