@@ -1,7 +1,7 @@
-//! The explorer on its real screen: `TestBackend` snapshots of every screen at 80×24 and
-//! 160×48, style checks on the highlighted cells, pure `update` tests (keys, and the run's
-//! events and background results as actions), and the README's key table kept equal to the
-//! keymap.
+//! The explorer on its real screen: `TestBackend` snapshots of every screen at 80×24, 120×36
+//! and 200×50, checks that no row wraps and no key hint is cut, style checks on the evidence
+//! cells, pure `update` tests (keys, and the run's events and background results as actions),
+//! and the README's key table kept equal to the keymap.
 mod common;
 
 use ratatui::Terminal;
@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use stereoscope::bbq::{self, Item};
 use stereoscope::store::view::{self, ItemView};
 use stereoscope::store::{Record, StoredRecord};
-use stereoscope::tui::app::{Action, App, Effect, Prompt, RunEnd, Screen, update};
+use stereoscope::tui::app::{Action, App, Confirm, Effect, Prompt, RunEnd, Screen, update};
+use stereoscope::tui::keymap;
+use tui_input::InputRequest;
 
 fn items() -> Vec<Item> {
     let all = bbq::read_category_file(
@@ -25,13 +27,20 @@ fn items() -> Vec<Item> {
         .collect()
 }
 
-/// Records with fixed answers: item 0 turns biased at q4, item 1 at q8, the rest stay unbiased.
-fn records(items: &[Item]) -> Vec<StoredRecord> {
+const LADDER: [&str; 5] = ["bf16", "q8", "q6", "q4", "q3"];
+
+/// Records with fixed answers at `precisions`: item 0 turns biased at q4 (three seeds), item 1
+/// at q8 (one seed), item 2 is already biased at bf16 (seed 123 at every precision), the rest
+/// stay unbiased.
+fn records_at(items: &[Item], precisions: &[&str]) -> Vec<StoredRecord> {
     let mut out = Vec::new();
     for (n, it) in items.iter().enumerate() {
-        for (pi, p) in ["bf16", "q8", "q6", "q4", "q3"].into_iter().enumerate() {
+        for p in precisions.iter().copied() {
+            let pi = LADDER.iter().position(|l| *l == p).expect("precision");
             for seed in 0..5i64 {
-                let biased = (n == 0 && pi >= 3 && seed < 3) || (n == 1 && pi >= 1 && seed == 0);
+                let biased = (n == 0 && pi >= 3 && seed < 3)
+                    || (n == 1 && pi >= 1 && seed == 0)
+                    || (n == 2 && seed == 1);
                 let answer = if biased {
                     it.biased_index
                 } else if seed == 4 {
@@ -69,9 +78,18 @@ fn records(items: &[Item]) -> Vec<StoredRecord> {
     out
 }
 
+fn records(items: &[Item]) -> Vec<StoredRecord> {
+    records_at(items, &LADDER)
+}
+
 fn app() -> (App, Vec<ItemView>) {
+    app_at(&LADDER)
+}
+
+/// The explorer on a run of `precisions`, as its manifest names them.
+fn app_at(precisions: &[&str]) -> (App, Vec<ItemView>) {
     let items = items();
-    let recs = records(&items);
+    let recs = records_at(&items, precisions);
     let views = view::build(&items, &recs, None);
     let report = stereoscope::analysis::compute(&recs, &items);
     let mut app = App::new(
@@ -80,11 +98,21 @@ fn app() -> (App, Vec<ItemView>) {
         "cpu (2 threads)".into(),
     );
     app.no_color = false;
-    update(&mut app, Action::Data(views.clone(), Some(report)));
+    update(
+        &mut app,
+        Action::Precisions(precisions.iter().map(|p| p.to_string()).collect()),
+    );
+    update(
+        &mut app,
+        Action::Data(views.clone(), Some(Box::new(report))),
+    );
     (app, views)
 }
 
 fn draw(app: &App, w: u16, h: u16) -> Terminal<TestBackend> {
+    let mut app = app.clone();
+    update(&mut app, Action::Resize(w, h));
+    let app = &app;
     let mut t = Terminal::new(TestBackend::new(w, h)).expect("terminal");
     t.draw(|f| stereoscope::tui::view::render(f, app))
         .expect("draws");
@@ -103,11 +131,26 @@ fn text(t: &Terminal<TestBackend>) -> String {
     s
 }
 
+const SIZES: [(u16, u16); 3] = [(80, 24), (120, 36), (200, 50)];
+
+/// The line of the screen that shows list row `id` (its id as a whole word after the strip).
+fn row_line(screen: &str, v: &ItemView) -> Option<(usize, String)> {
+    screen
+        .lines()
+        .enumerate()
+        .find(|(_, l)| {
+            l.contains(&v.item.question.chars().take(6).collect::<String>())
+                && l.split_whitespace()
+                    .any(|w| w == v.item.example_id.to_string())
+        })
+        .map(|(i, l)| (i, l.to_string()))
+}
+
 #[test]
-fn snapshots_of_every_screen_at_two_sizes() {
-    for (w, h) in [(80u16, 24u16), (160, 48)] {
+fn snapshots_of_every_screen_at_three_sizes() {
+    for (w, h) in SIZES {
         let (mut a, _) = app();
-        update(&mut a, Action::Resize(h));
+        update(&mut a, Action::Resize(w, h));
         insta::assert_snapshot!(format!("list_{w}x{h}"), text(&draw(&a, w, h)));
         update(&mut a, Action::Open);
         insta::assert_snapshot!(format!("detail_{w}x{h}"), text(&draw(&a, w, h)));
@@ -117,59 +160,496 @@ fn snapshots_of_every_screen_at_two_sizes() {
         update(&mut a, Action::Summary);
         update(&mut a, Action::Help);
         insta::assert_snapshot!(format!("help_{w}x{h}"), text(&draw(&a, w, h)));
-        update(&mut a, Action::Back);
-        update(&mut a, Action::StartExport);
-        insta::assert_snapshot!(format!("export_prompt_{w}x{h}"), text(&draw(&a, w, h)));
     }
+    let (mut a, _) = app();
+    update(&mut a, Action::StartExport);
+    insta::assert_snapshot!("export_prompt_80x24", text(&draw(&a, 80, 24)));
+    // A run of three precisions, sorted, at 80 columns.
+    let (mut a, _) = app_at(&["bf16", "q8", "q4"]);
+    update(&mut a, Action::CycleSort);
+    insta::assert_snapshot!(
+        "list_three_precisions_sorted_80x24",
+        text(&draw(&a, 80, 24))
+    );
 }
 
 #[test]
-fn the_first_biased_precision_is_highlighted_by_style_and_glyph() {
+fn every_flagged_row_shows_its_evidence_and_no_other_row_looks_flagged() {
     let (a, views) = app();
     assert_eq!(views[0].transition_first.as_deref(), Some("q4"));
     assert_eq!(views[1].transition_first.as_deref(), Some("q8"));
-    let t = draw(&a, 80, 24);
-    let buf = t.backend().buffer();
-    let screen = text(&t);
-    // Row of item 0 (the first data row): its q4 cell is "B3", underlined, in the biased colour.
-    let row = screen
-        .lines()
-        .position(|l| l.contains("▲q4"))
-        .expect("item 0 row") as u16;
-    let line: String = screen.lines().nth(row as usize).expect("line").to_string();
-    let col = line
-        .find("B3")
-        .map(|b| line[..b].chars().count())
-        .expect("B3 cell") as u16;
-    let cell = &buf[(col, row)];
-    assert_eq!(cell.symbol(), "B");
-    assert!(
-        cell.style().add_modifier.contains(Modifier::UNDERLINED),
-        "{:?}",
-        cell.style()
-    );
-    assert_eq!(cell.style().fg, Some(Color::Rgb(213, 94, 0)));
-    // A non-transition cell is not underlined.
-    let bf16 = &buf[(2, row)];
-    assert!(!bf16.style().add_modifier.contains(Modifier::UNDERLINED));
+    assert_eq!(views[2].transition_first, None, "biased at bf16");
+    for no_color in [false, true] {
+        let mut a = a.clone();
+        a.no_color = no_color;
+        // Select a row without evidence, so the flagged rows are drawn unselected.
+        a.selected = 5;
+        let t = draw(&a, 120, 36);
+        let buf = t.backend().buffer();
+        let screen = text(&t);
+        for v in &views {
+            let (y, line) = row_line(&screen, v).expect("row on screen");
+            let y = y as u16;
+            let reversed: Vec<u16> = (0..120)
+                .filter(|&x| {
+                    buf[(x, y)]
+                        .style()
+                        .add_modifier
+                        .contains(Modifier::REVERSED)
+                })
+                .collect();
+            match &v.transition_first {
+                _ if a.current() == Some(v) => {}
+                Some(p) => {
+                    // ▲ then the seeds of that precision, reversed; a B among them.
+                    let col = line
+                        .find('▲')
+                        .map(|b| line[..b].chars().count())
+                        .expect("▲");
+                    let cell: String = (col..col + 6)
+                        .map(|x| buf[(x as u16, y)].symbol().to_string())
+                        .collect();
+                    assert!(cell.starts_with('▲') && cell.contains('B'), "{p}: {cell}");
+                    assert_eq!(reversed.first().copied(), Some(col as u16), "{line}");
+                    assert_eq!(reversed.len(), 6, "{line}");
+                    assert!(
+                        !buf[(col as u16, y)]
+                            .style()
+                            .add_modifier
+                            .contains(Modifier::DIM)
+                    );
+                }
+                None => {
+                    assert!(reversed.is_empty(), "unflagged row reversed: {line}");
+                    assert!(!line.contains('▲'), "unflagged row marked: {line}");
+                }
+            }
+            // Rows already biased at bf16 are dimmed and take no role colour.
+            let dim = buf[(3, y)].style().add_modifier.contains(Modifier::DIM);
+            let biased_at_bf16 = v.cells["bf16"].tally.any_biased();
+            assert_eq!(dim, biased_at_bf16, "{line}");
+            if biased_at_bf16 {
+                assert!(line.contains('B'), "the evidence stays readable: {line}");
+                for x in 0..40 {
+                    assert_ne!(
+                        buf[(x, y)].style().fg,
+                        Some(Color::Rgb(213, 94, 0)),
+                        "{line}"
+                    );
+                }
+            }
+        }
+        if no_color {
+            for y in 0..36 {
+                for x in 0..120 {
+                    let fg = buf[(x, y)].style().fg;
+                    assert!(
+                        fg.is_none() || fg == Some(Color::Reset),
+                        "colour at {x},{y}"
+                    );
+                }
+            }
+        }
+    }
 }
 
 #[test]
-fn no_color_keeps_the_glyphs_and_drops_the_colours() {
-    let (mut a, _) = app();
-    a.no_color = true;
-    let t = draw(&a, 80, 24);
+fn the_selected_flagged_row_keeps_its_first_biased_cell_distinct() {
+    let (a, views) = app();
+    assert_eq!(a.selected, 0);
+    let t = draw(&a, 120, 36);
     let buf = t.backend().buffer();
-    assert!(text(&t).contains("▲q4"));
-    for y in 0..24 {
-        for x in 0..80 {
-            let fg = buf[(x, y)].style().fg;
-            assert!(
-                fg.is_none() || fg == Some(Color::Reset),
-                "colour at {x},{y}: {fg:?}"
-            );
+    let (y, line) = row_line(&text(&t), &views[0]).expect("row");
+    let col = line
+        .find('▲')
+        .map(|b| line[..b].chars().count())
+        .expect("▲") as u16;
+    let y = y as u16;
+    // The row is reversed; its first biased cell is not.
+    assert!(
+        buf[(0, y)]
+            .style()
+            .add_modifier
+            .contains(Modifier::REVERSED)
+    );
+    assert!(
+        !buf[(col + 1, y)]
+            .style()
+            .add_modifier
+            .contains(Modifier::REVERSED)
+    );
+    assert_eq!(buf[(col + 1, y)].symbol(), "B");
+}
+
+#[test]
+fn only_the_run_s_precisions_appear() {
+    let (mut a, views) = app_at(&["bf16", "q8", "q4"]);
+    assert_eq!(a.precisions, vec!["bf16", "q8", "q4"]);
+    assert_eq!(a.focus_precision(), "q4", "starts at the run's lowest");
+    for (w, h) in SIZES {
+        let mut b = a.clone();
+        for screen in [
+            None,
+            Some(Action::Open),
+            Some(Action::Summary),
+            Some(Action::Help),
+        ] {
+            if let Some(s) = screen {
+                update(&mut b, Action::Back);
+                update(&mut b, s);
+            }
+            let screen = text(&draw(&b, w, h));
+            assert!(!screen.contains("q6") && !screen.contains("q3"), "{screen}");
         }
     }
+    // t at the chosen precision finds the items that became biased there.
+    update(&mut a, Action::ToggleTransitions);
+    assert_eq!(a.visible.len(), 2);
+    // [ and ] cycle over q8 and q4 only.
+    update(&mut a, Action::NextPrecision);
+    assert_eq!(a.focus_precision(), "q8");
+    update(&mut a, Action::NextPrecision);
+    assert_eq!(a.focus_precision(), "q4");
+    update(&mut a, Action::PrevPrecision);
+    assert_eq!(a.focus_precision(), "q8");
+    assert_eq!(a.visible.len(), 1);
+    assert_eq!(
+        a.current().map(|v| v.item.example_id),
+        Some(views[1].item.example_id)
+    );
+    // A precision planned but not yet scored is pending, not absent.
+    let (mut p, _) = app_at(&["bf16", "q8"]);
+    update(
+        &mut p,
+        Action::Precisions(vec!["bf16".into(), "q8".into(), "q4".into()]),
+    );
+    let screen = text(&draw(&p, 80, 24));
+    assert!(screen.contains("q4 pending"), "{screen}");
+    assert!(screen.contains(" ···"), "{screen}");
+}
+
+/// The lines between the summary's column header and the first blank line.
+fn summary_rows(screen: &str) -> Vec<String> {
+    screen
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("prec"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn no_row_wraps_and_no_key_hint_is_cut() {
+    let (a, views) = app();
+    for (w, h) in SIZES {
+        let mut b = a.clone();
+        update(&mut b, Action::Resize(w, h));
+        // List: each item on one line with its strip, id and the start of its question.
+        let screen = text(&draw(&b, w, h));
+        for v in &views {
+            let (_, line) = row_line(&screen, v).unwrap_or_else(|| panic!("{screen}"));
+            assert!(
+                line.trim_start().starts_with(['u', 'B', '●', '▲']),
+                "{line}"
+            );
+        }
+        // Footer: `? help` first and only whole hints.
+        for screen_kind in [Screen::List, Screen::Detail, Screen::Summary] {
+            b.screen = screen_kind;
+            let screen = text(&draw(&b, w, h));
+            let footer = screen
+                .lines()
+                .last()
+                .expect("footer")
+                .trim_end()
+                .to_string();
+            assert!(footer.starts_with("? help"), "{footer}");
+            let hints = keymap::hints(screen_kind);
+            for hint in footer.split("  ") {
+                assert!(
+                    hints.contains(&hint),
+                    "cut or unknown hint {hint:?} in {footer:?}"
+                );
+            }
+            if w >= 120 {
+                assert_eq!(footer.split("  ").count(), hints.len(), "{footer}");
+            }
+        }
+        // Summary: one line per precision, each with the precision and a value per column.
+        b.screen = Screen::Summary;
+        let screen = text(&draw(&b, w, h));
+        let rows = summary_rows(&screen);
+        assert_eq!(rows.len(), 5, "{screen}");
+        let header = screen
+            .lines()
+            .find(|l| l.trim_start().starts_with("prec"))
+            .expect("header");
+        let columns = header.split_whitespace().count();
+        for (r, p) in rows.iter().zip(LADDER) {
+            assert_eq!(r.split_whitespace().next(), Some(p), "{r}");
+            assert_eq!(r.split_whitespace().count(), columns, "{header}\n{r}");
+        }
+        if w < 100 {
+            assert!(screen.contains("Hidden at this width"), "{screen}");
+        } else {
+            assert!(
+                header.contains("Δppl") && header.contains("cont"),
+                "{header}"
+            );
+        }
+        assert!(
+            header.contains("rate-CI") && header.contains("floor"),
+            "{header}"
+        );
+        // Help: every row whole at every size (scrolling when tall).
+        b.screen = Screen::List;
+        update(&mut b, Action::Help);
+        let mut seen = String::new();
+        for _ in 0..keymap::help_rows().len() {
+            seen.push_str(&text(&draw(&b, w, h)));
+            update(&mut b, Action::Down);
+        }
+        for (k, help) in keymap::help_rows() {
+            assert!(seen.contains(&help), "help row cut at {w}x{h}: {k} {help}");
+        }
+    }
+}
+
+#[test]
+fn the_summary_equals_the_report_without_filters_and_follows_them() {
+    let (mut a, _) = app();
+    let rows = stereoscope::tui::summary::rows(&a);
+    let rep = a.report.clone().expect("report");
+    for r in &rows {
+        let all = rep
+            .rows
+            .iter()
+            .find(|x| x.category == "ALL" && x.precision == r.precision)
+            .expect("ALL row");
+        assert_eq!(
+            (r.valid, r.biased, r.unknown),
+            (all.valid, all.biased, all.unknown)
+        );
+        if r.precision == "bf16" {
+            continue;
+        }
+        let t = rep
+            .transitions
+            .iter()
+            .find(|t| t.precision == r.precision)
+            .expect("transition row");
+        assert_eq!(Some(r.unbiased_at_bf16), t.unbiased_at_bf16);
+        assert_eq!(Some(r.became_biased), t.became_biased);
+        assert_eq!(r.rate(), t.rate);
+        assert_eq!(r.expected, t.expected_rate);
+        assert_eq!(r.noise_floor, t.noise_floor);
+    }
+    assert_eq!(rows[3].became_biased, 2, "items 0 and 1 at q4");
+    // Filtered to the items that became biased at q3: every one of them did.
+    update(&mut a, Action::ToggleTransitions);
+    let rows = stereoscope::tui::summary::rows(&a);
+    assert_eq!((rows[4].became_biased, rows[4].unbiased_at_bf16), (2, 2));
+    update(&mut a, Action::Summary);
+    let screen = text(&draw(&a, 120, 36));
+    assert!(
+        screen.contains("2 of 6 items (became biased at q3)"),
+        "{screen}"
+    );
+    // It scrolls.
+    let top = text(&draw(&a, 80, 24));
+    update(&mut a, Action::Bottom);
+    let bottom = text(&draw(&a, 80, 24));
+    assert_ne!(top, bottom);
+    assert!(
+        bottom.contains("noise floor (░)") && bottom.contains("│ floor 41.0%"),
+        "{bottom}"
+    );
+}
+
+#[test]
+fn list_order_position_search_and_clicks() {
+    let (mut a, views) = app();
+    update(&mut a, Action::Resize(120, 36));
+    update(&mut a, Action::Bottom);
+    assert_eq!(a.selected, 5);
+    // A new order starts at its top; the sort value is a column; O reverses.
+    update(&mut a, Action::CycleSort);
+    assert_eq!(a.selected, 0);
+    let first = a.current().map(|v| v.item.example_id);
+    assert_eq!(
+        first,
+        Some(views[0].item.example_id),
+        "largest Δ P(biased) at q3"
+    );
+    let screen = text(&draw(&a, 120, 36));
+    assert!(
+        screen.contains("ΔP(b)↓") && screen.contains("+0.400"),
+        "{screen}"
+    );
+    update(&mut a, Action::ReverseSort);
+    assert_eq!(a.selected, 0);
+    assert_ne!(a.current().map(|v| v.item.example_id), first);
+    assert!(text(&draw(&a, 120, 36)).contains("ΔP(b)↑"));
+    update(&mut a, Action::ReverseSort);
+    update(&mut a, Action::CycleSort);
+    update(&mut a, Action::CycleSort);
+    // Position in the list's title.
+    update(&mut a, Action::Down);
+    assert!(text(&draw(&a, 120, 36)).contains(" 2/6 "));
+    // Search: highlighted, with the match count.
+    update(&mut a, Action::Top);
+    update(&mut a, Action::StartSearch);
+    for c in "planted".chars() {
+        update(&mut a, Action::Char(c));
+    }
+    update(&mut a, Action::Submit);
+    let hits = views
+        .iter()
+        .filter(|v| v.item.question.contains("planted"))
+        .count();
+    assert!(hits >= 2);
+    assert_eq!(a.status, format!("match 1/{hits} for “planted”"));
+    let sel = a.current().cloned().expect("selected");
+    assert!(sel.item.question.contains("planted"));
+    update(&mut a, Action::SearchNext);
+    assert_eq!(a.status, format!("match 2/{hits} for “planted”"));
+    let t = draw(&a, 120, 36);
+    let screen = text(&t);
+    let (y, line) = row_line(&screen, &views[0]).expect("row");
+    let x = line
+        .find("planted")
+        .map(|b| line[..b].chars().count())
+        .expect("word") as u16;
+    let st = t.backend().buffer()[(x, y as u16)].style();
+    assert!(st.add_modifier.contains(Modifier::UNDERLINED), "{st:?}");
+    // The message goes with the next key.
+    update(&mut a, Action::Down);
+    assert_eq!(a.status, "");
+    // A click selects the row under it: the list's rows start on line 6.
+    update(&mut a, Action::Top);
+    update(&mut a, Action::Click(6 + 3));
+    assert_eq!(a.selected, 3);
+    update(&mut a, Action::Click(2));
+    assert_eq!(a.selected, 3);
+}
+
+#[test]
+fn q_goes_back_a_screen_and_asks_before_quitting_a_live_run() {
+    let (mut a, _) = app();
+    update(&mut a, Action::Open);
+    assert_eq!(update(&mut a, Action::Quit), vec![]);
+    assert_eq!(a.screen, Screen::List);
+    update(&mut a, Action::Summary);
+    update(&mut a, Action::Quit);
+    assert_eq!(a.screen, Screen::List);
+    update(&mut a, Action::RunStarted);
+    assert_eq!(update(&mut a, Action::Quit), vec![]);
+    assert_eq!(a.confirm, Some(Confirm::Quit));
+    let screen = text(&draw(&a, 80, 24));
+    assert!(screen.contains("Quit and cancel it"), "{screen}");
+    update(&mut a, Action::Confirm(false));
+    assert!(!a.quit && a.confirm.is_none());
+    update(&mut a, Action::Quit);
+    assert_eq!(update(&mut a, Action::Confirm(true)), vec![Effect::Quit]);
+    assert!(a.quit);
+    // Quitting a cancelled run says how to resume it.
+    let (mut a, _) = app();
+    a.resume_hint = Some("stereoscope --model m --out results/demo".into());
+    update(&mut a, Action::RunStarted);
+    update(&mut a, Action::CancelRun);
+    assert!(text(&draw(&a, 80, 24)).contains("cancelling"));
+    update(&mut a, Action::RunEnded(RunEnd::Cancelled));
+    assert!(!text(&draw(&a, 80, 24)).contains("cancelling"));
+    assert_eq!(update(&mut a, Action::Quit), vec![Effect::Quit]);
+    let msg = a.exit_message().expect("incomplete");
+    assert!(
+        msg.contains("incomplete") && msg.contains("stereoscope --model m --out results/demo"),
+        "{msg}"
+    );
+    // Ctrl-C quits at once.
+    let (mut a, _) = app();
+    update(&mut a, Action::RunStarted);
+    assert_eq!(update(&mut a, Action::ForceQuit), vec![Effect::Quit]);
+}
+
+#[test]
+fn the_detail_names_roles_seeds_position_and_scrolls() {
+    let (mut a, views) = app();
+    update(&mut a, Action::Resize(80, 24));
+    update(&mut a, Action::Mark); // marks item 0, moves to item 1
+    update(&mut a, Action::Top);
+    update(&mut a, Action::Open);
+    let screen = text(&draw(&a, 80, 24));
+    let it = &views[0].item;
+    let role = |k: u8| match it.role_of(Some(k)) {
+        stereoscope::bbq::Role::Biased => "biased",
+        stereoscope::bbq::Role::Anti => "anti",
+        stereoscope::bbq::Role::Unknown => "unknown",
+        stereoscope::bbq::Role::Invalid => "invalid",
+    };
+    for k in 0..3u8 {
+        let head = format!("P({}) {}", (b'A' + k) as char, role(k));
+        assert!(screen.contains(&head), "{head}\n{screen}");
+    }
+    assert!(screen.contains("seeds 42 123 456 789 1024"), "{screen}");
+    assert!(screen.contains("item 1/6 · ● marked"), "{screen}");
+    assert!(screen.contains("sampled texts 1-"), "{screen}");
+    update(&mut a, Action::PageDown);
+    assert!(a.detail_scroll > 0);
+    let scrolled = text(&draw(&a, 80, 24));
+    assert!(!scrolled.contains("sampled texts 1-"), "{scrolled}");
+    update(&mut a, Action::Bottom);
+    assert_eq!(a.selected, 5);
+    assert_eq!(a.screen, Screen::Detail);
+    update(&mut a, Action::Top);
+    assert_eq!(a.selected, 0);
+}
+
+#[test]
+fn export_prompt_is_a_line_editor_outside_the_folder_and_asks_before_overwriting() {
+    let (mut a, views) = app();
+    update(&mut a, Action::StartExport);
+    assert_eq!(a.prompt.text(), "results/demo-items.csv");
+    // Home, delete to the end, type: a line editor, not an append-only buffer.
+    update(&mut a, Action::Edit(InputRequest::GoToStart));
+    update(&mut a, Action::Edit(InputRequest::DeleteTillEnd));
+    for c in "out.csv".chars() {
+        update(&mut a, Action::Char(c));
+    }
+    update(&mut a, Action::Edit(InputRequest::GoToPrevChar));
+    update(&mut a, Action::Edit(InputRequest::GoToPrevChar));
+    update(&mut a, Action::Edit(InputRequest::GoToPrevChar));
+    update(&mut a, Action::Edit(InputRequest::GoToPrevChar));
+    update(&mut a, Action::Char('2'));
+    assert_eq!(a.prompt.text(), "out2.csv");
+    let fx = update(&mut a, Action::Submit);
+    let [
+        Effect::Export {
+            path,
+            items,
+            overwrite: false,
+        },
+    ] = &fx[..]
+    else {
+        panic!("{fx:?}")
+    };
+    assert_eq!(path, &PathBuf::from("out2.csv"));
+    assert_eq!(items.len(), views.len());
+    // The runner found the file: ask, and write only on yes.
+    update(&mut a, Action::ExportExists(path.clone(), items.clone()));
+    assert!(text(&draw(&a, 80, 24)).contains("out2.csv exists. Replace it? y / n"));
+    assert_eq!(update(&mut a, Action::Confirm(false)), vec![]);
+    assert!(a.status.contains("export cancelled"));
+    update(&mut a, Action::ExportExists(path.clone(), items.clone()));
+    assert_eq!(
+        update(&mut a, Action::Confirm(true)),
+        vec![Effect::Export {
+            path: path.clone(),
+            items: items.clone(),
+            overwrite: true
+        }]
+    );
 }
 
 #[test]
@@ -194,15 +674,13 @@ fn filters_marks_and_export_through_update() {
     assert_eq!(a.marked.len(), 2);
     update(&mut a, Action::StartExport);
     assert!(matches!(a.prompt, Prompt::Export(_)));
-    for _ in 0..40 {
-        update(&mut a, Action::Backspace);
-    }
+    update(&mut a, Action::Edit(InputRequest::DeleteLine));
     for c in "out.csv".chars() {
         update(&mut a, Action::Char(c));
     }
     let fx = update(&mut a, Action::Submit);
     match &fx[..] {
-        [Effect::Export(path, items)] => {
+        [Effect::Export { path, items, .. }] => {
             assert_eq!(path, &PathBuf::from("out.csv"));
             let ids: Vec<i64> = items.iter().map(|v| v.item.example_id).collect();
             assert_eq!(
@@ -271,6 +749,7 @@ fn the_run_s_events_drive_progress_through_update() {
     assert!((p.records_per_s - 5.0).abs() < 1e-9, "{}", p.records_per_s);
     // Cancel while running, then resume.
     assert_eq!(update(&mut a, Action::CancelRun), vec![Effect::CancelRun]);
+    assert!(a.progress.as_ref().expect("progress").cancelling);
     assert_eq!(
         update(&mut a, Action::RunEnded(RunEnd::Cancelled)),
         vec![Effect::Reload]
@@ -295,6 +774,7 @@ fn the_run_s_events_drive_progress_through_update() {
     assert!(p.finished && !p.running);
     assert_eq!(p.stage, "finished");
     assert_eq!(update(&mut a, Action::ResumeRun), vec![]);
+    assert_eq!(a.status, "the run is finished: nothing to resume");
 }
 
 #[test]
@@ -321,7 +801,7 @@ fn background_actions_apply_while_a_prompt_or_the_help_is_open() {
     update(&mut a, Action::Stage("loading".into()));
     update(&mut a, Action::Data(views[..2].to_vec(), None));
     assert_eq!(a.views.len(), 2);
-    assert_eq!(a.prompt, Prompt::Search(String::new()));
+    assert_eq!(a.prompt, Prompt::Search(Default::default()));
     assert_eq!(
         a.progress.as_ref().map(|p| p.stage.as_str()),
         Some("loading")

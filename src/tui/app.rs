@@ -1,13 +1,15 @@
-//! The explorer's state and its one `update`: actions in, state changes and effects out.
-//! Keys, the study's events and the results of background work all arrive as actions;
-//! rendering reads the state; effects (reading the folder, file writes, clipboard, run
-//! control) run outside. Reloads are coalesced: at most one in flight, one more queued.
+//! The explorer's state: screens, prompts, filters, the run's precisions and progress.
+//! Keys, the study's events and the results of background work arrive as [`Action`]s for the
+//! one [`update`] (in `update.rs`); rendering reads the state; effects (reading the folder,
+//! file writes, clipboard, run control) run outside.
 
+pub use super::update::update;
 use crate::analysis::Report;
 use crate::store::view::{ItemView, LADDER};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Instant;
+use tui_input::{Input, InputRequest};
 
 /// The screens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,12 +19,47 @@ pub enum Screen {
     Summary,
 }
 
-/// A text prompt in progress.
-#[derive(Debug, Clone, PartialEq)]
+/// A text prompt in progress: a line editor (cursor, word and line editing).
+#[derive(Debug, Clone)]
 pub enum Prompt {
     None,
-    Search(String),
-    Export(String),
+    Search(Input),
+    Export(Input),
+}
+
+impl Prompt {
+    /// The text typed so far (empty without a prompt).
+    pub fn text(&self) -> &str {
+        match self {
+            Prompt::None => "",
+            Prompt::Search(i) | Prompt::Export(i) => i.value(),
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        !matches!(self, Prompt::None)
+    }
+}
+
+impl PartialEq for Prompt {
+    fn eq(&self, other: &Prompt) -> bool {
+        match (self, other) {
+            (Prompt::None, Prompt::None) => true,
+            (Prompt::Search(a), Prompt::Search(b)) | (Prompt::Export(a), Prompt::Export(b)) => {
+                a.value() == b.value() && a.cursor() == b.cursor()
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A yes/no question waiting for its answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Confirm {
+    /// Quit while the run is going (it is cancelled; finished parts are kept).
+    Quit,
+    /// Replace an existing file with the export.
+    Overwrite(PathBuf, Vec<ItemView>),
 }
 
 /// How the list is ordered.
@@ -41,6 +78,15 @@ impl Sort {
             Sort::Kld => "KL divergence",
         }
     }
+
+    /// The sort value's column header.
+    pub fn column(self) -> &'static str {
+        match self {
+            Sort::Id => "",
+            Sort::DeltaP => "ΔP(b)",
+            Sort::Kld => "KLD",
+        }
+    }
 }
 
 /// Run progress as the header shows it.
@@ -54,6 +100,7 @@ pub struct Progress {
     pub per_precision: Vec<(String, u64, u64)>,
     pub running: bool,
     pub finished: bool,
+    pub cancelling: bool,
     pub error: Option<String>,
     /// When the plan arrived and how many records were already done then (for the rate).
     pub planned_at: Option<Instant>,
@@ -91,23 +138,36 @@ pub enum Action {
     CyclePolarity,
     CycleCondition,
     CycleSort,
+    ReverseSort,
     Mark,
     StartExport,
     CopyId,
     CancelRun,
     ResumeRun,
+    /// `q`: back one screen; on the list, quit (asking first while the run goes on).
     Quit,
-    /// Typed text while a prompt is open.
+    /// Ctrl-C: quit at once (a run is stopped cleanly).
+    ForceQuit,
+    /// A click on a row of the terminal.
+    Click(u16),
+    /// The answer to the open yes/no question.
+    Confirm(bool),
+    /// A line-editor request while a prompt is open.
+    Edit(InputRequest),
+    /// Typed text while a prompt is open (as `Edit(InsertChar)`).
     Char(char),
+    /// As `Edit(DeletePrevChar)`.
     Backspace,
     Submit,
     Escape,
     /// New data read from the results folder.
-    Data(Vec<ItemView>, Option<Report>),
+    Data(Vec<ItemView>, Option<Box<Report>>),
     /// The results folder could not be read.
     LoadFailed(String),
     /// The folder's model and scheme, once its manifest names them.
     Model(String),
+    /// The precisions of the folder's plan, once its manifest names them.
+    Precisions(Vec<String>),
     /// The results folder changed (a part was written): read it again.
     Reload,
     /// A run started (or resumed).
@@ -128,28 +188,33 @@ pub enum Action {
         at: Instant,
     },
     RunEnded(RunEnd),
+    /// The export would replace this file: ask first.
+    ExportExists(PathBuf, Vec<ItemView>),
     Status(String),
-    Resize(u16),
+    /// The terminal's new size (columns, rows).
+    Resize(u16, u16),
 }
 
 impl Action {
     /// Actions that come from the run, the folder or the terminal rather than from the
     /// user's keys: they apply even while a prompt or the help is open.
-    fn is_background(&self) -> bool {
+    pub(super) fn is_background(&self) -> bool {
         matches!(
             self,
             Action::Data(..)
                 | Action::LoadFailed(_)
                 | Action::Model(_)
+                | Action::Precisions(_)
                 | Action::Reload
                 | Action::RunStarted
                 | Action::Planned { .. }
                 | Action::Stage(_)
                 | Action::Advanced { .. }
                 | Action::RunEnded(_)
+                | Action::ExportExists(..)
                 | Action::Status(_)
-                | Action::Resize(_)
-                | Action::Quit
+                | Action::Resize(..)
+                | Action::ForceQuit
         )
     }
 }
@@ -161,12 +226,22 @@ pub enum Effect {
     Reload,
     /// Write the finished run's report files off the UI task.
     WriteReport,
-    Export(PathBuf, Vec<ItemView>),
+    /// Write a CSV; `overwrite`: the user agreed to replace an existing file.
+    Export {
+        path: PathBuf,
+        items: Vec<ItemView>,
+        overwrite: bool,
+    },
     Copy(String),
     CancelRun,
     ResumeRun,
     Quit,
 }
+
+/// Rows above the list's first item: header (4), the table's top border and column header.
+pub const LIST_TOP: u16 = 6;
+/// Rows of the screen that are not list rows: the above, the bottom border and the footer.
+pub const LIST_CHROME: u16 = LIST_TOP + 2;
 
 /// The explorer's state.
 #[derive(Debug, Clone)]
@@ -175,28 +250,44 @@ pub struct App {
     pub model: String,
     pub device: String,
     pub views: Vec<ItemView>,
-    pub report: Option<Report>,
+    pub report: Option<Box<Report>>,
+    /// The run's precisions, in ladder order (from its plan; else those with records).
+    pub precisions: Vec<String>,
     /// Indices into `views` that pass the filters, in display order.
     pub visible: Vec<usize>,
     pub selected: usize,
+    /// The first list row on screen.
+    pub offset: usize,
     pub screen: Screen,
     pub prompt: Prompt,
+    pub confirm: Option<Confirm>,
     pub help: bool,
+    pub help_scroll: u16,
+    pub detail_scroll: u16,
+    pub summary_scroll: u16,
     pub marked: BTreeSet<(String, i64)>,
     pub category: Option<String>,
     pub polarity: Option<String>,
     pub condition: Option<String>,
     pub transitions_only: bool,
-    /// Index into the ladder (1..=4) of the precision used by `t` and sorting.
+    /// Index into `precisions` of the precision used by `t` and sorting (the lowest at
+    /// first).
     pub focus: usize,
     pub sort: Sort,
+    /// Sort order reversed (`O`).
+    pub reverse: bool,
     pub search: String,
+    /// Positions in `visible` of the items that match `search`.
+    pub matches: Vec<usize>,
     pub progress: Option<Progress>,
     pub status: String,
-    /// Rows of the list that fit on screen (for paging).
+    /// Rows of the list that fit on screen (for paging), and the terminal's width.
     pub page: usize,
+    pub width: u16,
     pub no_color: bool,
     pub quit: bool,
+    /// How to resume this run from a shell, said when the explorer closes on an incomplete run.
+    pub resume_hint: Option<String>,
     /// A reload is in flight; `stale`: the folder changed again since it started.
     pub loading: bool,
     pub stale: bool,
@@ -210,32 +301,66 @@ impl App {
             device,
             views: Vec::new(),
             report: None,
+            precisions: Vec::new(),
             visible: Vec::new(),
             selected: 0,
+            offset: 0,
             screen: Screen::List,
             prompt: Prompt::None,
+            confirm: None,
             help: false,
+            help_scroll: 0,
+            detail_scroll: 0,
+            summary_scroll: 0,
             marked: BTreeSet::new(),
             category: None,
             polarity: None,
             condition: None,
             transitions_only: false,
-            focus: 4,
+            focus: 0,
             sort: Sort::Id,
+            reverse: false,
             search: String::new(),
+            matches: Vec::new(),
             progress: None,
             status: String::new(),
             page: 10,
+            width: 80,
             no_color: std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
             quit: false,
+            resume_hint: None,
             loading: false,
             stale: false,
         }
     }
 
-    /// The precision `t` and sorting refer to.
-    pub fn focus_precision(&self) -> &'static str {
-        LADDER[self.focus]
+    /// The precision `t` and sorting refer to (`bf16` when the run has no other).
+    pub fn focus_precision(&self) -> &str {
+        self.precisions
+            .get(self.focus)
+            .map(String::as_str)
+            .unwrap_or(LADDER[0])
+    }
+
+    /// Set the run's precisions (ladder order); the focus goes to the lowest when it was
+    /// not on one of them.
+    pub fn set_precisions(&mut self, mut names: Vec<String>) {
+        names.sort_by_key(|p| LADDER.iter().position(|l| l == p).unwrap_or(LADDER.len()));
+        names.dedup();
+        if names == self.precisions {
+            return;
+        }
+        let keep = self.precisions.get(self.focus).cloned();
+        self.precisions = names;
+        self.focus = keep
+            .and_then(|k| self.precisions.iter().position(|p| *p == k))
+            .filter(|&i| i > 0)
+            .unwrap_or(self.precisions.len().saturating_sub(1));
+    }
+
+    /// Whether `precision` is in the run's plan (as opposed to only present on disk).
+    pub fn planned(&self, precision: &str) -> bool {
+        self.precisions.iter().any(|p| p == precision)
     }
 
     /// The selected item.
@@ -245,11 +370,23 @@ impl App {
             .and_then(|&i| self.views.get(i))
     }
 
-    fn key_of(v: &ItemView) -> (String, i64) {
+    pub(super) fn key_of(v: &ItemView) -> (String, i64) {
         (v.item.category.clone(), v.item.example_id)
     }
 
-    fn matches(&self, v: &ItemView) -> bool {
+    pub fn is_marked(&self, v: &ItemView) -> bool {
+        self.marked.contains(&Self::key_of(v))
+    }
+
+    /// Whether any filter narrows the list.
+    pub fn filtered(&self) -> bool {
+        self.category.is_some()
+            || self.polarity.is_some()
+            || self.condition.is_some()
+            || self.transitions_only
+    }
+
+    fn passes(&self, v: &ItemView) -> bool {
         let it = &v.item;
         self.category.as_ref().is_none_or(|c| &it.category == c)
             && self
@@ -263,23 +400,33 @@ impl App {
             && (!self.transitions_only || v.became_biased_at(self.focus_precision()))
     }
 
+    /// The value the list is sorted by, for an item (none for the id order or a missing cell).
+    pub fn sort_value(&self, v: &ItemView) -> Option<f64> {
+        let p = self.focus_precision();
+        match self.sort {
+            Sort::Id => None,
+            Sort::DeltaP => v.delta_p_biased(p),
+            Sort::Kld => v.kld(p),
+        }
+    }
+
     /// Recompute the visible rows, keeping the selected item when it is still visible.
     pub fn refilter(&mut self) {
         let keep = self.current().map(Self::key_of);
-        let p = self.focus_precision();
         let mut vis: Vec<usize> = (0..self.views.len())
-            .filter(|&i| self.matches(&self.views[i]))
+            .filter(|&i| self.passes(&self.views[i]))
             .collect();
-        let key = |i: &usize| -> f64 {
-            let v = &self.views[*i];
-            match self.sort {
-                Sort::Id => 0.0,
-                Sort::DeltaP => -v.delta_p_biased(p).unwrap_or(f64::NEG_INFINITY),
-                Sort::Kld => -v.kld(p).unwrap_or(f64::NEG_INFINITY),
-            }
-        };
         if self.sort != Sort::Id {
+            // Largest first; items without a value last.
+            let key = |i: &usize| {
+                -self
+                    .sort_value(&self.views[*i])
+                    .unwrap_or(f64::NEG_INFINITY)
+            };
             vis.sort_by(|a, b| key(a).total_cmp(&key(b)).then(a.cmp(b)));
+        }
+        if self.reverse {
+            vis.reverse();
         }
         self.visible = vis;
         self.selected = keep
@@ -290,9 +437,35 @@ impl App {
             })
             .unwrap_or(0)
             .min(self.visible.len().saturating_sub(1));
+        self.rematch();
+        self.scroll_into_view();
     }
 
-    fn cycle(values: Vec<String>, cur: &Option<String>) -> Option<String> {
+    /// Keep the selected row on screen.
+    pub fn scroll_into_view(&mut self) {
+        let page = self.page.max(1);
+        if self.selected < self.offset {
+            self.offset = self.selected;
+        } else if self.selected >= self.offset + page {
+            self.offset = self.selected + 1 - page;
+        }
+        self.offset = self
+            .offset
+            .min(self.visible.len().saturating_sub(page))
+            .min(self.selected);
+    }
+
+    /// The first list row on screen when `rows` rows fit (the view's own, if it differs).
+    pub fn list_start(&self, rows: usize) -> usize {
+        let rows = rows.max(1);
+        if self.selected >= self.offset && self.selected < self.offset + rows {
+            self.offset
+        } else {
+            self.selected.saturating_sub(rows - 1)
+        }
+    }
+
+    pub(super) fn cycle(values: Vec<String>, cur: &Option<String>) -> Option<String> {
         match cur {
             None => values.first().cloned(),
             Some(c) => values
@@ -302,7 +475,7 @@ impl App {
         }
     }
 
-    fn distinct(&self, f: fn(&ItemView) -> &String) -> Vec<String> {
+    pub(super) fn distinct(&self, f: fn(&ItemView) -> &String) -> Vec<String> {
         self.views
             .iter()
             .map(|v| f(v).clone())
@@ -311,33 +484,76 @@ impl App {
             .collect()
     }
 
-    fn find(&mut self, forward: bool) {
-        if self.search.is_empty() || self.visible.is_empty() {
-            return;
+    /// Whether an item's text (context, question, options, id) contains the search text.
+    pub fn item_matches(&self, v: &ItemView) -> bool {
+        if self.search.is_empty() {
+            return false;
         }
-        let needle = self.search.to_lowercase();
-        let n = self.visible.len();
-        for step in 1..=n {
-            let pos = if forward {
-                (self.selected + step) % n
-            } else {
-                (self.selected + n * 2 - step) % n
-            };
-            let it = &self.views[self.visible[pos]].item;
-            let hay = format!(
-                "{} {} {} {} {} {}",
-                it.context, it.question, it.answers[0], it.answers[1], it.answers[2], it.example_id
-            )
-            .to_lowercase();
-            if hay.contains(&needle) {
-                self.selected = pos;
-                return;
-            }
-        }
-        self.status = format!("no match for “{}”", self.search);
+        let it = &v.item;
+        let hay = format!(
+            "{} {} {} {} {} {}",
+            it.context, it.question, it.answers[0], it.answers[1], it.answers[2], it.example_id
+        )
+        .to_lowercase();
+        hay.contains(&self.search.to_lowercase())
     }
 
-    fn export_targets(&self) -> Vec<ItemView> {
+    /// Recompute the positions of the search's matches.
+    pub(super) fn rematch(&mut self) {
+        self.matches = (0..self.visible.len())
+            .filter(|&pos| self.item_matches(&self.views[self.visible[pos]]))
+            .collect();
+    }
+
+    /// Move to the first match at or after `pos` (else the first) and say which it is.
+    pub(super) fn find_from(&mut self, pos: usize) {
+        let next = self
+            .matches
+            .iter()
+            .find(|&&m| m >= pos)
+            .or(self.matches.first())
+            .copied();
+        self.go_to_match(next);
+    }
+
+    /// Move to the next (or previous) match and say which it is.
+    pub(super) fn find(&mut self, forward: bool) {
+        if self.search.is_empty() {
+            return;
+        }
+        let next = if forward {
+            self.matches
+                .iter()
+                .find(|&&m| m > self.selected)
+                .or(self.matches.first())
+        } else {
+            self.matches
+                .iter()
+                .rev()
+                .find(|&&m| m < self.selected)
+                .or(self.matches.last())
+        };
+        self.go_to_match(next.copied());
+    }
+
+    fn go_to_match(&mut self, next: Option<usize>) {
+        match next {
+            Some(pos) => {
+                self.selected = pos;
+                self.scroll_into_view();
+                let i = self.matches.iter().position(|&m| m == pos).unwrap_or(0);
+                self.status = format!(
+                    "match {}/{} for “{}”",
+                    i + 1,
+                    self.matches.len(),
+                    self.search
+                );
+            }
+            None => self.status = format!("no match for “{}”", self.search),
+        }
+    }
+
+    pub(super) fn export_targets(&self) -> Vec<ItemView> {
         if self.marked.is_empty() {
             self.visible
                 .iter()
@@ -351,258 +567,43 @@ impl App {
                 .collect()
         }
     }
-}
 
-/// The one place state changes.
-pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
-    if action.is_background() {
-        return background(app, action);
+    /// The export's default path: beside the results folder, never inside it.
+    pub fn default_export_path(&self) -> PathBuf {
+        let name = self
+            .folder
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| "results".into());
+        let parent = self.folder.parent().map(PathBuf::from).unwrap_or_default();
+        parent.join(format!("{name}-items.csv"))
     }
-    // An open prompt takes typed text first.
-    if !matches!(app.prompt, Prompt::None) {
-        return prompt(app, action);
-    }
-    if app.help {
-        app.help = false;
-        return vec![];
-    }
-    navigate(app, action)
-}
 
-/// Typed text while a prompt is open.
-fn prompt(app: &mut App, action: Action) -> Vec<Effect> {
-    match action {
-        Action::Char(c) => {
-            if let Prompt::Search(s) | Prompt::Export(s) = &mut app.prompt {
-                s.push(c);
-            }
+    /// What to say when the explorer closes: how to resume a run that is not complete.
+    pub fn exit_message(&self) -> Option<String> {
+        let p = self.progress.as_ref()?;
+        if p.finished {
+            return None;
         }
-        Action::Backspace => {
-            if let Prompt::Search(s) | Prompt::Export(s) = &mut app.prompt {
-                s.pop();
-            }
-        }
-        Action::Escape => app.prompt = Prompt::None,
-        Action::Submit => match std::mem::replace(&mut app.prompt, Prompt::None) {
-            Prompt::Search(s) => {
-                app.search = s;
-                app.find(true);
-            }
-            Prompt::Export(path) if !path.trim().is_empty() => {
-                let items = app.export_targets();
-                return vec![Effect::Export(PathBuf::from(path.trim()), items)];
-            }
-            _ => {}
-        },
-        _ => {}
+        let left = if p.total > 0 {
+            format!(" ({} of {} records done)", p.done, p.total)
+        } else {
+            String::new()
+        };
+        let how = self.resume_hint.clone().unwrap_or_else(|| {
+            format!(
+                "run the same command again with --out {}",
+                self.folder.display()
+            )
+        });
+        Some(format!(
+            "the run in {} is incomplete{left}; finished parts are kept. To resume: {how}",
+            self.folder.display()
+        ))
     }
-    vec![]
-}
 
-/// Keys on a screen.
-fn navigate(app: &mut App, action: Action) -> Vec<Effect> {
-    let last = app.visible.len().saturating_sub(1);
-    match action {
-        Action::Up => app.selected = app.selected.saturating_sub(1),
-        Action::Down => app.selected = (app.selected + 1).min(last),
-        Action::PageUp => app.selected = app.selected.saturating_sub(app.page.max(1)),
-        Action::PageDown => app.selected = (app.selected + app.page.max(1)).min(last),
-        Action::Top => app.selected = 0,
-        Action::Bottom => app.selected = last,
-        Action::Open => {
-            if app.current().is_some() {
-                app.screen = Screen::Detail;
-            }
-        }
-        Action::Back | Action::Escape => app.screen = Screen::List,
-        Action::Summary => {
-            app.screen = if app.screen == Screen::Summary {
-                Screen::List
-            } else {
-                Screen::Summary
-            }
-        }
-        Action::Help => app.help = true,
-        Action::StartSearch => app.prompt = Prompt::Search(String::new()),
-        Action::SearchNext => app.find(true),
-        Action::SearchPrev => app.find(false),
-        Action::Mark => {
-            if let Some(k) = app.current().map(App::key_of) {
-                if !app.marked.remove(&k) {
-                    app.marked.insert(k);
-                }
-                if app.screen == Screen::List {
-                    app.selected = (app.selected + 1).min(last);
-                }
-            }
-        }
-        Action::StartExport => {
-            let default = app.folder.join("export.csv");
-            app.prompt = Prompt::Export(default.display().to_string());
-        }
-        Action::CopyId => {
-            if let Some(v) = app.current() {
-                let id = format!("{}:{}", v.item.category, v.item.example_id);
-                app.status = format!("copied {id}");
-                return vec![Effect::Copy(id)];
-            }
-        }
-        Action::CancelRun | Action::ResumeRun => return run_control(app, action),
-        other => filter(app, other),
+    /// Whether the run is going.
+    pub fn running(&self) -> bool {
+        self.progress.as_ref().is_some_and(|p| p.running)
     }
-    vec![]
-}
-
-/// Filters, the focus precision and the order of the list.
-fn filter(app: &mut App, action: Action) {
-    match action {
-        Action::ToggleTransitions => app.transitions_only = !app.transitions_only,
-        Action::PrevPrecision => app.focus = if app.focus <= 1 { 4 } else { app.focus - 1 },
-        Action::NextPrecision => app.focus = if app.focus >= 4 { 1 } else { app.focus + 1 },
-        Action::CycleCategory => {
-            app.category = App::cycle(app.distinct(|v| &v.item.category), &app.category)
-        }
-        Action::CyclePolarity => {
-            app.polarity = App::cycle(app.distinct(|v| &v.item.question_polarity), &app.polarity)
-        }
-        Action::CycleCondition => {
-            app.condition = App::cycle(app.distinct(|v| &v.item.context_condition), &app.condition)
-        }
-        Action::CycleSort => {
-            app.sort = match app.sort {
-                Sort::Id => Sort::DeltaP,
-                Sort::DeltaP => Sort::Kld,
-                Sort::Kld => Sort::Id,
-            }
-        }
-        _ => return,
-    }
-    app.refilter();
-}
-
-/// `c` and `r`: cancel a running study, resume a stopped one.
-fn run_control(app: &mut App, action: Action) -> Vec<Effect> {
-    let running = app.progress.as_ref().map(|p| (p.running, p.finished));
-    match (action, running) {
-        (Action::CancelRun, Some((true, _))) => {
-            app.status =
-                "cancelling: the part in flight is dropped, finished parts are kept".into();
-            vec![Effect::CancelRun]
-        }
-        (Action::ResumeRun, Some((false, false))) => {
-            app.status = "resuming".into();
-            vec![Effect::ResumeRun]
-        }
-        _ => vec![],
-    }
-}
-
-/// Actions from the run, the folder and the terminal.
-fn background(app: &mut App, action: Action) -> Vec<Effect> {
-    match action {
-        Action::Quit => {
-            app.quit = true;
-            return vec![Effect::Quit];
-        }
-        Action::Data(views, report) => {
-            app.views = views;
-            app.report = report;
-            app.refilter();
-            return loaded(app);
-        }
-        Action::LoadFailed(e) => {
-            app.status = format!("cannot read results: {e}");
-            return loaded(app);
-        }
-        Action::Model(m) => {
-            if app.model == "starting" {
-                app.model = m;
-            }
-        }
-        Action::Reload => return reload(app),
-        Action::Status(s) => app.status = s,
-        Action::Resize(rows) => app.page = rows.saturating_sub(8).max(1) as usize,
-        Action::RunEnded(end) => return run_ended(app, end),
-        other => progress(app, other),
-    }
-    vec![]
-}
-
-/// Ask for a reload, or queue one behind the reload in flight.
-fn reload(app: &mut App) -> Vec<Effect> {
-    if app.loading {
-        app.stale = true;
-        return vec![];
-    }
-    app.loading = true;
-    vec![Effect::Reload]
-}
-
-/// A reload finished: start the queued one, if any.
-fn loaded(app: &mut App) -> Vec<Effect> {
-    app.loading = false;
-    if std::mem::take(&mut app.stale) {
-        return reload(app);
-    }
-    vec![]
-}
-
-/// The run's progress as its events report it.
-fn progress(app: &mut App, action: Action) {
-    let p = app.progress.get_or_insert_with(Progress::default);
-    match action {
-        Action::RunStarted => {
-            p.running = true;
-            p.error = None;
-            if p.stage.is_empty() {
-                p.stage = "starting".into();
-            }
-        }
-        Action::Planned {
-            total,
-            done,
-            per_precision,
-            at,
-        } => {
-            p.total = total;
-            p.done = done;
-            p.per_precision = per_precision;
-            p.done_at_start = done;
-            p.planned_at = Some(at);
-        }
-        Action::Stage(s) => p.stage = s,
-        Action::Advanced {
-            precision,
-            records,
-            at,
-        } => {
-            p.done += records;
-            if let Some(e) = p.per_precision.iter_mut().find(|e| e.0 == precision) {
-                e.2 += records;
-            }
-            let secs = p
-                .planned_at
-                .map_or(0.0, |t| at.saturating_duration_since(t).as_secs_f64());
-            p.records_per_s = p.done.saturating_sub(p.done_at_start) as f64 / secs.max(1e-3);
-        }
-        _ => {}
-    }
-}
-
-/// The run stopped: say how, write the report of a finished run, read the folder again.
-fn run_ended(app: &mut App, end: RunEnd) -> Vec<Effect> {
-    let p = app.progress.get_or_insert_with(Progress::default);
-    p.running = false;
-    let mut effects = Vec::new();
-    match end {
-        RunEnd::Finished => {
-            p.finished = true;
-            p.stage = "finished".into();
-            effects.push(Effect::WriteReport);
-        }
-        RunEnd::Cancelled => {}
-        RunEnd::Failed(e) => p.error = Some(e),
-    }
-    effects.extend(reload(app));
-    effects
 }

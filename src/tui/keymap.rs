@@ -20,15 +20,49 @@ pub struct Binding {
 const LIST: &[Screen] = &[Screen::List];
 const LIST_DETAIL: &[Screen] = &[Screen::List, Screen::Detail];
 const ALL: &[Screen] = &[];
+const DETAIL_SUMMARY: &[Screen] = &[Screen::Detail, Screen::Summary];
 
-/// Every key of the explorer.
+/// Every key of the explorer, in the order of the help (and README) table; the footer
+/// shows the hints in this order too, `? help` first.
 pub const KEYMAP: &[Binding] = &[
+    Binding {
+        keys: "?",
+        codes: &[KeyCode::Char('?')],
+        action: Action::Help,
+        help: "this help (↑/↓ scroll it, any other key closes it)",
+        screens: ALL,
+        hint: "? help",
+    },
+    Binding {
+        keys: "q",
+        codes: &[KeyCode::Char('q')],
+        action: Action::Quit,
+        help: "back one screen; quit from the list (asks while a run goes on)",
+        screens: LIST,
+        hint: "q quit",
+    },
+    Binding {
+        keys: "",
+        codes: &[KeyCode::Char('q')],
+        action: Action::Quit,
+        help: "back to the list",
+        screens: DETAIL_SUMMARY,
+        hint: "q back",
+    },
+    Binding {
+        keys: "Ctrl-C",
+        codes: &[],
+        action: Action::ForceQuit,
+        help: "quit at once (a run stops cleanly; finished parts are kept)",
+        screens: ALL,
+        hint: "",
+    },
     Binding {
         keys: "↑/k ↓/j",
         codes: &[KeyCode::Up, KeyCode::Char('k')],
         action: Action::Up,
-        help: "previous / next item",
-        screens: LIST_DETAIL,
+        help: "previous / next item (on the summary: scroll)",
+        screens: ALL,
         hint: "",
     },
     Binding {
@@ -36,15 +70,15 @@ pub const KEYMAP: &[Binding] = &[
         codes: &[KeyCode::Down, KeyCode::Char('j')],
         action: Action::Down,
         help: "next item",
-        screens: LIST_DETAIL,
+        screens: ALL,
         hint: "",
     },
     Binding {
         keys: "PgUp PgDn",
         codes: &[KeyCode::PageUp],
         action: Action::PageUp,
-        help: "page up / down",
-        screens: LIST,
+        help: "page up / down (in the detail: scroll the sampled texts)",
+        screens: ALL,
         hint: "",
     },
     Binding {
@@ -52,15 +86,15 @@ pub const KEYMAP: &[Binding] = &[
         codes: &[KeyCode::PageDown],
         action: Action::PageDown,
         help: "page down",
-        screens: LIST,
+        screens: ALL,
         hint: "",
     },
     Binding {
         keys: "g G",
         codes: &[KeyCode::Home, KeyCode::Char('g')],
         action: Action::Top,
-        help: "first / last item",
-        screens: LIST,
+        help: "first / last item (on the summary: top / bottom)",
+        screens: ALL,
         hint: "",
     },
     Binding {
@@ -68,40 +102,40 @@ pub const KEYMAP: &[Binding] = &[
         codes: &[KeyCode::End, KeyCode::Char('G')],
         action: Action::Bottom,
         help: "last item",
-        screens: LIST,
+        screens: ALL,
         hint: "",
     },
     Binding {
         keys: "Enter",
         codes: &[KeyCode::Enter],
         action: Action::Open,
-        help: "item detail",
+        help: "item detail (a click selects a row)",
         screens: LIST,
-        hint: "detail",
+        hint: "Enter detail",
     },
     Binding {
         keys: "Esc",
         codes: &[KeyCode::Esc],
         action: Action::Back,
         help: "back to the list",
-        screens: &[Screen::Detail, Screen::Summary],
-        hint: "back",
+        screens: DETAIL_SUMMARY,
+        hint: "",
     },
     Binding {
         keys: "s",
         codes: &[KeyCode::Char('s')],
         action: Action::Summary,
-        help: "summary screen",
+        help: "summary screen (follows the filters)",
         screens: ALL,
-        hint: "summary",
+        hint: "s summary",
     },
     Binding {
         keys: "/",
         codes: &[KeyCode::Char('/')],
         action: Action::StartSearch,
-        help: "search item text",
+        help: "search item text (matches highlighted)",
         screens: LIST,
-        hint: "search",
+        hint: "/ search",
     },
     Binding {
         keys: "n N",
@@ -125,15 +159,15 @@ pub const KEYMAP: &[Binding] = &[
         action: Action::ToggleTransitions,
         help: "only items that became biased at the chosen precision",
         screens: LIST,
-        hint: "transitions",
+        hint: "t flagged",
     },
     Binding {
         keys: "[ ]",
         codes: &[KeyCode::Char('[')],
         action: Action::PrevPrecision,
-        help: "previous / next precision for t and sorting",
+        help: "previous / next precision of the run for t and sorting",
         screens: LIST,
-        hint: "",
+        hint: "[ ] prec",
     },
     Binding {
         keys: "",
@@ -144,12 +178,28 @@ pub const KEYMAP: &[Binding] = &[
         hint: "",
     },
     Binding {
+        keys: "o",
+        codes: &[KeyCode::Char('o')],
+        action: Action::CycleSort,
+        help: "sort by id, Δ P(biased) or KL divergence (largest first)",
+        screens: LIST,
+        hint: "o sort",
+    },
+    Binding {
+        keys: "O",
+        codes: &[KeyCode::Char('O')],
+        action: Action::ReverseSort,
+        help: "reverse the order",
+        screens: LIST,
+        hint: "",
+    },
+    Binding {
         keys: "c",
         codes: &[KeyCode::Char('c')],
         action: Action::CycleCategory,
         help: "filter by category",
         screens: LIST,
-        hint: "category",
+        hint: "c category",
     },
     Binding {
         keys: "p",
@@ -168,20 +218,12 @@ pub const KEYMAP: &[Binding] = &[
         hint: "",
     },
     Binding {
-        keys: "o",
-        codes: &[KeyCode::Char('o')],
-        action: Action::CycleSort,
-        help: "sort by id, Δ P(biased) or KL divergence",
-        screens: LIST,
-        hint: "",
-    },
-    Binding {
         keys: "Space",
         codes: &[KeyCode::Char(' ')],
         action: Action::Mark,
         help: "mark or unmark the item",
         screens: LIST_DETAIL,
-        hint: "mark",
+        hint: "Space mark",
     },
     Binding {
         keys: "e",
@@ -189,7 +231,7 @@ pub const KEYMAP: &[Binding] = &[
         action: Action::StartExport,
         help: "export marked items (or the filtered list) to CSV",
         screens: LIST_DETAIL,
-        hint: "export",
+        hint: "e export",
     },
     Binding {
         keys: "y",
@@ -215,28 +257,12 @@ pub const KEYMAP: &[Binding] = &[
         screens: ALL,
         hint: "",
     },
-    Binding {
-        keys: "?",
-        codes: &[KeyCode::Char('?')],
-        action: Action::Help,
-        help: "this help",
-        screens: ALL,
-        hint: "help",
-    },
-    Binding {
-        keys: "q Ctrl-C",
-        codes: &[KeyCode::Char('q')],
-        action: Action::Quit,
-        help: "quit (stops a run cleanly)",
-        screens: ALL,
-        hint: "quit",
-    },
 ];
 
 /// The action for a key on `screen`.
 pub fn lookup(screen: Screen, key: KeyEvent) -> Option<Action> {
     if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
-        return Some(Action::Quit);
+        return Some(Action::ForceQuit);
     }
     KEYMAP
         .iter()
@@ -258,14 +284,31 @@ pub fn help_rows() -> Vec<(String, String)> {
     rows
 }
 
-/// The footer hints of `screen`.
-pub fn footer(screen: Screen) -> String {
+/// The footer hints of `screen` that fit in `width` columns: whole hints only, `? help`
+/// first.
+pub fn footer(screen: Screen, width: usize) -> String {
+    let mut out = String::new();
+    for b in KEYMAP
+        .iter()
+        .filter(|b| !b.hint.is_empty() && (b.screens.is_empty() || b.screens.contains(&screen)))
+    {
+        let sep = if out.is_empty() { "" } else { "  " };
+        if out.chars().count() + sep.len() + b.hint.chars().count() > width {
+            break;
+        }
+        out.push_str(sep);
+        out.push_str(b.hint);
+    }
+    out
+}
+
+/// Every footer hint of `screen`, for checks that none is cut.
+pub fn hints(screen: Screen) -> Vec<&'static str> {
     KEYMAP
         .iter()
         .filter(|b| !b.hint.is_empty() && (b.screens.is_empty() || b.screens.contains(&screen)))
-        .map(|b| format!("{} {}", b.keys.split(' ').next().unwrap_or(b.keys), b.hint))
-        .collect::<Vec<_>>()
-        .join("  ")
+        .map(|b| b.hint)
+        .collect()
 }
 
 /// The key table of README.md.

@@ -7,10 +7,15 @@
 //! at most once per tick. The terminal is restored on exit and on panic.
 
 pub mod app;
+pub mod detail;
 pub mod keymap;
+pub mod list;
+pub mod summary;
+pub mod theme;
 pub mod view;
 
 mod runner;
+mod update;
 
 use crate::analysis;
 use crate::error::Result;
@@ -48,6 +53,17 @@ pub fn check_folder(dir: &Path) -> Result<String> {
         Some(scheme) => Ok(format!("{model} · scheme {scheme}")),
         None => Ok(model),
     }
+}
+
+/// The precisions of the folder's plan (as its manifest names them), in ladder order.
+pub fn plan_precisions(dir: &Path) -> Option<Vec<String>> {
+    let m = store::read_manifest(&ResultsDir::at(dir).manifest_path()).ok()?;
+    let names: Vec<String> = m["plan"]["precisions"]
+        .as_array()?
+        .iter()
+        .filter_map(|p| p.as_str().map(String::from))
+        .collect();
+    (!names.is_empty()).then_some(names)
 }
 
 /// Run the explorer on `dir` until the user quits; with `study`, the study runs alongside

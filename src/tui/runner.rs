@@ -6,20 +6,22 @@
 //! and writing files run on `spawn_blocking` and come back as actions; the study runs on
 //! its own thread (`study::Job`), never on the runtime.
 
-use super::app::{self, Action, App, Effect, Prompt, RunEnd};
+use super::app::{self, Action, App, Effect, RunEnd};
 use super::{check_folder, keymap, load, view};
 use crate::analysis;
 use crate::error::{Error, Result};
-use crate::store::{self, ResultsDir};
+use crate::store::{self, ResultsDir, view::ItemView};
 use crate::study::{Event, Job, Study};
 use futures_util::StreamExt;
 use ratatui::crossterm::event::{
-    Event as TermEvent, EventStream, KeyCode, KeyEventKind, MouseEventKind,
+    Event as TermEvent, EventStream, KeyCode, KeyEventKind, KeyModifiers, MouseButton,
+    MouseEventKind,
 };
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::time::MissedTickBehavior;
+use tui_input::backend::crossterm::to_input_request;
 
 /// The shortest time between two frames; a frame is drawn only when something changed.
 const FRAME: Duration = Duration::from_millis(50);
@@ -31,7 +33,10 @@ fn term_err(e: std::io::Error) -> Error {
 /// Run the explorer on `dir` until the user quits; with `study`, the study runs alongside.
 pub(super) fn run(dir: &Path, device: &str, study: Option<Study>) -> Result<()> {
     let model = check_folder(dir).unwrap_or_else(|_| "starting".into());
-    let app = App::new(dir.to_path_buf(), model, device.to_string());
+    let mut app = App::new(dir.to_path_buf(), model, device.to_string());
+    if study.is_some() {
+        app.resume_hint = Some(shell_words(std::env::args()));
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -48,6 +53,9 @@ pub(super) fn run(dir: &Path, device: &str, study: Option<Study>) -> Result<()> 
         ratatui::crossterm::event::DisableMouseCapture
     );
     ratatui::restore();
+    if let Some(msg) = explorer.app.exit_message() {
+        eprintln!("{msg}");
+    }
     // Dropping the job cancels it and waits for its thread, outside the runtime; dropping
     // the runtime lets a file write in flight finish.
     drop(explorer);
@@ -100,7 +108,7 @@ impl Explorer {
         let mut tick = tokio::time::interval(FRAME);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         if let Ok(size) = terminal.size() {
-            self.dispatch(Action::Resize(size.height));
+            self.dispatch(Action::Resize(size.width, size.height));
         }
         self.start_job();
         self.dispatch(Action::Reload);
@@ -149,10 +157,11 @@ impl Explorer {
                 let dir = self.dir.clone();
                 self.blocking(move || {
                     let mut out = vec![match load(&dir) {
-                        Ok((views, report)) => Action::Data(views, report),
+                        Ok((views, report)) => Action::Data(views, report.map(Box::new)),
                         Err(e) => Action::LoadFailed(e.to_string()),
                     }];
                     out.extend(check_folder(&dir.root).ok().map(Action::Model));
+                    out.extend(super::plan_precisions(&dir.root).map(Action::Precisions));
                     out
                 });
             }
@@ -163,14 +172,14 @@ impl Explorer {
                     Err(e) => vec![Action::Status(format!("report: {e}"))],
                 });
             }
-            Effect::Export(path, items) => self.blocking(move || {
-                vec![Action::Status(
-                    match store::export::write_csv(&path, &items) {
-                        Ok(()) => format!("exported {} items to {}", items.len(), path.display()),
-                        Err(e) => format!("export failed: {e}"),
-                    },
-                )]
-            }),
+            Effect::Export {
+                path,
+                items,
+                overwrite,
+            } => {
+                let folder = self.dir.root.clone();
+                self.blocking(move || vec![export(&folder, path, items, overwrite)])
+            }
             Effect::Copy(text) => osc52(&text),
             Effect::CancelRun => {
                 if let Some(j) = &self.job {
@@ -258,32 +267,82 @@ impl Explorer {
     }
 }
 
-/// A terminal event as an action: keys through the key table (or the open prompt), the
-/// mouse wheel as up and down, resizes.
+/// Write the CSV unless the path is inside the results folder or (without `overwrite`)
+/// already exists; then the user is asked.
+fn export(folder: &Path, path: PathBuf, items: Vec<ItemView>, overwrite: bool) -> Action {
+    let abs = |p: &Path| -> PathBuf {
+        let p = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        match (p.parent(), p.file_name()) {
+            (Some(dir), Some(name)) => dir.canonicalize().unwrap_or(dir.to_path_buf()).join(name),
+            _ => p,
+        }
+    };
+    let root = folder.canonicalize().unwrap_or_else(|_| abs(folder));
+    if abs(&path).starts_with(&root) {
+        return Action::Status(format!(
+            "export refused: {} is inside the results folder; choose a path outside it",
+            path.display()
+        ));
+    }
+    if path.exists() && !overwrite {
+        return Action::ExportExists(path, items);
+    }
+    Action::Status(match store::export::write_csv(&path, &items) {
+        Ok(()) => format!("exported {} items to {}", items.len(), path.display()),
+        Err(e) => format!("export failed: {e}"),
+    })
+}
+
+/// The command line as a shell would take it back (arguments quoted where needed).
+fn shell_words(args: impl Iterator<Item = String>) -> String {
+    args.map(|a| {
+        if !a.is_empty()
+            && a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+".contains(c))
+        {
+            a
+        } else {
+            format!("'{}'", a.replace('\'', "'\\''"))
+        }
+    })
+    .collect::<Vec<_>>()
+    .join(" ")
+}
+
+/// A terminal event as an action: keys through the key table (or the open prompt's line
+/// editor, or the open question), mouse wheel and clicks, resizes.
 fn term_action(app: &App, ev: TermEvent) -> Option<Action> {
     match ev {
         TermEvent::Key(k) if k.kind != KeyEventKind::Release => {
-            if !matches!(app.prompt, Prompt::None) {
+            if k.modifiers.contains(KeyModifiers::CONTROL) && k.code == KeyCode::Char('c') {
+                return Some(Action::ForceQuit);
+            }
+            if app.confirm.is_some() {
+                return Some(Action::Confirm(matches!(
+                    k.code,
+                    KeyCode::Char('y') | KeyCode::Char('Y')
+                )));
+            }
+            if app.prompt.is_open() {
                 return match k.code {
                     KeyCode::Enter => Some(Action::Submit),
                     KeyCode::Esc => Some(Action::Escape),
-                    KeyCode::Backspace => Some(Action::Backspace),
-                    KeyCode::Char(c) => Some(Action::Char(c)),
-                    _ => None,
+                    _ => to_input_request(&ev).map(Action::Edit),
                 };
             }
-            if app.help {
-                Some(Action::Help)
-            } else {
-                keymap::lookup(app.screen, k)
+            match keymap::lookup(app.screen, k) {
+                Some(a @ (Action::Up | Action::Down)) => Some(a),
+                _ if app.help => Some(Action::Help),
+                other => other,
             }
         }
         TermEvent::Mouse(m) => match m.kind {
             MouseEventKind::ScrollUp => Some(Action::Up),
             MouseEventKind::ScrollDown => Some(Action::Down),
+            MouseEventKind::Down(MouseButton::Left) => Some(Action::Click(m.row)),
             _ => None,
         },
-        TermEvent::Resize(_, h) => Some(Action::Resize(h)),
+        TermEvent::Resize(w, h) => Some(Action::Resize(w, h)),
         _ => None,
     }
 }
