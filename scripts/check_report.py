@@ -68,6 +68,43 @@ def check_directions(what, t, j, prec):
     close(f"{what} mean_item_srs", t["mean_item_srs"], float(srs.mean()) if len(unb) else None)
 
 
+def draws(seed, counters, n):
+    """The bootstrap's counter-based SplitMix64 draws from 0..n: ((x >> 32) * n) >> 32."""
+    with np.errstate(over="ignore"):
+        z = np.uint64(seed) + (counters + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return ((z >> np.uint64(32)) * np.uint64(n)) >> np.uint64(32)
+
+
+def check_bootstrap(rec, rows, boot):
+    """delta_srs_boot_*: resample r draws items r*n .. r*n+n-1 of the stream, items in
+    (category, example_id) order among those at both BF16 and the precision."""
+    seed, reps = boot["seed"], boot["replicates"]
+    for (model, scheme), mg in rec.groupby(["model", "scheme"]):
+        per = mg.groupby(["precision", "category", "example_id"]).agg(b=("is_biased", "sum"), v=("valid", "sum"))
+        if "bf16" not in per.index.get_level_values(0):
+            continue
+        base = per.loc["bf16"]
+        for prec in per.index.get_level_values(0).unique():
+            if prec == "bf16":
+                continue
+            j = base.add_suffix("_b").join(per.loc[prec].add_suffix("_p"), how="inner").sort_index()
+            n = len(j)
+            idx = draws(seed, np.arange(reps * n, dtype=np.uint64), n).astype(np.int64).reshape(reps, n)
+            sums = {c: j[c].to_numpy()[idx].sum(axis=1) for c in ["b_b", "v_b", "b_p", "v_p"]}
+            ok = (sums["v_b"] > 0) & (sums["v_p"] > 0)
+            d = (sums["b_p"][ok] / sums["v_p"][ok]) - (sums["b_b"][ok] / sums["v_b"][ok])
+            got = rows[(model, scheme, prec, "ALL")]
+            what = f"{model}/{prec}"
+            close(f"{what} delta_srs_boot_se", got["delta_srs_boot_se"], float(np.std(d, ddof=1)) if len(d) > 1 else None)
+            close(f"{what} delta_srs_boot_low", got["delta_srs_boot_low"], float(np.percentile(d, 2.5)) if len(d) else None)
+            close(f"{what} delta_srs_boot_high", got["delta_srs_boot_high"], float(np.percentile(d, 97.5)) if len(d) else None)
+            if len(d) > 1 and got["delta_srs"] is not None and not (d.min() - 1e-12 <= got["delta_srs"] <= d.max() + 1e-12):
+                problems.append(f"{what}: delta_srs {got['delta_srs']} outside its bootstrap range")
+
+
 def check_macro(rec, rows, stats):
     """`srs_macro` and `delta_srs_macro` of the ALL rows: the study's unweighted means over the
     categories (pandas' mean, which skips categories without a value), as its
@@ -158,6 +195,7 @@ def main():
     if seen != len(rows):
         problems.append(f"report has {len(rows)} rows, recomputed {seen}")
     check_macro(rec, rows, stats)
+    check_bootstrap(rec, rows, rep["bootstrap"])
 
     # Transitions, expected rate and noise floor.
     trans = {(t["model"], t["scheme"], t["precision"]): t for t in rep["transitions"]}

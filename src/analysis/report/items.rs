@@ -22,7 +22,7 @@ const BUCKETS: [(f64, f64); 4] = [(0.0, 0.05), (0.05, 0.2), (0.2, 0.5), (0.5, 1.
 /// One item at one precision: its seeds' answers and probabilities.
 #[derive(Default)]
 pub(super) struct ItemAcc {
-    tally: SeedTally,
+    pub(super) tally: SeedTally,
     seeds: u32,
     /// Probability of the biased letter at the sampling temperature (of the last seed).
     samp_biased: f64,

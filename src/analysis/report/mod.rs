@@ -18,6 +18,7 @@
 //!
 //! The item-level rules are [`crate::rules`]'s; this module counts and tabulates.
 
+mod bootstrap;
 mod items;
 mod markdown;
 mod rates;
@@ -367,8 +368,10 @@ pub fn compute(records: &[StoredRecord], items: &[Item]) -> Report {
     let study = main_answers(records);
     let per_item = items::per_item(&study, &item_map);
     let compared = items::compare(&per_item, &items::Context::new(records, &study));
+    let mut rows = rates::rows(&study, &item_map);
+    bootstrap::fill(&mut rows, &per_item);
     Report {
-        rows: rates::rows(&study, &item_map),
+        rows,
         transitions: compared.transitions,
         flips_by_margin: compared.flips_by_margin,
         regressions: regression::regressions(&study),
