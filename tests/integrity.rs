@@ -402,3 +402,64 @@ fn report_works_on_a_read_only_folder_and_open_needs_a_terminal() {
     assert!(e.contains("is not writable"), "{e}");
     assert!(stdout(&r).contains("bf16"), "{}", stdout(&r));
 }
+
+/// A BBQ folder with an Age.jsonl made of `lines`.
+fn bbq_with(tmp: &Path, name: &str, content: &[u8]) -> PathBuf {
+    let d = tmp.join(name);
+    std::fs::create_dir_all(&d).expect("mkdir");
+    std::fs::write(d.join("Age.jsonl"), content).expect("write");
+    d
+}
+
+#[test]
+fn bad_bbq_bytes_and_an_overlong_ppl_sequence_are_refused_before_scoring() {
+    let tmp = tempdir("inputs");
+    let model = tmp.join("tiny-llama.gguf");
+    common::write_tiny_gguf(&model);
+    let m = model.to_str().expect("utf8");
+    let age = std::fs::read(common::bbq_dir().join("Age.jsonl")).expect("Age.jsonl");
+    let lines: Vec<&[u8]> = age.split(|b| *b == b'\n').take(3).collect();
+    let study = |bbq: &Path, extra: &[&str]| {
+        let out = tmp.join("out");
+        let mut a = vec![
+            "--batch",
+            "--model",
+            m,
+            "--bbq-dir",
+            bbq.to_str().expect("utf8"),
+            "--categories",
+            "Age",
+            "--precisions",
+            "bf16",
+            "--out",
+            out.to_str().expect("utf8"),
+        ];
+        a.extend(extra);
+        let r = run(&a, &tmp);
+        (r, out)
+    };
+    // A byte order mark on line 1.
+    let mut bom = vec![0xEF, 0xBB, 0xBF];
+    bom.extend(lines.join(&b'\n'));
+    let (r, _) = study(&bbq_with(&tmp, "bom", &bom), &[]);
+    expect_error(&r, &["Age.jsonl:1:", "byte order mark"]);
+    // Invalid UTF-8 on line 2: named; --skip-bad leaves it out and goes on.
+    let mut broken = lines[1].to_vec();
+    broken[20] = 0xFF;
+    let text = [lines[0], &broken, lines[2]].join(&b'\n');
+    let dir = bbq_with(&tmp, "utf8", &text);
+    let (r, _) = study(&dir, &["--dry-run"]);
+    expect_error(&r, &["Age.jsonl:2:", "not valid UTF-8", "column 21"]);
+    let (r, _) = study(&dir, &["--dry-run", "--skip-bad"]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert!(stderr(&r).contains("2 item(s)"), "{}", stderr(&r));
+    // An empty category file.
+    let (r, _) = study(&bbq_with(&tmp, "empty", b""), &["--dry-run"]);
+    expect_error(&r, &["Age.jsonl", "no items", "empty"]);
+    // A perplexity sequence longer than the model's 2048 positions: refused once the
+    // model is loaded, before any part is scored.
+    let good = bbq_with(&tmp, "good", &lines.join(&b'\n'));
+    let (r, out) = study(&good, &["--ppl-seq-len", "4096"]);
+    expect_error(&r, &["--ppl-seq-len 4096", "2048 positions"]);
+    assert!(part_files(&out).is_empty(), "parts were scored first");
+}

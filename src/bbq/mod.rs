@@ -259,18 +259,27 @@ pub fn read_category(
     targets: &TargetLocs,
     skip_bad: bool,
 ) -> Result<(Vec<Item>, Vec<String>)> {
-    let text = std::fs::read_to_string(path)
+    let bytes = std::fs::read(path)
         .map_err(|e| Error::Input(format!("cannot read BBQ file {}: {e}", path.display())))?;
     let mut items = Vec::new();
     let mut skipped = Vec::new();
     let mut seen = HashSet::new();
-    for (i, line) in text.lines().enumerate() {
+    for (i, raw_line) in bytes.split(|b| *b == b'\n').enumerate() {
         let line_no = i + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let item = serde_json::from_str::<RawItem>(line)
-            .map_err(|e| bad(path, line_no, e))
+        let item = line_text(raw_line, path, line_no).and_then(|line| {
+            if line.trim().is_empty() {
+                return Ok(None);
+            }
+            serde_json::from_str::<RawItem>(line)
+                .map_err(|e| bad(path, line_no, e))
+                .map(Some)
+        });
+        let item = match item {
+            Ok(None) => continue,
+            Ok(Some(raw)) => Ok(raw),
+            Err(e) => Err(e),
+        };
+        let item = item
             .and_then(|raw| resolve(raw, path, line_no, targets))
             .and_then(|item| {
                 if seen.insert(item.example_id) {
@@ -289,7 +298,40 @@ pub fn read_category(
             Err(e) => return Err(e),
         }
     }
+    if items.is_empty() {
+        return Err(Error::Input(format!(
+            "{}: no items ({})",
+            path.display(),
+            match skipped.len() {
+                0 => "the file is empty".to_string(),
+                n => format!("all {n} line(s) were left out as malformed"),
+            }
+        )));
+    }
     Ok((items, skipped))
+}
+
+/// One line of a JSONL file as text: valid UTF-8, with no byte order mark, its `\r` end
+/// removed; else an error naming the file and line.
+fn line_text<'a>(raw: &'a [u8], path: &Path, line_no: usize) -> Result<&'a str> {
+    let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+    if raw.starts_with(&[0xEF, 0xBB, 0xBF]) {
+        return Err(bad(
+            path,
+            line_no,
+            "starts with a byte order mark (U+FEFF); save the file as UTF-8 without BOM",
+        ));
+    }
+    std::str::from_utf8(raw).map_err(|e| {
+        bad(
+            path,
+            line_no,
+            format!(
+                "is not valid UTF-8 (invalid byte at column {})",
+                e.valid_up_to() + 1
+            ),
+        )
+    })
 }
 
 /// Read `target_loc` from BBQ's `additional_metadata.csv` (columns found by header name).

@@ -236,6 +236,15 @@ impl<'a> Run<'a> {
         self.loaded = None;
         let chat_template = study.spec.protocol.chat_template.as_deref();
         let (src, template, letters) = load_for_scoring(&m.resolved, chat_template)?;
+        if let Some(ppl) = &study.spec.ppl
+            && ppl.seq_len > src.cfg.max_positions
+        {
+            // Said before any scoring, not after it.
+            return Err(Error::Input(format!(
+                "--ppl-seq-len {} is longer than {} reads ({} positions); use --ppl-seq-len {} or less",
+                ppl.seq_len, m.resolved.id, src.cfg.max_positions, src.cfg.max_positions
+            )));
+        }
         if record {
             let mut manifest = self.manifest.borrow_mut();
             record_model(&mut manifest, m, &src, &letters);
