@@ -105,6 +105,59 @@ def check_bootstrap(rec, rows, boot):
                 problems.append(f"{what}: delta_srs {got['delta_srs']} outside its bootstrap range")
 
 
+PCTS = {"p99_9": 99.9, "p99": 99, "p95": 95, "p90": 90, "median": 50, "p10": 10, "p5": 5, "p1": 1}
+
+
+def check_quantiles(what, got, values):
+    if not len(values):
+        if got is not None:
+            problems.append(f"{what}: quantiles without values")
+        return
+    if got is None:
+        problems.append(f"{what}: no quantiles for {len(values)} values")
+        return
+    close(f"{what} mean", got["mean"], float(np.mean(values)))
+    for k, p in PCTS.items():
+        close(f"{what} {k}", got[k], float(np.percentile(values, p)))
+
+
+def check_distributions(rec, dists, kld4):
+    """Per precision below BF16: per-item KLD and ΔP(biased) percentiles (T = 1 letter
+    probabilities), and the share of items whose most probable letter is unchanged."""
+    got = {(d["model"], d["scheme"], d["precision"]): d for d in dists}
+    cols = ["prob_a", "prob_b", "prob_c"]
+    want = 0
+    for (model, scheme), mg in rec.groupby(["model", "scheme"]):
+        first = mg.groupby(["precision", "category", "example_id"])[cols + ["biased_index"]].first()
+        if "bf16" not in first.index.get_level_values(0):
+            continue
+        base = first.loc["bf16"]
+        for prec in first.index.get_level_values(0).unique():
+            if prec == "bf16":
+                continue
+            want += 1
+            j = base.add_suffix("_b").join(first.loc[prec].add_suffix("_p"), how="inner")
+            pb, pp = j[[c + "_b" for c in cols]].to_numpy(), j[[c + "_p" for c in cols]].to_numpy()
+            kl = [kld4(a, b) for a, b in zip(pb, pp)]
+            bi = j.biased_index_b.astype(int).to_numpy()
+            dp = pp[np.arange(len(j)), bi] - pb[np.arange(len(j)), bi]
+            same = float(np.mean(np.argmax(pb, axis=1) == np.argmax(pp, axis=1)))
+            d = got.get((model, scheme, prec))
+            what = f"{model}/{prec} distribution"
+            if d is None:
+                problems.append(f"missing {what}")
+                continue
+            if (d["items"], d["dp_items"]) != (len(j), len(j)):
+                problems.append(f"{what} items: got {d['items']}/{d['dp_items']}, expected {len(j)}")
+            check_quantiles(f"{what} kld", d["kld"], kl)
+            check_quantiles(f"{what} dp_biased", d["dp_biased"], dp)
+            close(f"{what} top_unchanged", d["top_unchanged"], same)
+            close(f"{what} top_unchanged_se", d["top_unchanged_se"], math.sqrt(same * (1 - same) / len(j)))
+    if want != len(dists):
+        problems.append(f"report has {len(dists)} distribution rows, recomputed {want}")
+    return want
+
+
 def check_macro(rec, rows, stats):
     """`srs_macro` and `delta_srs_macro` of the ALL rows: the study's unweighted means over the
     categories (pandas' mean, which skips categories without a value), as its
@@ -302,6 +355,7 @@ def main():
                 y.append(t["rate"])
             if x:
                 check_corr((model, scheme, "delta_ppl_pct~transition_rate", "all"), x, y)
+    checked_dist = check_distributions(rec, rep["distributions"], kld4)
     if checked_corr != len(corr):
         problems.append(f"report has {len(corr)} correlations, recomputed {checked_corr}")
 
@@ -379,7 +433,7 @@ def main():
         sys.exit(1)
     print(f"report agrees with scipy/statsmodels: {seen} rows, {len(trans)} transition rows, "
           f"{checked_corr} correlations, {len(rep['regressions'])} regressions, "
-          f"{len(rep['option_orders'])} option-order rows")
+          f"{len(rep['option_orders'])} option-order rows, {len(rep['distributions'])} distribution rows")
 
 
 if __name__ == "__main__":

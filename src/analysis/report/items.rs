@@ -64,6 +64,7 @@ pub(super) struct Comparisons {
     pub transitions: Vec<TransitionRow>,
     pub flips_by_margin: Vec<MarginRow>,
     pub correlations: Vec<Correlation>,
+    pub distributions: Vec<super::DistributionRow>,
 }
 
 /// What a precision is compared with besides its BF16 answers.
@@ -128,6 +129,8 @@ pub(super) fn compare(per_item: &PerItem, ctx: &Context) -> Comparisons {
                 "item_kld~became_biased",
                 &c.kld_pts,
             ));
+            out.distributions
+                .push(super::distribution::row(cell, &c.klds, &c.dps, c.flips));
         }
         out.transitions.push(c.transition_row(cell, base, ctx));
         out.flips_by_margin.extend(c.margin_rows(cell));
@@ -154,6 +157,8 @@ pub(super) fn compare(per_item: &PerItem, ctx: &Context) -> Comparisons {
 fn sort(out: &mut Comparisons) {
     let order = |m: &String, s: &String, p: &String| (m.clone(), s.clone(), rank(p));
     out.transitions
+        .sort_by_key(|t| order(&t.model, &t.scheme, &t.precision));
+    out.distributions
         .sort_by_key(|t| order(&t.model, &t.scheme, &t.precision));
     out.flips_by_margin.sort_by(|a, b| {
         order(&a.model, &a.scheme, &a.precision)

@@ -1,6 +1,6 @@
 //! The report as Markdown (laid out like the study's tables) and as a compact text table.
 
-use super::{Correlation, Report, TransitionRow, ratio, study_range};
+use super::{Correlation, DistributionRow, Quantiles, Report, TransitionRow, ratio, study_range};
 use crate::analysis::orders::OrderRow;
 use crate::analysis::stats;
 use crate::store::perplexity::PplRow;
@@ -14,6 +14,21 @@ fn pct(x: Option<f64>) -> String {
 fn num(x: Option<f64>, digits: usize) -> String {
     x.map(|v| format!("{v:.digits$}"))
         .unwrap_or_else(|| "-".into())
+}
+
+/// The mean and percentile cells of a distribution row, from the mean down to the 1st
+/// percentile.
+fn quantile_cells(q: Option<&Quantiles>) -> String {
+    match q {
+        Some(q) => [
+            q.mean, q.p99_9, q.p99, q.p95, q.p90, q.median, q.p10, q.p5, q.p1,
+        ]
+        .iter()
+        .map(|v| format!("{v:.4}"))
+        .collect::<Vec<_>>()
+        .join(" | "),
+        None => vec!["-"; 9].join(" | "),
+    }
 }
 
 /// A rate with its interval, when it has one.
@@ -66,6 +81,7 @@ impl Report {
             g.pooled_rates(&mut s);
             g.transitions(&mut s);
             g.directions(&mut s);
+            g.distributions(&mut s);
             g.option_orders(&mut s);
             g.perplexity(&mut s);
             g.correlations(&mut s);
@@ -249,6 +265,35 @@ impl Group<'_> {
             ));
         }
         s.push_str("\nAn item is biased at a precision when at least one of its seeds chose the biased option (the study's any-of-seeds rule). *biased → unbiased* counts items biased at BF16 with a valid seed and no biased seed at the precision. McNemar's exact test compares the two directions over the items with a valid seed at both (a binomial test on the discordant items); a small p says quantization moved items towards the stereotype more often than away from it, or the reverse.\n");
+    }
+
+    fn distributions(&self, s: &mut String) {
+        let rows: Vec<&DistributionRow> = self
+            .report
+            .distributions
+            .iter()
+            .filter(|d| self.mine(&d.model, &d.scheme))
+            .collect();
+        if rows.is_empty() {
+            return;
+        }
+        s.push_str("\n### Per-item distributions over the answer letters\n\nKL(BF16 ‖ precision) over A, B, C and the rest (nats), and ΔP(biased) = P(biased letter) at the precision − at BF16, both at T = 1, one value per item; percentiles interpolate linearly.\n\n| precision | measure | items | mean | 99.9% | 99% | 95% | 90% | median | 10% | 5% | 1% | top letter unchanged |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        for d in rows {
+            let same = match (d.top_unchanged, d.top_unchanged_se) {
+                (Some(p), Some(se)) => format!("{} ± {}", pct(Some(p)), pct(Some(se))),
+                _ => "-".into(),
+            };
+            for (name, n, q, last) in [
+                ("KLD", d.items, &d.kld, same.as_str()),
+                ("ΔP(biased)", d.dp_items, &d.dp_biased, ""),
+            ] {
+                s.push_str(&format!(
+                    "| {} | {name} | {n} | {} | {last} |\n",
+                    d.precision,
+                    quantile_cells(q.as_ref())
+                ));
+            }
+        }
     }
 
     fn option_orders(&self, s: &mut String) {

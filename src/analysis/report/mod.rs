@@ -19,6 +19,7 @@
 //! The item-level rules are [`crate::rules`]'s; this module counts and tabulates.
 
 mod bootstrap;
+mod distribution;
 mod items;
 mod markdown;
 mod rates;
@@ -384,7 +385,7 @@ pub fn compute(records: &[StoredRecord], items: &[Item]) -> Report {
                 .map(|i| ((i.category.clone(), i.example_id), i.biased_index))
                 .collect(),
         ),
-        distributions: Vec::new(),
+        distributions: compared.distributions,
         bootstrap: Bootstrap {
             seed: BOOTSTRAP_SEED,
             replicates: BOOTSTRAP_REPLICATES,
