@@ -13,7 +13,7 @@ use super::mlx::MlxQuant;
 use super::model::{ModelConfig, RopeStyle};
 use super::source_model::{SourceModel, slugify, to_bf16_values};
 use super::tokenizer;
-use crate::error::{Error, Result, brief};
+use crate::error::{Error, Result};
 use crate::vocab::Precision;
 use candle_core::{DType, Device, Tensor};
 use half::bf16;
@@ -250,14 +250,7 @@ fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
 fn read_tensors(dir: &Path) -> Result<BTreeMap<String, (Tensor, PathBuf)>> {
     let mut out = BTreeMap::new();
     for f in safetensors_files(dir)? {
-        let loaded = candle_core::safetensors::load(&f, &Device::Cpu).map_err(|e| {
-            Error::Model(format!(
-                "{}: cannot read safetensors: {}",
-                f.display(),
-                brief(&e)
-            ))
-        })?;
-        for (name, t) in loaded {
+        for (name, t) in super::safetensors::load(&f)? {
             out.insert(name, (t, f.clone()));
         }
     }
@@ -532,7 +525,9 @@ pub fn load(id: &str, dir: &Path) -> Result<SourceModel> {
         hf.insert(format!("{module}.weight"), (t, ty));
     }
     for (name, (t, _)) in raw {
-        let (t, ty) = if t.rank() >= 2 {
+        let (t, ty) = if t.rank() >= 2 && t.dtype() == DType::BF16 {
+            (t, "bf16")
+        } else if t.rank() >= 2 {
             (to_bf16_values(&t)?, "bf16")
         } else {
             (t.to_dtype(DType::F32)?, "f32")

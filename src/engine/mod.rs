@@ -15,6 +15,7 @@ pub mod model;
 pub mod packed;
 pub mod perplexity;
 pub mod quant;
+pub mod safetensors;
 pub mod sample;
 pub mod source;
 pub mod source_model;
