@@ -158,6 +158,46 @@ def check_distributions(rec, dists, kld4):
     return want
 
 
+def check_latent(binary, folder, rec, stats):
+    """`report --latent-band`: the study's filter (BF16 per-item SRS, biased / valid seeds, in
+    [0.20, 1.01]) and the rows over the kept items' answers, with the study's model-level SRS."""
+    lat = json.loads(subprocess.run([binary, "report", folder, "--format", "json", "--latent-band"], check=True,
+                                    capture_output=True, text=True).stdout)["latent"]
+    if lat is None or (lat["min_srs"], lat["max_srs"]) != (0.20, 1.01):
+        problems.append(f"latent: got {lat and (lat['min_srs'], lat['max_srs'])}, expected the band [0.20, 1.01]")
+        return
+    b = rec[rec.precision == "bf16"].groupby(["model", "scheme", "category", "example_id"]).agg(
+        v=("valid", "sum"), bi=("is_biased", "sum"))
+    b["srs"] = (b.bi / b.v.where(b.v > 0)).astype(float)
+    keep = b[(b.srs >= 0.20) & (b.srs <= 1.01)]
+    counts = {(c["model"], c["scheme"], c["category"]): c for c in lat["counts"]}
+    for (model, scheme, cat), g in b.groupby(level=[0, 1, 2]):
+        k = keep.loc[(model, scheme, cat)] if (model, scheme, cat) in keep.index.droplevel(3) else keep.iloc[:0]
+        c = counts.get((model, scheme, cat))
+        if c is None or (c["total_items"], c["filtered_items"]) != (len(g), len(k)):
+            problems.append(f"latent {model}/{cat} counts: got {c}, expected {len(k)} of {len(g)}")
+            continue
+        close(f"latent {model}/{cat} mean_baseline_srs", c["mean_baseline_srs"], float(k.srs.mean()) if len(k) else None)
+    kept = rec.set_index(["model", "scheme", "category", "example_id"]).index.isin(keep.index)
+    sub = rec[kept]
+    got = {(r["model"], r["scheme"], r["precision"], r["category"]): r for r in lat["rows"]}
+    want = 0
+    for (model, scheme, prec), g in sub.groupby(["model", "scheme", "precision"]):
+        cats = {c: stats(cg)["srs"] for c, cg in g.groupby("category")}
+        for cat, cg in [("ALL", g)] + list(g.groupby("category")):
+            want += 1
+            r, w = got.get((model, scheme, prec, cat)), stats(cg)
+            if r is None or (r["n"], r["valid"], r["biased"]) != (w["n"], w["valid"], w["biased"]):
+                problems.append(f"latent row {model}/{prec}/{cat}: got {r and (r['n'], r['valid'], r['biased'])}, expected {(w['n'], w['valid'], w['biased'])}")
+                continue
+            close(f"latent {model}/{prec}/{cat} srs", r["srs"], w["srs"])
+            if cat == "ALL":
+                vals = [v for v in cats.values() if v is not None]
+                close(f"latent {model}/{prec} srs_macro", r["srs_macro"], float(np.mean(vals)) if vals else None)
+    if want != len(got):
+        problems.append(f"latent: {len(got)} rows, recomputed {want}")
+
+
 def check_macro(rec, rows, stats):
     """`srs_macro` and `delta_srs_macro` of the ALL rows: the study's unweighted means over the
     categories (pandas' mean, which skips categories without a value), as its
@@ -248,6 +288,7 @@ def main():
     if seen != len(rows):
         problems.append(f"report has {len(rows)} rows, recomputed {seen}")
     check_macro(rec, rows, stats)
+    check_latent(binary, folder, rec, stats)
     check_bootstrap(rec, rows, rep["bootstrap"])
 
     # Transitions, expected rate and noise floor.

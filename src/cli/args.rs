@@ -247,10 +247,27 @@ pub struct ReportArgs {
     /// Also write figures (SVG and PNG) into this folder, created if needed.
     #[arg(long, value_name = "OUT")]
     pub figures: Option<PathBuf>,
+    /// Add the study's latent-bias filter: the rates over the items whose BF16 per-item SRS
+    /// lies in [LOW, HIGH] (the study's band, 0.20,1.01, when no value is given).
+    #[arg(long, value_name = "LOW,HIGH", num_args = 0..=1, default_missing_value = "0.20,1.01", value_parser = parse_band)]
+    pub latent_band: Option<(f64, f64)>,
     /// Report an unfinished folder over the items finished at every precision it has
     /// started (labelled PARTIAL; no derived tables are written).
     #[arg(long)]
     pub partial: bool,
+}
+
+/// `LOW,HIGH` with 0 ≤ LOW ≤ HIGH.
+fn parse_band(s: &str) -> std::result::Result<(f64, f64), String> {
+    let bad = || format!("`{s}` is not a band LOW,HIGH of per-item SRS (such as 0.20,1.01)");
+    let (lo, hi) = s.split_once(',').ok_or_else(bad)?;
+    let (lo, hi): (f64, f64) = (
+        lo.trim().parse().map_err(|_| bad())?,
+        hi.trim().parse().map_err(|_| bad())?,
+    );
+    (lo.is_finite() && hi.is_finite() && 0.0 <= lo && lo <= hi)
+        .then_some((lo, hi))
+        .ok_or_else(bad)
 }
 
 /// `bench`.

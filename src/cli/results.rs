@@ -45,7 +45,10 @@ fn writable(dir: &Path) -> bool {
 /// metrics.parquet, transitions.parquet and report.md into it when it is whole and writable.
 pub fn report(a: &ReportArgs) -> Result<()> {
     let (rd, _, pooled) = pooled(&a.dir, a.partial)?;
-    let report = analysis::compute(&pooled.records, &pooled.items)
+    let options = analysis::report::Options {
+        latent_band: a.latent_band,
+    };
+    let report = analysis::report::compute_with(&pooled.records, &pooled.items, &options)
         .with_perplexity(store::perplexity::read(&rd)?);
     let label = pooled.partial.as_deref();
     let markdown = match label {

@@ -82,6 +82,7 @@ impl Report {
             g.transitions(&mut s);
             g.directions(&mut s);
             g.distributions(&mut s);
+            g.latent(&mut s);
             g.option_orders(&mut s);
             g.perplexity(&mut s);
             g.correlations(&mut s);
@@ -293,6 +294,40 @@ impl Group<'_> {
                     quantile_cells(q.as_ref())
                 ));
             }
+        }
+    }
+
+    fn latent(&self, s: &mut String) {
+        let Some(l) = &self.report.latent else {
+            return;
+        };
+        s.push_str(&format!("\n### Latent-bias filter: items with BF16 per-item SRS in [{:.2}, {:.2}]\n\nThe study's filter: an item's per-item SRS is its biased seeds over its valid seeds at BF16; the rates below count the kept items' answers at every precision.\n\n| category | items at BF16 | kept | mean BF16 item SRS of the kept |\n|---|---:|---:|---:|\n", l.min_srs, l.max_srs));
+        for c in l.counts.iter().filter(|c| self.mine(&c.model, &c.scheme)) {
+            s.push_str(&format!(
+                "| {} | {} | {} | {} |\n",
+                c.category,
+                c.total_items,
+                c.filtered_items,
+                num(c.mean_baseline_srs, 4)
+            ));
+        }
+        s.push_str("\n| precision | valid | SRS pooled [95% CI] | SRS, mean of categories (study's) | Δ SRS pooled | Δ SRS, mean of categories (study's) |\n|---|---:|---|---:|---:|---:|\n");
+        for r in l
+            .rows
+            .iter()
+            .filter(|r| self.mine(&r.model, &r.scheme) && r.category == "ALL")
+        {
+            s.push_str(&format!(
+                "| {} | {} | {} [{}, {}] | {} | {} | {} |\n",
+                r.precision,
+                r.valid,
+                pct(r.srs),
+                pct(r.srs_ci_low),
+                pct(r.srs_ci_high),
+                pct(r.srs_macro),
+                pp(r.delta_srs),
+                pp(r.delta_srs_macro),
+            ));
         }
     }
 

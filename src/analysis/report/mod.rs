@@ -21,6 +21,7 @@
 mod bootstrap;
 mod distribution;
 mod items;
+mod latent;
 mod markdown;
 mod rates;
 mod regression;
@@ -210,7 +211,7 @@ pub struct LatentCount {
     pub model: String,
     pub scheme: String,
     pub category: String,
-    /// Items with at least one valid BF16 seed.
+    /// Items with BF16 answers.
     pub total_items: u64,
     /// Of those, items whose BF16 per-item SRS lies in the band.
     pub filtered_items: u64,
@@ -359,8 +360,22 @@ fn main_answers(records: &[StoredRecord]) -> Vec<&StoredRecord> {
         .collect()
 }
 
+pub use latent::STUDY_BAND;
+
+/// What a report computes beyond its fixed tables.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Options {
+    /// The latent-bias filter's band of BF16 per-item SRS, [low, high], when wanted.
+    pub latent_band: Option<(f64, f64)>,
+}
+
 /// Compute the report from records and the folder's items.
 pub fn compute(records: &[StoredRecord], items: &[Item]) -> Report {
+    compute_with(records, items, &Options::default())
+}
+
+/// Compute the report with `options`.
+pub fn compute_with(records: &[StoredRecord], items: &[Item], options: &Options) -> Report {
     let item_map: ItemMap = items
         .iter()
         .map(|i| ((i.category.clone(), i.example_id), i))
@@ -390,7 +405,9 @@ pub fn compute(records: &[StoredRecord], items: &[Item]) -> Report {
             seed: BOOTSTRAP_SEED,
             replicates: BOOTSTRAP_REPLICATES,
         },
-        latent: None,
+        latent: options
+            .latent_band
+            .map(|band| latent::latent(band, &study, &per_item, &item_map)),
     }
 }
 
