@@ -124,11 +124,7 @@ fn a_padded_batch_gives_each_prompt_its_own_logits() {
             for (b, row) in rows.iter().enumerate() {
                 let (alone, _) = m.forward(row, &cache).expect("alone");
                 let alone: Vec<f32> = alone.to_vec1().expect("logits");
-                let d = alone
-                    .iter()
-                    .zip(&batched[b])
-                    .map(|(x, y)| (x - y).abs())
-                    .fold(0f32, f32::max);
+                let d = common::max_abs_diff(&alone, &batched[b]);
                 assert!(d < 1e-4, "{arch} {p}: row {b} differs by {d}");
                 // The row's cache continues as the prompt's own cache does.
                 let own = bcache.select(&[b]).expect("row cache");
@@ -137,11 +133,7 @@ fn a_padded_batch_gives_each_prompt_its_own_logits() {
                 let (next_a, _) = m.forward(&[2], &solo).expect("continue");
                 let (a, c): (Vec<f32>, Vec<f32>) =
                     (next_a.to_vec1().expect("a"), next_b.to_vec1().expect("b"));
-                let d = a
-                    .iter()
-                    .zip(&c)
-                    .map(|(x, y)| (x - y).abs())
-                    .fold(0f32, f32::max);
+                let d = common::max_abs_diff(&a, &c);
                 assert!(
                     d < 1e-4,
                     "{arch} {p}: continuation of row {b} differs by {d}"
@@ -149,13 +141,6 @@ fn a_padded_batch_gives_each_prompt_its_own_logits() {
             }
         }
     }
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max)
 }
 
 /// Batched continuation: rows of different lengths, picked (some twice) from a batch's
@@ -198,8 +183,8 @@ fn ragged_rows_extend_as_each_prompt_alone() {
             alone.push(step1[k]);
             let (a1, c) = m.forward(&alone, &KvCache::default()).expect("alone");
             let (a2, _) = m.forward(&[step2[k]], &c).expect("alone 2");
-            let d1 = max_diff(&a1.to_vec1::<f32>().expect("a1"), &l1[k]);
-            let d2 = max_diff(&a2.to_vec1::<f32>().expect("a2"), &l2[k]);
+            let d1 = common::max_abs_diff(&a1.to_vec1::<f32>().expect("a1"), &l1[k]);
+            let d2 = common::max_abs_diff(&a2.to_vec1::<f32>().expect("a2"), &l2[k]);
             assert!(
                 d1 < 1e-4 && d2 < 1e-4,
                 "{arch}: row {k} differs by {d1}, {d2}"

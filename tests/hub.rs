@@ -66,11 +66,7 @@ fn hf_folder_and_gguf_of_the_same_weights_give_the_same_logits() {
             .expect("forward");
         let (la, lb): (Vec<f32>, Vec<f32>) =
             (la.to_vec1().expect("vec"), lb.to_vec1().expect("vec"));
-        let max = la
-            .iter()
-            .zip(&lb)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
+        let max = common::max_abs_diff(&la, &lb);
         assert!(max == 0.0, "{p:?}: max abs logit difference {max}");
     }
 }
@@ -232,11 +228,7 @@ fn convert_writes_a_folder_that_computes_what_the_gguf_computes() {
         .forward(&ids, &KvCache::default())
         .expect("forward");
     let (la, lb): (Vec<f32>, Vec<f32>) = (la.to_vec1().expect("vec"), lb.to_vec1().expect("vec"));
-    let max = la
-        .iter()
-        .zip(&lb)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max);
+    let max = common::max_abs_diff(&la, &lb);
     assert!(max < 1e-4, "max abs logit difference {max}");
     // A wrong un-permutation would show: the difference is not tiny by accident.
     let spread = la.iter().copied().fold(f32::NEG_INFINITY, f32::max)

@@ -87,11 +87,7 @@ fn mlx_lm_convert_output_equals_in_process_quantization() {
                 );
             }
             let (a, b) = (logits(&src, p), logits(&out, p));
-            let max = a
-                .iter()
-                .zip(&b)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0f32, f32::max);
+            let max = common::max_abs_diff(&a, &b);
             assert!(
                 max == 0.0,
                 "{arch} q{bits}: folder and in-process logits differ by {max}"
@@ -396,9 +392,13 @@ fn a_mixed_precision_mlx_folder_loads_as_mlx_lm_reads_it() {
         .last()
         .expect("last")
         .clone();
-    let max = last
-        .as_array()
-        .expect("row")
+    let row = last.as_array().expect("row");
+    assert_eq!(
+        row.len(),
+        ours.len(),
+        "mlx-lm's logits and ours differ in length"
+    );
+    let max = row
         .iter()
         .zip(&ours)
         .map(|(x, y)| (x.as_f64().expect("number") as f32 - y).abs())

@@ -557,3 +557,14 @@ pub fn mlx_convert(src: &Path, out: &Path, args: &[&str]) {
         String::from_utf8_lossy(&r.stderr)
     );
 }
+
+/// The largest absolute difference between two vectors of logits, after checking that they
+/// have the same, non-zero length (a shorter side would hide differences).
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert!(!a.is_empty(), "nothing to compare");
+    assert_eq!(a.len(), b.len(), "compared vectors differ in length");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
