@@ -73,10 +73,15 @@ fn render_footer(f: &mut Frame, app: &App, area: Rect) {
     f.render_widget(Paragraph::new(text).style(style), area);
 }
 
-/// "stereoscope · model · device · folder", the folder shortened from the left to fit.
+/// "stereoscope · model · device · folder"; when that is too wide, without the device and
+/// with the folder shortened from the left.
 fn title(app: &App, width: usize) -> String {
-    let head = format!("stereoscope · {} · {} · ", app.model, app.device);
     let folder = app.folder.display().to_string();
+    let full = format!("stereoscope · {} · {} · {folder}", app.model, app.device);
+    if full.chars().count() <= width {
+        return full;
+    }
+    let head = format!("stereoscope · {} · ", app.model);
     let room = width.saturating_sub(head.chars().count());
     if folder.chars().count() <= room {
         return format!("{head}{folder}");
@@ -88,7 +93,7 @@ fn title(app: &App, width: usize) -> String {
             .collect();
         return format!("{head}…{tail}");
     }
-    clip(&format!("stereoscope · {folder}"), width)
+    clip(&format!("stereoscope · {} · {folder}", app.model), width)
 }
 
 fn run_gauge(f: &mut Frame, app: &App, area: Rect) {
