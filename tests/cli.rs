@@ -540,7 +540,7 @@ fn headless_export_writes_one_row_per_item_with_roles_per_precision() {
         String::from_utf8_lossy(&py.stderr)
     );
     let head = String::from_utf8_lossy(&py.stdout).to_string();
-    assert!(head.starts_with("8 category,example_id,context_condition,question_polarity,context,question,ans0,ans1,ans2,label,biased_index,unknown_index,role_bf16,p_biased_bf16,role_q8,p_biased_q8,role_q6,p_biased_q6,role_q4,p_biased_q4,role_q3,p_biased_q3,transition_first"), "{head}");
+    assert!(head.starts_with("8 category,example_id,context_condition,question_polarity,context,question,ans0,ans1,ans2,label,biased_index,unknown_index,role_bf16,p_biased_bf16,valid_seeds_bf16,biased_seeds_bf16,role_q8,p_biased_q8,valid_seeds_q8,biased_seeds_q8,role_q6,p_biased_q6,valid_seeds_q6,biased_seeds_q6,role_q4,p_biased_q4,valid_seeds_q4,biased_seeds_q4,role_q3,p_biased_q3,valid_seeds_q3,biased_seeds_q3,transition_first"), "{head}");
     // Filters: one category; a precision's transitions are a subset.
     let rel = tmp.join("rel.csv");
     let r = run(
@@ -1121,7 +1121,7 @@ fn option_orders_check_position_and_leave_the_study_order_unchanged() {
     assert!(r.status.success(), "{}", stderr(&r));
     let a = std::fs::read_to_string(&csv).expect("csv");
     let r = run(
-        &["export", &plain, "--out", csv.to_str().expect("utf8")],
+        &["export", &plain, "--out", csv.to_str().expect("utf8"), "--force"],
         &tmp,
     );
     assert!(r.status.success(), "{}", stderr(&r));
