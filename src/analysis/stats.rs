@@ -25,7 +25,18 @@ pub fn wilson(x: u64, n: u64) -> Option<(f64, f64)> {
     let denom = 1.0 + z * z / n;
     let center = (p + z * z / (2.0 * n)) / denom;
     let half = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / denom;
-    Some(((center - half).max(0.0), (center + half).min(1.0)))
+    // At x = 0 and x = n the bounds are exactly 0 and 1 (not a rounding error away).
+    let lo = if x == 0.0 {
+        0.0
+    } else {
+        (center - half).max(0.0)
+    };
+    let hi = if x == n {
+        1.0
+    } else {
+        (center + half).min(1.0)
+    };
+    Some((lo, hi))
 }
 
 /// χ² statistic and p-value of a 2×2 table `[[a, b], [c, d]]` with Yates' continuity

@@ -137,6 +137,14 @@ pub const TRANSITIONS: Table<TransitionRow> = Table {
             get: Get::Int(|r| r.became_biased),
         },
         Column {
+            name: "became_unbiased",
+            get: Get::Int(|r| r.became_unbiased),
+        },
+        Column {
+            name: "biased_at_bf16",
+            get: Get::Int(|r| r.biased_at_bf16),
+        },
+        Column {
             name: "continued_share",
             get: Get::Float(|r| r.continued_share),
         },
@@ -151,6 +159,18 @@ pub const TRANSITIONS: Table<TransitionRow> = Table {
         Column {
             name: "items_compared",
             get: Get::Int(|r| Some(r.items_compared)),
+        },
+        Column {
+            name: "mcnemar_items",
+            get: Get::Int(|r| r.mcnemar_items),
+        },
+        Column {
+            name: "mcnemar_p",
+            get: Get::Float(|r| r.mcnemar_p),
+        },
+        Column {
+            name: "mean_item_srs",
+            get: Get::Float(|r| r.mean_item_srs),
         },
         Column {
             name: "mean_kld",
@@ -179,6 +199,26 @@ pub const TRANSITIONS: Table<TransitionRow> = Table {
         Column {
             name: "rate",
             get: Get::Float(|r| r.rate),
+        },
+        Column {
+            name: "rate_ci_high",
+            get: Get::Float(|r| r.rate_ci_high),
+        },
+        Column {
+            name: "rate_ci_low",
+            get: Get::Float(|r| r.rate_ci_low),
+        },
+        Column {
+            name: "reverse_ci_high",
+            get: Get::Float(|r| r.reverse_ci_high),
+        },
+        Column {
+            name: "reverse_ci_low",
+            get: Get::Float(|r| r.reverse_ci_low),
+        },
+        Column {
+            name: "reverse_rate",
+            get: Get::Float(|r| r.reverse_rate),
         },
         Column {
             name: "scheme",
