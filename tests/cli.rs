@@ -1121,7 +1121,13 @@ fn option_orders_check_position_and_leave_the_study_order_unchanged() {
     assert!(r.status.success(), "{}", stderr(&r));
     let a = std::fs::read_to_string(&csv).expect("csv");
     let r = run(
-        &["export", &plain, "--out", csv.to_str().expect("utf8"), "--force"],
+        &[
+            "export",
+            &plain,
+            "--out",
+            csv.to_str().expect("utf8"),
+            "--force",
+        ],
         &tmp,
     );
     assert!(r.status.success(), "{}", stderr(&r));
