@@ -463,3 +463,23 @@ fn bad_bbq_bytes_and_an_overlong_ppl_sequence_are_refused_before_scoring() {
     expect_error(&r, &["--ppl-seq-len 4096", "2048 positions"]);
     assert!(part_files(&out).is_empty(), "parts were scored first");
 }
+
+#[test]
+fn a_part_written_just_before_a_stop_is_left_out_then_checked_and_listed_by_the_rerun() {
+    let f = fixture("unlisted");
+    let full = f.manifest();
+    let rel = "model=tiny-llama/scheme=mlx/precision=q8/part-00001.parquet";
+    // Killed between the part's rename and the manifest write: on disk, not listed.
+    let mut m = full.clone();
+    m["parts"].as_object_mut().expect("parts").remove(rel);
+    f.set_manifest(&m);
+    let r = run(&["report", f.o()], &f.tmp);
+    expect_error(&r, &["q8 (2 of 3 parts)"]);
+    assert!(stderr(&r).contains("part-00001.parquet is not listed in the manifest yet"));
+    let saved = std::fs::read(f.part("q8", 1)).expect("read");
+    assert!(f.rerun().status.success());
+    // Listed again with its own hash: checked, not scored again.
+    assert_eq!(f.manifest()["parts"], full["parts"]);
+    assert_eq!(std::fs::read(f.part("q8", 1)).expect("read"), saved);
+    assert!(run(&["report", f.o()], &f.tmp).status.success());
+}
