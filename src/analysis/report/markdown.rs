@@ -27,7 +27,7 @@ fn quantile_cells(q: Option<&Quantiles>) -> String {
         .map(|v| format!("{v:.4}"))
         .collect::<Vec<_>>()
         .join(" | "),
-        None => vec!["-"; 9].join(" | "),
+        None => ["-"; 9].join(" | "),
     }
 }
 
