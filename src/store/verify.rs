@@ -81,7 +81,12 @@ pub fn planned_parts(plan: &Plan, shard: Option<Shard>) -> Vec<PartRef> {
             }
         }
     }
-    out.sort_by(|a, b| a.rel.cmp(&b.rel));
+    // The order of the folder's paths component by component (as a sorted walk of
+    // records/ gives), so readers see records in the order they always did.
+    out.sort_by(|a, b| {
+        let parts = |p: &PartRef| p.rel.split('/').map(String::from).collect::<Vec<_>>();
+        parts(a).cmp(&parts(b))
+    });
     out
 }
 
@@ -475,5 +480,63 @@ impl Verified {
             records,
             partial: Some(label),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::manifest::{PlanItems, PlanModel};
+    use crate::vocab::{Compute, Scheme};
+
+    #[test]
+    fn planned_parts_follow_the_folder_order_component_by_component() {
+        let model = |slug: &str| PlanModel {
+            slug: slug.into(),
+            sha256: String::new(),
+            checkpoints: Default::default(),
+        };
+        let plan = Plan {
+            models: vec![model("a-2"), model("a")],
+            scheme: Scheme::Mlx,
+            precisions: vec![Precision::Q4, Precision::Bf16],
+            seeds: vec![1],
+            compute: Compute::Dequant,
+            protocol: serde_json::Value::Null,
+            selection: serde_json::Value::Null,
+            items: PlanItems {
+                count: 3,
+                sha256: String::new(),
+            },
+            part_size: 2,
+            noise_seeds: vec![],
+            option_orders: vec![],
+        };
+        let rels: Vec<String> = planned_parts(&plan, None)
+            .into_iter()
+            .map(|p| p.rel)
+            .collect();
+        // `a` before `a-2`, as a sorted walk of records/ visits them (a plain string sort
+        // of the paths would put `a-2/` first, since `-` sorts before `/`).
+        assert_eq!(
+            rels[..3],
+            [
+                "model=a/scheme=mlx/precision=bf16/part-00000.parquet",
+                "model=a/scheme=mlx/precision=bf16/part-00001.parquet",
+                "model=a/scheme=mlx/precision=q4/part-00000.parquet",
+            ]
+        );
+        assert_eq!(rels.len(), 8);
+        assert!(rels[4].starts_with("model=a-2/"));
+        let shard = Shard { index: 2, count: 2 };
+        let s: Vec<String> = planned_parts(&plan, Some(shard))
+            .into_iter()
+            .map(|p| p.rel)
+            .collect();
+        assert_eq!(s.len(), 4);
+        assert!(
+            s.iter().all(|r| r.ends_with("part-s2-00001.parquet")),
+            "{s:?}"
+        );
     }
 }
