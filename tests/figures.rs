@@ -168,8 +168,22 @@ fn smollm2_run_gets_every_figure_as_svg_and_png() {
             .iter()
             .any(|t| t["measured_noise_floor"].is_number())
     );
+    // Beside each rate the reverse (items biased at BF16 that became unbiased), when the
+    // precision has items biased at BF16, and its legend's dot.
+    let reverses = transitions
+        .iter()
+        .filter(|t| t["precision"] != "bf16" && t["rate"].is_number())
+        .filter(|t| t["reverse_rate"].is_number())
+        .count();
     let tr = svg("transitions");
-    assert_eq!(tr.matches("<circle").count(), rates + 1);
+    assert_eq!(
+        tr.matches("<circle").count(),
+        rates + 1 + reverses + usize::from(reverses > 0)
+    );
+    if reverses > 0 {
+        assert!(tr.contains(&label("biased at BF16 → unbiased")));
+        assert!(tr.contains("Exact McNemar p, the two directions paired by item:"));
+    }
     for t in [
         "became biased (share of BF16-unbiased items)",
         "rate by the study's rule",
