@@ -78,10 +78,6 @@ fn records_at(items: &[Item], precisions: &[&str]) -> Vec<StoredRecord> {
     out
 }
 
-fn records(items: &[Item]) -> Vec<StoredRecord> {
-    records_at(items, &LADDER)
-}
-
 fn app() -> (App, Vec<ItemView>) {
     app_at(&LADDER)
 }

@@ -29,7 +29,11 @@ pub fn load(dir: &ResultsDir) -> Result<(Vec<ItemView>, Option<analysis::Report>
     }
     let items = store::read_items(&dir.items_path())?;
     let records = store::read_all_records(dir)?;
-    let report = (!records.is_empty()).then(|| analysis::compute(&records, &items));
+    let report = if records.is_empty() {
+        None
+    } else {
+        Some(analysis::compute(&records, &items).with_perplexity(store::perplexity::read(dir)?))
+    };
     // The explorer and the export show the study's option order.
     let records = store::study_order(records);
     Ok((store::view::build(&items, &records, None), report))

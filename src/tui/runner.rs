@@ -178,7 +178,8 @@ impl Explorer {
                 overwrite,
             } => {
                 let folder = self.dir.root.clone();
-                self.blocking(move || vec![export(&folder, path, items, overwrite)])
+                let precisions = self.app.precisions.clone();
+                self.blocking(move || vec![export(&folder, &precisions, path, items, overwrite)])
             }
             Effect::Copy(text) => osc52(&text),
             Effect::CancelRun => {
@@ -269,7 +270,14 @@ impl Explorer {
 
 /// Write the CSV unless the path is inside the results folder or (without `overwrite`)
 /// already exists; then the user is asked.
-fn export(folder: &Path, path: PathBuf, items: Vec<ItemView>, overwrite: bool) -> Action {
+/// The CSV has columns for the run's precisions only.
+fn export(
+    folder: &Path,
+    precisions: &[String],
+    path: PathBuf,
+    items: Vec<ItemView>,
+    overwrite: bool,
+) -> Action {
     let abs = |p: &Path| -> PathBuf {
         let p = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
         match (p.parent(), p.file_name()) {
@@ -287,10 +295,13 @@ fn export(folder: &Path, path: PathBuf, items: Vec<ItemView>, overwrite: bool) -
     if path.exists() && !overwrite {
         return Action::ExportExists(path, items);
     }
-    Action::Status(match store::export::write_csv(&path, &items) {
-        Ok(()) => format!("exported {} items to {}", items.len(), path.display()),
-        Err(e) => format!("export failed: {e}"),
-    })
+    let precisions: Vec<&str> = precisions.iter().map(String::as_str).collect();
+    Action::Status(
+        match store::export::write_csv_for(&path, &items, &precisions) {
+            Ok(()) => format!("exported {} items to {}", items.len(), path.display()),
+            Err(e) => format!("export failed: {e}"),
+        },
+    )
 }
 
 /// The command line as a shell would take it back (arguments quoted where needed).

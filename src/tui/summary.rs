@@ -340,6 +340,47 @@ fn charts<'a>(app: &App, rows: &[PrecisionRow], width: usize) -> Vec<Line<'a>> {
     out
 }
 
+/// The report's statistics of the whole run (not filtered): the study's model-level SRS
+/// (the mean of the categories' SRS) and McNemar's test of each precision against bf16.
+fn whole_run(app: &App) -> String {
+    let Some(rep) = &app.report else {
+        return String::new();
+    };
+    let mut macro_srs = Vec::new();
+    let mut mcnemar = Vec::new();
+    for p in &app.precisions {
+        if let Some(v) = rep
+            .rows
+            .iter()
+            .find(|r| r.category == "ALL" && &r.precision == p)
+            .and_then(|r| r.srs_macro)
+        {
+            macro_srs.push(format!("{p} {}", pct(Some(v))));
+        }
+        if let Some(v) = rep
+            .transitions
+            .iter()
+            .find(|t| &t.precision == p)
+            .and_then(|t| t.mcnemar_p)
+        {
+            mcnemar.push(format!("{p} {v:.3}"));
+        }
+    }
+    format!(
+        "Whole run (not filtered): model-level SRS, the mean over categories: {}. McNemar p (items biased at bf16 against at the precision): {}.",
+        if macro_srs.is_empty() {
+            "-".into()
+        } else {
+            macro_srs.join(", ")
+        },
+        if mcnemar.is_empty() {
+            "-".into()
+        } else {
+            mcnemar.join(", ")
+        }
+    )
+}
+
 /// Every line of the summary at `width`.
 pub fn lines<'a>(app: &App, width: usize) -> Vec<Line<'a>> {
     let rows = rows(app);
@@ -356,6 +397,11 @@ pub fn lines<'a>(app: &App, width: usize) -> Vec<Line<'a>> {
         out.push(Line::from(cells(&cols, |c| (c.text)(r))));
     }
     out.push(Line::from(""));
+    out.extend(
+        super::detail::wrap(&whole_run(app), width)
+            .into_iter()
+            .map(Line::from),
+    );
     let mut notes = String::from(
         "SRS: biased / valid answers; SRS-CI: its Wilson 95% interval (%). Δbf16: SRS change in points. trans: items unbiased at bf16 \
          (no seed biased, one valid) with a biased seed here; rate: their share; rate-CI: \
