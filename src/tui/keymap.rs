@@ -13,7 +13,7 @@ pub struct Binding {
     pub help: &'static str,
     /// Screens where it applies (empty: all).
     pub screens: &'static [Screen],
-    /// Its word in the footer (empty: not shown there).
+    /// Its hint in the footer, key and word (empty: not shown there).
     pub hint: &'static str,
 }
 
