@@ -282,7 +282,7 @@ fn print_plan(p: &Planned, passes: usize) {
         String::new()
     };
     eprintln!(
-        "plan: {} model(s) × {} precision(s) × {} item(s){order_note} × {} seed(s) = {} records ({} forward passes) on {} into {}",
+        "plan: {} model(s) × {} precision(s) × {} item(s){order_note} × {} seed(s) = {} records ({} forward passes) on {}, {} prompt(s) per pass (--batch-size), into {}",
         p.models.len(),
         spec.precisions.len(),
         n_items,
