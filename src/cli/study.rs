@@ -290,6 +290,7 @@ fn print_plan(p: &Planned, passes: usize) {
         passes * spec.seeds.len() + noise,
         passes,
         p.device_name,
+        spec.batch_size,
         p.out.display()
     );
 }
