@@ -93,6 +93,9 @@ fn smollm2_run_gets_every_figure_as_svg_and_png() {
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
     let json = report_json(&dir, &tmp);
+    // A run with real answers and noise seeds: every statistic, the measured noise floor
+    // included, recomputed independently.
+    common::check_report(&dir);
     let model = json["rows"][0]["model"]
         .as_str()
         .expect("model")
