@@ -21,11 +21,19 @@ pub struct CpuAgreement {
     pub same_argmax: usize,
     /// Records whose sampled answer (or its absence) is the same on both.
     pub same_answer: usize,
-    /// Largest |log p_device − log p_cpu| over the three letters of every record.
+    /// Largest |p_device − p_cpu| over the three letters of every record.
+    pub max_abs_dp: f64,
+    /// Largest |log p_device − log p_cpu| over the letters whose probability is at least
+    /// [`LOG_FLOOR`] on both (below it a log probability is rounding noise on both sides).
     pub max_abs_dlogp: f64,
     /// Mean of that per-letter difference.
     pub mean_abs_dlogp: f64,
+    /// Letters above the floor on both, over which the log differences are taken.
+    pub logp_letters: usize,
 }
+
+/// Letter probabilities below this are left out of the log-probability differences.
+pub const LOG_FLOOR: f64 = 1e-6;
 
 /// The record's key within one option order: item, polarity and seed.
 fn key(r: &Record) -> (i64, String, i64) {
@@ -44,8 +52,10 @@ pub fn compare(precision: Precision, device: &[Record], cpu: &[Record]) -> Resul
         records: 0,
         same_argmax: 0,
         same_answer: 0,
+        max_abs_dp: 0.0,
         max_abs_dlogp: 0.0,
         mean_abs_dlogp: 0.0,
+        logp_letters: 0,
     };
     let mut sum = 0.0;
     for d in device {
@@ -59,13 +69,17 @@ pub fn compare(precision: Precision, device: &[Record], cpu: &[Record]) -> Resul
         out.same_argmax += usize::from(argmax(&d.prob) == argmax(&c.prob));
         out.same_answer += usize::from(d.answer == c.answer);
         for i in 0..3 {
-            let dl = (d.prob[i].ln() - c.prob[i].ln()).abs();
-            out.max_abs_dlogp = out.max_abs_dlogp.max(dl);
-            sum += dl;
+            out.max_abs_dp = out.max_abs_dp.max((d.prob[i] - c.prob[i]).abs());
+            if d.prob[i] >= LOG_FLOOR && c.prob[i] >= LOG_FLOOR {
+                let dl = (d.prob[i].ln() - c.prob[i].ln()).abs();
+                out.max_abs_dlogp = out.max_abs_dlogp.max(dl);
+                out.logp_letters += 1;
+                sum += dl;
+            }
         }
     }
-    if out.records > 0 {
-        out.mean_abs_dlogp = sum / (3 * out.records) as f64;
+    if out.logp_letters > 0 {
+        out.mean_abs_dlogp = sum / out.logp_letters as f64;
     }
     Ok(out)
 }
@@ -95,20 +109,22 @@ pub fn cpu_build(
 /// The comparison as a Markdown table.
 pub fn table(rows: &[CpuAgreement]) -> String {
     let mut s = String::from(
-        "| precision | records | same most probable letter | same answer | max abs Δ log p | mean abs Δ log p |\n|---|---:|---:|---:|---:|---:|\n",
+        "| precision | records | same most probable letter | same answer | max abs Δ p | max abs Δ log p (p ≥ 1e-6) | mean abs Δ log p | letters compared |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
         let share = |n: usize| 100.0 * n as f64 / r.records.max(1) as f64;
         s.push_str(&format!(
-            "| {} | {} | {} ({:.1}%) | {} ({:.1}%) | {:.2e} | {:.2e} |\n",
+            "| {} | {} | {} ({:.1}%) | {} ({:.1}%) | {:.2e} | {:.2e} | {:.2e} | {} |\n",
             r.precision,
             r.records,
             r.same_argmax,
             share(r.same_argmax),
             r.same_answer,
             share(r.same_answer),
+            r.max_abs_dp,
             r.max_abs_dlogp,
-            r.mean_abs_dlogp
+            r.mean_abs_dlogp,
+            r.logp_letters
         ));
     }
     s
@@ -153,6 +169,18 @@ mod tests {
         let d = (0.5f64.ln() - 0.3f64.ln()).abs();
         assert!((a.max_abs_dlogp - d).abs() < 1e-12);
         assert!((a.mean_abs_dlogp - 2.0 * d / 6.0).abs() < 1e-12);
+        assert!((a.max_abs_dp - 0.2).abs() < 1e-12);
+        assert_eq!(a.logp_letters, 6);
+    }
+
+    #[test]
+    fn letters_below_the_floor_count_in_p_but_not_in_log_p() {
+        let device = [rec(1, 42, [1.0, 1e-30, 0.0], Some(0))];
+        let cpu = [rec(1, 42, [1.0 - 1e-9, 1e-9, 1e-45], Some(0))];
+        let a = compare(Precision::Bf16, &device, &cpu).expect("compares");
+        assert_eq!(a.logp_letters, 1);
+        assert!(a.max_abs_dlogp < 1e-8 && a.mean_abs_dlogp.is_finite());
+        assert!((a.max_abs_dp - 1e-9).abs() < 1e-15);
     }
 
     #[test]

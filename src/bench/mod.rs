@@ -215,12 +215,14 @@ impl Bench<'_> {
                 let a =
                     self.check_on_cpu(&spec, p, &items[..self.cpu_check.min(items.len())], &kept)?;
                 eprintln!(
-                    "{}: against the CPU (F32) on {} records: most probable letter {} same, answer {} same, max |Δ log p| {:.2e}",
+                    "{}: against the CPU (F32) on {} records: most probable letter {} same, answer {} same, max |Δ p| {:.2e}, max |Δ log p| {:.2e} over {} letters with p ≥ 1e-6",
                     p.as_str(),
                     a.records,
                     a.same_argmax,
                     a.same_answer,
-                    a.max_abs_dlogp
+                    a.max_abs_dp,
+                    a.max_abs_dlogp,
+                    a.logp_letters
                 );
                 agreement.push(a);
             }
