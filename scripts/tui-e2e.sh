@@ -59,7 +59,7 @@ screen | grep -qF "rec/s  finished" && fail "the run finished before it could be
 keys q
 wait_for "Quit and cancel it" 10
 keys y
-wait_for "STEREOSCOPE-FIRST-EXITED 0" 60
+wait_for "STEREOSCOPE-FIRST-EXITED 0" 240
 wait_for "is incomplete" 5
 wait_for "To resume: " 5
 
