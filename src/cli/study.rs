@@ -141,7 +141,7 @@ fn plan(a: &StudyArgs, c: &Config) -> Result<Planned> {
     let ppl_corpus = ppl_corpus(a)?;
     let device_arg = a.shared.device_or(DeviceArg::Auto);
     let (device, device_name) = engine::select_device(&device_arg.to_string())?;
-    let sel = select_items(a, c)?;
+    let mut sel = select_items(a, c)?;
     let (resolved, models, precisions) = plan_models(a, c)?;
     let spec = StudySpec {
         models: resolved,
@@ -164,6 +164,9 @@ fn plan(a: &StudyArgs, c: &Config) -> Result<Planned> {
         protocol,
         option_orders: c.option_orders.clone(),
     };
+    if a.skip_bad {
+        skip_overlong(&spec, &models, &mut sel)?;
+    }
     let selection_args = serde_json::json!({
         "categories": c.categories, "conditions": c.conditions, "limit": c.limit,
     });
@@ -181,6 +184,34 @@ fn plan(a: &StudyArgs, c: &Config) -> Result<Planned> {
         device,
         device_name,
     })
+}
+
+/// `--skip-bad`: leave out the items that do not fit a model's positions (each model's
+/// source is loaded once more for its tokenizer and config), saying so; none left is an error.
+fn skip_overlong(
+    spec: &StudySpec,
+    models: &[study::PlannedModel],
+    sel: &mut bbq::Selection,
+) -> Result<()> {
+    let n = study::skip_overlong(spec, models, sel)?;
+    if n > 0 {
+        let first = sel
+            .skipped
+            .len()
+            .checked_sub(n)
+            .and_then(|i| sel.skipped.get(i))
+            .cloned()
+            .unwrap_or_default();
+        eprintln!(
+            "warning: --skip-bad left out {n} item(s) too long for the model (listed in the manifest); the first: {first}"
+        );
+    }
+    if sel.items.is_empty() {
+        return Err(Error::Input(
+            "no items left: every selected item is too long for the model".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The perplexity corpus, read once to check it (`None`: the run's BBQ prompts, or no

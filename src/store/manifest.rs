@@ -218,6 +218,7 @@ pub fn write_manifest_at(path: &Path, manifest: &Manifest) -> Result<()> {
     let tmp = dir.join(format!(".{name}.{}", super::tmp_suffix()));
     let text = serde_json::to_string_pretty(manifest).map_err(|e| store_err(path, e))?;
     std::fs::write(&tmp, text).map_err(|e| store_err(&tmp, format!("cannot write: {e}")))?;
+    super::failpoint::hit("manifest-tmp");
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         store_err(path, format!("cannot rename into place: {e}"))

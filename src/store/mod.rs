@@ -98,7 +98,9 @@ fn tmp_suffix() -> String {
     format!("{}-{nanos}.tmp", std::process::id())
 }
 
-fn write_batch(path: &Path, batch: &RecordBatch) -> Result<()> {
+/// Write `batch` to `path` through a temporary file; `point` is the failure point reached
+/// between the two ([`failpoint`]).
+fn write_batch(path: &Path, batch: &RecordBatch, point: &str) -> Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| store_err(path, "no parent folder"))?;
@@ -116,6 +118,7 @@ fn write_batch(path: &Path, batch: &RecordBatch) -> Result<()> {
     w.write(batch).map_err(|e| store_err(&tmp, e))?;
     let file = w.into_inner().map_err(|e| store_err(&tmp, e))?;
     file.sync_all().map_err(|e| store_err(&tmp, e))?;
+    failpoint::hit(point);
     std::fs::rename(&tmp, path)
         .map_err(|e| store_err(path, format!("cannot rename part into place: {e}")))?;
     Ok(())
@@ -149,7 +152,7 @@ pub fn write_records(path: &Path, records: &[Record]) -> Result<()> {
         floats(r.iter().map(|x| x.latency_ms)),
     ];
     let batch = RecordBatch::try_new(record_schema(), cols).map_err(|e| store_err(path, e))?;
-    write_batch(path, &batch)
+    write_batch(path, &batch, "part-tmp")
 }
 
 /// Write `items.parquet`.
@@ -189,7 +192,7 @@ pub fn write_items(path: &Path, items: &[Item]) -> Result<()> {
         u8s(|x| x.unknown_index),
     ];
     let batch = RecordBatch::try_new(schema, cols).map_err(|e| store_err(path, e))?;
-    write_batch(path, &batch)
+    write_batch(path, &batch, "items-tmp")
 }
 
 fn col<'a, T: 'static>(batch: &'a RecordBatch, name: &str, path: &Path) -> Result<&'a T> {
@@ -639,6 +642,7 @@ pub fn read_all_records(dir: &ResultsDir) -> Result<Vec<StoredRecord>> {
 }
 
 pub mod export;
+pub mod failpoint;
 pub mod lock;
 pub mod manifest;
 pub mod merge;

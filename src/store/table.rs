@@ -103,7 +103,7 @@ impl<R> Table<R> {
         let batch = self
             .batch(rows)
             .map_err(|e| store_err(path, format!("cannot write: {e}")))?;
-        write_batch(path, &batch)
+        write_batch(path, &batch, "table-tmp")
     }
 }
 

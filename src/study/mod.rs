@@ -12,11 +12,13 @@
 //! what one run does.
 
 mod decode;
+mod fit;
 mod job;
 mod manifest;
 mod ppl;
 mod run;
 mod score;
+pub use fit::{Overlong, overlong_items, positions_needed, skip_overlong};
 pub use job::{Event, Job, Outcome, StageDone, Study, Throughput};
 pub use score::{Phases, Scorer};
 

@@ -126,6 +126,7 @@ impl PplStage<'_> {
                 let built = self.build(p)?;
                 perplexity::measure(&bf16.model, Some(&built.model), corpus)?
             };
+            crate::store::failpoint::hit("perplexity");
             sums.push((p, s));
         }
         Ok(sums)

@@ -14,6 +14,7 @@ use crate::engine::source::SourceModel;
 use crate::engine::{KvCache, Precision};
 use crate::error::{Error, Result};
 use crate::prompt::{self, ChatTemplate};
+use crate::store::failpoint;
 use crate::store::lock::FolderLock;
 use crate::store::manifest::{FORMAT_VERSION, Manifest, PartEntry, Tool, read_manifest};
 use crate::store::{self, Record, verify};
@@ -28,6 +29,10 @@ struct Loaded {
     src: SourceModel,
     template: ChatTemplate,
     letters: Letters,
+    /// Whether the manifest has its entry from this load.
+    recorded: bool,
+    /// Whether `StageDone::Loaded` was sent for this load.
+    announced: bool,
 }
 
 /// Parts still to score for one model at one precision.
@@ -78,9 +83,49 @@ fn adopt_parts(study: &Study, manifest: &mut Manifest) -> Result<bool> {
     Ok(changed)
 }
 
+/// Load model `mi`'s BF16 source and check that the run can use it: the perplexity
+/// sequence and every item fit its positions. Said before any scoring, not after it.
+fn load_checked(study: &Study, mi: usize) -> Result<Loaded> {
+    let m = &study.models[mi];
+    let chat_template = study.spec.protocol.chat_template.as_deref();
+    let (src, template, letters) = load_for_scoring(&m.resolved, chat_template)?;
+    if let Some(ppl) = &study.spec.ppl
+        && ppl.seq_len > src.cfg.max_positions
+    {
+        return Err(Error::Input(format!(
+            "--ppl-seq-len {} is longer than {} reads ({} positions); use --ppl-seq-len {} or less",
+            ppl.seq_len, m.resolved.id, src.cfg.max_positions, src.cfg.max_positions
+        )));
+    }
+    super::fit::check_fit(
+        &study.spec,
+        &study.sel.items,
+        &m.resolved.id,
+        &src,
+        &template,
+    )?;
+    Ok(Loaded {
+        model: mi,
+        src,
+        template,
+        letters,
+        recorded: false,
+        announced: false,
+    })
+}
+
 /// Run (or resume) the study into its folder.
 pub(crate) fn run(study: &Study, events: &Events, cancel: &AtomicBool) -> Result<Outcome> {
+    failpoint::arm();
+    // Into a new folder, the first model is loaded and checked before anything is written,
+    // so a model these items do not fit leaves no folder of this plan behind (a rerun with
+    // `--skip-bad` plans fewer items).
+    let first = match study.dir.manifest_path().is_file() || study.models.is_empty() {
+        true => None,
+        false => Some(load_checked(study, 0)?),
+    };
     let mut run = Run::open(study, events, cancel)?;
+    run.loaded = first;
     for work in run.plan() {
         run.load(work.model, true)?;
         run.check_cancel()?;
@@ -226,46 +271,36 @@ impl<'a> Run<'a> {
     }
 
     /// Load model `mi` unless it is the one loaded; with `record`, the manifest gets its
-    /// entry and an example prompt.
+    /// entry and an example prompt (once per load).
     fn load(&mut self, mi: usize, record: bool) -> Result<()> {
-        if self.loaded.as_ref().map(|l| l.model) == Some(mi) {
-            return Ok(());
-        }
         let (study, m) = (self.study, &self.study.models[mi]);
-        self.events.stage(format!("loading {}", m.resolved.id));
-        self.loaded = None;
-        let chat_template = study.spec.protocol.chat_template.as_deref();
-        let (src, template, letters) = load_for_scoring(&m.resolved, chat_template)?;
-        if let Some(ppl) = &study.spec.ppl
-            && ppl.seq_len > src.cfg.max_positions
-        {
-            // Said before any scoring, not after it.
-            return Err(Error::Input(format!(
-                "--ppl-seq-len {} is longer than {} reads ({} positions); use --ppl-seq-len {} or less",
-                ppl.seq_len, m.resolved.id, src.cfg.max_positions, src.cfg.max_positions
-            )));
+        if self.loaded.as_ref().map(|l| l.model) != Some(mi) {
+            self.events.stage(format!("loading {}", m.resolved.id));
+            self.loaded = None;
+            self.loaded = Some(load_checked(study, mi)?);
         }
-        if record {
+        let Some(loaded) = self.loaded.as_mut() else {
+            return Err(Error::Model("model not loaded".into()));
+        };
+        if record && !loaded.recorded {
             let mut manifest = self.manifest.borrow_mut();
-            record_model(&mut manifest, m, &src, &letters);
+            record_model(&mut manifest, m, &loaded.src, &loaded.letters);
             if let Some(first) = study.sel.items.first() {
                 // What the model sees, for a reader to check the prompt.
                 model_entry(&mut manifest, &m.slug)["example_prompt"] = json!({
                     "item": format!("{}:{}", first.category, first.example_id),
-                    "text": study.spec.protocol.prompt(&template, first)?,
+                    "text": study.spec.protocol.prompt(&loaded.template, first)?,
                 });
             }
             store::write_manifest(&study.dir, &manifest)?;
+            loaded.recorded = true;
         }
-        self.loaded = Some(Loaded {
-            model: mi,
-            src,
-            template,
-            letters,
-        });
-        self.events.send(Event::StageDone(StageDone::Loaded {
-            model: m.slug.clone(),
-        }));
+        if !loaded.announced {
+            loaded.announced = true;
+            self.events.send(Event::StageDone(StageDone::Loaded {
+                model: m.slug.clone(),
+            }));
+        }
         Ok(())
     }
 
@@ -326,6 +361,7 @@ impl<'a> Run<'a> {
                     .dir
                     .part_path(&m.slug, spec.scheme.as_str(), precision.as_str(), k);
             store::write_records(&path, &records)?;
+            failpoint::hit("part-renamed");
             self.list_part(
                 &verify::part_rel(
                     &self.study.plan,
@@ -440,6 +476,7 @@ impl<'a> Run<'a> {
         if let Some(last) = manifest.runs.last_mut() {
             last["finished_at"] = json!(now());
         }
+        failpoint::hit("final-manifest");
         store::write_manifest(&self.study.dir, &manifest)?;
         drop(manifest);
         Ok(Outcome {
