@@ -20,24 +20,26 @@ fn main() {
 }
 
 fn compile_kernels() {
-    let src = "src/engine/kernels/mlx_dequant.cu";
-    println!("cargo:rerun-if-changed={src}");
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
     let nvcc = std::env::var("NVCC").unwrap_or_else(|_| match std::env::var("CUDA_HOME") {
         Ok(home) => format!("{home}/bin/nvcc"),
         Err(_) => "nvcc".into(),
     });
     let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "70".into());
-    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"))
-        .join("mlx_dequant.ptx");
-    let status = std::process::Command::new(&nvcc)
-        .args(["--ptx", "-O3", &format!("-arch=compute_{cap}"), "-o"])
-        .arg(&out)
-        .arg(src)
-        .status();
-    match status {
-        Ok(s) if s.success() => {}
-        Ok(s) => panic!("{nvcc} failed on {src} ({s})"),
-        Err(e) => panic!("the cuda feature needs nvcc to compile {src}: {nvcc}: {e}"),
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
+    for name in ["mlx_dequant", "fused"] {
+        let src = format!("src/engine/kernels/{name}.cu");
+        println!("cargo:rerun-if-changed={src}");
+        let out = out_dir.join(format!("{name}.ptx"));
+        let status = std::process::Command::new(&nvcc)
+            .args(["--ptx", "-O3", &format!("-arch=compute_{cap}"), "-o"])
+            .arg(&out)
+            .arg(&src)
+            .status();
+        match status {
+            Ok(s) if s.success() => {}
+            Ok(s) => panic!("{nvcc} failed on {src} ({s})"),
+            Err(e) => panic!("the cuda feature needs nvcc to compile {src}: {nvcc}: {e}"),
+        }
     }
 }

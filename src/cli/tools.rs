@@ -101,6 +101,9 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
     if let Some(c) = ceiling {
         eprintln!("bf16 matmul 8192³: {c:.0} TFLOP/s");
     }
+    for (kernel, diff) in engine::fused::agreement(&device)? {
+        eprintln!("fused {kernel} against candle's operations: max |Δ| {diff:e}");
+    }
     let bench = crate::bench::Bench {
         src: &src,
         template: &template,

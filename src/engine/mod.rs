@@ -7,6 +7,7 @@ pub mod convert;
 pub mod device;
 pub mod digest;
 pub mod fetch;
+pub mod fused;
 pub mod gguf;
 pub mod hf;
 pub mod hub;

@@ -3,6 +3,7 @@
 //! runs BF16, dequantized and kernel-quantized layers. The KV cache is an immutable value:
 //! a forward returns a new cache, so one prompt's cache can be extended by several seeds.
 
+use super::fused;
 use super::packed::Packed;
 use crate::error::Result;
 use candle_core::quantized::QMatMul;
@@ -551,7 +552,7 @@ impl Transformer {
         let proj = |w: &Matrix, bias: &Option<Tensor>, heads: usize| -> Result<Tensor> {
             let mut y = w.forward(&h)?;
             if let Some(bias) = bias {
-                y = y.broadcast_add(bias)?;
+                y = fused::add_bias(&y, bias)?;
             }
             Ok(y.reshape((b, len, heads, hd))?.transpose(1, 2)?)
         };
@@ -583,11 +584,11 @@ impl Transformer {
             attend_grouped(&q, &k, &v, mask, nh / nkv, scale)?
         };
         let y = y.transpose(1, 2)?.reshape((b, len, nh * hd))?;
-        let x = (x + layer.wo.forward(&y)?)?;
+        let x = fused::add(x, &layer.wo.forward(&y)?)?;
         let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
-        let gate = candle_nn::ops::silu(&layer.w_gate.forward(&h)?)?;
+        let gate = layer.w_gate.forward(&h)?;
         let up = layer.w_up.forward(&h)?;
-        let x = (&x + layer.w_down.forward(&(gate * up)?)?)?;
+        let x = fused::add(&x, &layer.w_down.forward(&fused::silu_mul(&gate, &up)?)?)?;
         Ok((x, kv))
     }
 }
@@ -731,16 +732,8 @@ fn attend_grouped(
 ) -> Result<Tensor> {
     let (b, nh, len, hd) = q.dims4()?;
     let nkv = nh / rep;
-    let keys = k.dim(2)?;
-    let q = (q.contiguous()? * scale)?.reshape((b, nkv, rep * len, hd))?;
-    let mut att = q.matmul(&k.t()?)?;
-    if let Some(m) = mask {
-        att = att
-            .reshape((b, nkv, rep, len, keys))?
-            .broadcast_add(&m.unsqueeze(2)?)?
-            .reshape((b, nkv, rep * len, keys))?;
-    }
-    let att = candle_nn::ops::softmax_last_dim(&att)?;
+    let q = q.contiguous()?.reshape((b, nkv, rep * len, hd))?;
+    let att = fused::masked_softmax(&q.matmul(&k.t()?)?, mask, scale, rep, len)?;
     Ok(att.matmul(v)?.reshape((b, nh, len, hd))?)
 }
 

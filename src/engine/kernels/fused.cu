@@ -1,0 +1,114 @@
+// Elementwise steps of a transformer block in one pass each, for BF16 activations on the GPU:
+// the MLP's silu(gate) · up, residual and bias additions, and attention's scaled, masked
+// softmax. Each rounds to BF16 where the unfused operations would, and computes in F32 in
+// between. Every kernel writes each output element from one thread, without atomics, so a
+// result never depends on scheduling.
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+typedef __nv_bfloat16 bf16;
+
+__device__ __forceinline__ float silu_rounded(float g) {
+    return __bfloat162float(__float2bfloat16_rn(g / (1.0f + expf(-g))));
+}
+
+// out = bf16(bf16(silu(gate)) * up): the two roundings of silu, then the product.
+extern "C" __global__ void silu_mul_bf16(
+    const bf16* __restrict__ gate, const bf16* __restrict__ up, bf16* __restrict__ out, size_t n)
+{
+    const size_t stride = (size_t)gridDim.x * blockDim.x;
+    const size_t n8 = n / 8;
+    const uint4* g4 = reinterpret_cast<const uint4*>(gate);
+    const uint4* u4 = reinterpret_cast<const uint4*>(up);
+    uint4* o4 = reinterpret_cast<uint4*>(out);
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += stride) {
+        uint4 g = g4[i], u = u4[i], o;
+        const bf16* gv = reinterpret_cast<const bf16*>(&g);
+        const bf16* uv = reinterpret_cast<const bf16*>(&u);
+        bf16* ov = reinterpret_cast<bf16*>(&o);
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            ov[j] = __float2bfloat16_rn(silu_rounded(__bfloat162float(gv[j])) * __bfloat162float(uv[j]));
+        o4[i] = o;
+    }
+    for (size_t i = n8 * 8 + (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+        out[i] = __float2bfloat16_rn(silu_rounded(__bfloat162float(gate[i])) * __bfloat162float(up[i]));
+}
+
+// out[i] = bf16(a[i] + b[i % cols]): cols = n for two tensors of one shape, the last
+// dimension for a bias added to every row.
+extern "C" __global__ void add_bf16(
+    const bf16* __restrict__ a, const bf16* __restrict__ b, bf16* __restrict__ out,
+    size_t n, size_t cols)
+{
+    const size_t stride = (size_t)gridDim.x * blockDim.x;
+    if (cols % 8 == 0) {
+        const size_t n8 = n / 8, c8 = cols / 8;
+        const uint4* a4 = reinterpret_cast<const uint4*>(a);
+        const uint4* b4 = reinterpret_cast<const uint4*>(b);
+        uint4* o4 = reinterpret_cast<uint4*>(out);
+        for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += stride) {
+            uint4 x = a4[i], y = b4[i % c8], o;
+            const bf16* xv = reinterpret_cast<const bf16*>(&x);
+            const bf16* yv = reinterpret_cast<const bf16*>(&y);
+            bf16* ov = reinterpret_cast<bf16*>(&o);
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+                ov[j] = __float2bfloat16_rn(__bfloat162float(xv[j]) + __bfloat162float(yv[j]));
+            o4[i] = o;
+        }
+        return;
+    }
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+        out[i] = __float2bfloat16_rn(__bfloat162float(a[i]) + __bfloat162float(b[i % cols]));
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, o));
+    return v;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+    return v;
+}
+
+// softmax(scale · att + mask) over the last dimension, one warp per row, in F32.
+// att: [batch, rows_per_batch, keys]; row r of batch b is query (r % rows_per_batch) % len.
+// mask (when has_mask): additive, [mask_batches, len, keys], mask_batches 1 or batch.
+extern "C" __global__ void masked_softmax_bf16(
+    const bf16* __restrict__ att, const bf16* __restrict__ mask, bf16* __restrict__ out,
+    uint32_t rows, uint32_t keys, uint32_t rows_per_batch, uint32_t len,
+    uint32_t has_mask, uint32_t mask_batched, float scale)
+{
+    const uint32_t warps = blockDim.x / 32;
+    const uint32_t row = blockIdx.x * warps + threadIdx.x / 32;
+    const uint32_t lane = threadIdx.x % 32;
+    if (row >= rows) return;
+    const bf16* x = att + (size_t)row * keys;
+    bf16* y = out + (size_t)row * keys;
+    const bf16* m = nullptr;
+    if (has_mask) {
+        const uint32_t b = mask_batched ? row / rows_per_batch : 0;
+        const uint32_t q = (row % rows_per_batch) % len;
+        m = mask + ((size_t)b * len + q) * keys;
+    }
+    float mx = -INFINITY;
+    for (uint32_t k = lane; k < keys; k += 32) {
+        const float v = __bfloat162float(x[k]) * scale + (m ? __bfloat162float(m[k]) : 0.0f);
+        mx = fmaxf(mx, v);
+    }
+    mx = warp_max(mx);
+    float sum = 0.0f;
+    for (uint32_t k = lane; k < keys; k += 32) {
+        const float v = __bfloat162float(x[k]) * scale + (m ? __bfloat162float(m[k]) : 0.0f);
+        sum += expf(v - mx);
+    }
+    const float inv = 1.0f / warp_sum(sum);
+    for (uint32_t k = lane; k < keys; k += 32) {
+        const float v = __bfloat162float(x[k]) * scale + (m ? __bfloat162float(m[k]) : 0.0f);
+        y[k] = __float2bfloat16_rn(expf(v - mx) * inv);
+    }
+}
