@@ -104,7 +104,10 @@ fn an_item_longer_than_the_models_positions_is_named_before_scoring_and_skippabl
     let mut lens: Vec<usize> = all.iter().map(|(_, n)| *n).collect();
     lens.sort();
     let (short, long) = (lens[0], lens[5]);
-    assert!(short < long, "the items' prompts differ in length: {lens:?}");
+    assert!(
+        short < long,
+        "the items' prompts differ in length: {lens:?}"
+    );
     let ctx = (short + 4) as u32; // the shortest fits exactly (prompt + 4 answer tokens)
     let mid = tmp.join("ctx-mid.gguf");
     tiny_with_context(&mid, ctx);
@@ -149,10 +152,9 @@ fn an_item_longer_than_the_models_positions_is_named_before_scoring_and_skippabl
         .collect();
     fits.sort();
     assert_eq!(scored, fits);
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(out.join("manifest.json")).expect("manifest"),
-    )
-    .expect("json");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).expect("manifest"))
+            .expect("json");
     let skipped: Vec<&str> = manifest["selection"]["skipped_lines"]
         .as_array()
         .expect("skipped_lines")

@@ -647,6 +647,7 @@ pub mod lock;
 pub mod manifest;
 pub mod merge;
 pub mod perplexity;
+pub mod stale;
 pub mod table;
 pub mod verify;
 pub mod view;

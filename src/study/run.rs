@@ -148,6 +148,8 @@ impl<'a> Run<'a> {
         let lock = FolderLock::acquire(dir)?;
         let setup = FolderLock::setup(&dir.root)?;
         dir.check_for(&study.plan)?;
+        // What a stopped run of this plan left half-written goes; it never counted.
+        store::stale::remove(dir, &study.plan);
         let mut manifest = match dir.manifest_path().is_file() {
             true => read_manifest(&dir.manifest_path())?,
             false => Manifest::new(study.plan.clone(), dir.shard),

@@ -1,0 +1,98 @@
+//! Temporary files a stopped run left behind. Every file is written under a hidden
+//! temporary name (`.NAME.PID-NANOS.tmp`) and renamed into place, so a run stopped between
+//! the two (a kill, a crash, a full disk) leaves the temporary file. Readers skip hidden
+//! files, so it never counts; a run removes those of the files it owns once it holds the
+//! folder's locks: a whole run its manifest, `items.parquet`, `perplexity.parquet` and
+//! every planned part; a shard its own manifest and parts (the first shard also
+//! `perplexity.parquet`), and `items.parquet`'s while it holds the setup lock. Files other
+//! commands write (`report`'s tables, `export`) are left alone: they take no lock.
+
+use super::verify::planned_parts;
+use super::{Plan, ResultsDir};
+use std::path::{Path, PathBuf};
+
+/// Whether `file` is a temporary file of `name`: `.NAME.DIGITS-DIGITS.tmp`.
+pub fn is_temporary_of(file: &str, name: &str) -> bool {
+    let Some(mid) = file
+        .strip_prefix('.')
+        .and_then(|f| f.strip_prefix(name))
+        .and_then(|f| f.strip_prefix('.'))
+        .and_then(|f| f.strip_suffix(".tmp"))
+    else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    mid.split_once('-')
+        .is_some_and(|(pid, nanos)| digits(pid) && digits(nanos))
+}
+
+/// The files (folder, name) whose temporary files a run of `plan` into `dir` owns, the
+/// setup lock held.
+fn owned(dir: &ResultsDir, plan: &Plan) -> Vec<(PathBuf, String)> {
+    let root = dir.root.clone();
+    let manifest = dir
+        .manifest_path()
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut out = vec![
+        (root.clone(), manifest),
+        (root.clone(), "items.parquet".to_string()),
+    ];
+    if dir.shard.is_none_or(|s| s.index == 1) {
+        out.push((root, "perplexity.parquet".to_string()));
+    }
+    for part in planned_parts(plan, dir.shard) {
+        let path = dir.records_dir().join(&part.rel);
+        if let (Some(parent), Some(name)) = (path.parent(), path.file_name()) {
+            out.push((parent.to_path_buf(), name.to_string_lossy().into_owned()));
+        }
+    }
+    out
+}
+
+/// Remove the temporary files a stopped run of this plan left; the paths removed. A file
+/// that cannot be removed is left (it never counts for readers).
+pub fn remove(dir: &ResultsDir, plan: &Plan) -> Vec<PathBuf> {
+    let mut by_folder: std::collections::BTreeMap<PathBuf, Vec<String>> = Default::default();
+    for (folder, name) in owned(dir, plan) {
+        by_folder.entry(folder).or_default().push(name);
+    }
+    let mut removed = Vec::new();
+    for (folder, names) in by_folder {
+        for file in list(&folder) {
+            let Some(f) = file.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if names.iter().any(|n| is_temporary_of(f, n)) && std::fs::remove_file(&file).is_ok() {
+                removed.push(file);
+            }
+        }
+    }
+    removed
+}
+
+fn list(folder: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(folder)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_writers_temporary_names_match() {
+        let n = "part-00001.parquet";
+        assert!(is_temporary_of(".part-00001.parquet.4242-123456789.tmp", n));
+        assert!(!is_temporary_of("part-00001.parquet", n));
+        assert!(!is_temporary_of(".part-00001.parquet.tmp", n));
+        assert!(!is_temporary_of(".part-00001.parquet.x-1.tmp", n));
+        assert!(!is_temporary_of(".part-00011.parquet.1-1.tmp", n));
+        assert!(!is_temporary_of(".part-00001.parquet.1-1.tmp.bak", n));
+    }
+}
