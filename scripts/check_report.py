@@ -1,7 +1,25 @@
 #!/usr/bin/env python3
-"""Recompute every statistic of `stereoscope report DIR --format json` independently from the
-records (pyarrow, pandas, scipy, statsmodels) and compare: values to 1e-9 absolute, p-values
-to 1e-9 relative.
+"""Check `stereoscope report DIR --format json` (and `--latent-band`) against the results
+folder: numbers recomputed independently from the records with pyarrow, pandas, numpy, scipy
+and statsmodels, compared to 1e-9 absolute (p-values 1e-9 relative).
+
+Recomputed from records/ and items.parquet (study seeds, the study's option order):
+- rows, per category and ALL: n, valid, biased, unknown, anti, parse_fail_rate, srs, usr,
+  anti_rate, accuracy (ambiguous items), s_amb, s_dis, bits, Wilson CI of SRS; against BF16:
+  Yates chi2 and p, Cohen's h and its label (effect), delta_srs; srs_macro and
+  delta_srs_macro; the bootstrap SE and percentiles of delta_srs (the report's SplitMix64
+  draws replayed);
+- transitions: both directions of the any-of-seeds rule with rates and Wilson CIs, notes,
+  exact McNemar p, mean_item_srs, expected rate and noise floor, measured noise floor (noise
+  seeds), continued_share, items_compared, mean_kld and flip_rate;
+- flips_by_margin, distributions (KLD and delta-P percentiles, top_unchanged), correlations
+  (point-biserial KLD ~ became biased; delta_ppl_pct ~ rate), the logistic regression with
+  plain and item-clustered SEs, option_orders (rule per order, `every`, rate, letter shares),
+  and the latent band's counts and rows.
+
+Read, not recomputed: perplexity.parquet's nll, mean_kld and top1_agreement come from the
+model's logits over the corpus, which the records do not hold; the report's perplexity rows
+must equal the file's, and perplexity = exp(nll) and delta_ppl_pct are recomputed from nll.
 
 Usage: check_report.py STEREOSCOPE_BINARY RESULTS_DIR
 Exits 1 and lists the differences when anything disagrees.
@@ -38,6 +56,33 @@ def close(what, got, want, rel=False):
         problems.append(f"{what}: got {got!r}, expected {want!r}")
 
 
+def h_label(h):
+    """Cohen's labels for |h| at 0.2, 0.5 and 0.8."""
+    a = abs(h)
+    return "negligible" if a < 0.2 else "small" if a < 0.5 else "medium" if a < 0.8 else "large"
+
+
+def check_vs_bf16(key, got, want, base):
+    """A row against the same category's BF16 row: Yates' chi-squared test on
+    [[biased, valid - biased] here, the same at BF16] (none when a margin is zero), Cohen's h
+    of SRS and its label, and the SRS difference; all none at BF16 itself."""
+    chi = p = h = d = None
+    if base is not None:
+        table = np.array([[want["biased"], want["valid"] - want["biased"]],
+                          [base["biased"], base["valid"] - base["biased"]]])
+        if (table.sum(0) > 0).all() and (table.sum(1) > 0).all():
+            chi, p, _, _ = chi2_contingency(table, correction=True)
+        if want["srs"] is not None and base["srs"] is not None:
+            h = 2 * math.asin(math.sqrt(want["srs"])) - 2 * math.asin(math.sqrt(base["srs"]))
+            d = want["srs"] - base["srs"]
+    close(f"{key} chi2", got["chi2"], chi)
+    close(f"{key} chi2_p", got["chi2_p"], p, rel=True)
+    close(f"{key} cohens_h", got["cohens_h"], h)
+    close(f"{key} delta_srs", got["delta_srs"], d)
+    if got["effect"] != (None if h is None else h_label(h)):
+        problems.append(f"{key} effect: got {got['effect']}, expected {h_label(h) if h is not None else None}")
+
+
 def check_wilson(what, got, x, n, fields):
     lo, hi = proportion_confint(x, n, alpha=0.05, method="wilson") if n else (None, None)
     close(f"{what} {fields[0]}", got[fields[0]], lo)
@@ -66,6 +111,47 @@ def check_directions(what, t, j, prec):
     close(f"{what} mcnemar_p", t["mcnemar_p"], want_p, rel=True)
     srs = np.where(unb.valid_p > 0, unb.biased_p / unb.valid_p.where(unb.valid_p > 0, 1), 0.0)
     close(f"{what} mean_item_srs", t["mean_item_srs"], float(srs.mean()) if len(unb) else None)
+
+
+def kld4(p, q):
+    """KL divergence over the bins A, B, C and the rest of the vocabulary."""
+    p = list(p) + [max(1 - sum(p), 0.0)]
+    q = list(q) + [max(1 - sum(q), 0.0)]
+    return sum(a * math.log(a / max(b, 1e-300)) for a, b in zip(p, q) if a > 0)
+
+
+MARGINS = [(0.0, 0.05), (0.05, 0.2), (0.2, 0.5), (0.5, 1.0)]
+
+
+def top_margin(p):
+    """The most probable letter (ties to the earlier) and its margin over the second."""
+    order = sorted(range(3), key=lambda i: (-p[i], i))
+    return order[0], p[order[0]] - p[order[1]]
+
+
+def check_items(what, t, margin_rows, pb, pp):
+    """Over the items at both BF16 and the precision (T = 1 letter probabilities `pb`, `pp`,
+    one row per item): items_compared, mean_kld, flip_rate (the most probable letter changed)
+    and the flips_by_margin rows (items and flips per BF16 margin bucket)."""
+    n = len(pb)
+    if t["items_compared"] != n:
+        problems.append(f"{what} items_compared: got {t['items_compared']}, expected {n}")
+    kl = [kld4(a, b) for a, b in zip(pb, pp)]
+    close(f"{what} mean_kld", t["mean_kld"], float(np.mean(kl)) if n else None)
+    flips = [top_margin(a)[0] != top_margin(b)[0] for a, b in zip(pb, pp)]
+    close(f"{what} flip_rate", t["flip_rate"], sum(flips) / n if n else None)
+    margins = [top_margin(a)[1] for a in pb]
+    got = sorted(margin_rows, key=lambda r: r["margin_low"])
+    if [(r["margin_low"], r["margin_high"]) for r in got] != MARGINS:
+        problems.append(f"{what} flips_by_margin buckets: got {[(r['margin_low'], r['margin_high']) for r in got]}")
+        return
+    for r, (lo, hi) in zip(got, MARGINS):
+        inside = [f for f, m in zip(flips, margins) if m >= lo and (m < hi or hi >= 1.0)]
+        if (r["items"], r["flips"]) != (len(inside), sum(inside)):
+            problems.append(f"{what} flips_by_margin [{lo}, {hi}): got {r['flips']}/{r['items']}, "
+                            f"expected {sum(inside)}/{len(inside)}")
+        close(f"{what} flips_by_margin [{lo}, {hi}) flip_rate", r["flip_rate"],
+              sum(inside) / len(inside) if inside else None)
 
 
 def draws(seed, counters, n):
@@ -198,6 +284,31 @@ def check_latent(binary, folder, rec, stats):
         problems.append(f"latent: {len(got)} rows, recomputed {want}")
 
 
+def check_perplexity_rows(got, ppl):
+    """The report's perplexity table is perplexity.parquet's rows, every column as the file
+    holds it. (nll, mean_kld and top1_agreement come from the model's logits over the corpus,
+    which the records do not hold: they are read, not recomputed; perplexity and
+    delta_ppl_pct are recomputed from nll below.)"""
+    if ppl is None:
+        if got:
+            problems.append(f"report has {len(got)} perplexity rows without perplexity.parquet")
+        return
+    by_key = {(r["model"], r["scheme"], r["precision"]): r for r in got}
+    for _, row in ppl.iterrows():
+        key = (row.model, row.scheme, row.precision)
+        r = by_key.get(key)
+        if r is None:
+            problems.append(f"perplexity row {key} missing from the report")
+            continue
+        for c in ppl.columns:
+            want = row[c]
+            if isinstance(want, str) or isinstance(r[c], str):
+                if r[c] != want:
+                    problems.append(f"perplexity {key} {c}: got {r[c]!r}, the file {want!r}")
+            else:
+                close(f"perplexity {key} {c}", r[c], None if pd.isna(want) else float(want))
+
+
 def check_macro(rec, rows, stats):
     """`srs_macro` and `delta_srs_macro` of the ALL rows: the study's unweighted means over the
     categories (pandas' mean, which skips categories without a value), as its
@@ -250,7 +361,9 @@ def main():
         if len(v):
             lo, hi = proportion_confint(out["biased"], len(v), alpha=0.05, method="wilson")
             out["srs_ci_low"], out["srs_ci_high"] = lo, hi
-        acc = (amb.answer == amb.label).mean() if len(amb) else None
+        acc = float((amb.answer == amb.label).mean()) if len(amb) else None
+        out["accuracy"] = acc
+        out["anti_rate"] = out["anti"] / len(v) if len(v) else None
         nu = amb[amb.role != "unknown"]
         out["s_amb"] = (1 - acc) * (2 * nu.is_biased.mean() - 1) if len(nu) and acc is not None else None
         nd = dis[dis.role != "unknown"]
@@ -274,28 +387,32 @@ def main():
                 for f in ["n", "valid", "biased", "unknown", "anti"]:
                     if got[f] != want[f]:
                         problems.append(f"{key} {f}: got {got[f]}, expected {want[f]}")
-                for f in ["parse_fail_rate", "srs", "usr", "srs_ci_low", "srs_ci_high", "s_amb", "s_dis"]:
+                for f in ["parse_fail_rate", "srs", "usr", "anti_rate", "accuracy", "srs_ci_low", "srs_ci_high",
+                          "s_amb", "s_dis"]:
                     close(f"{key} {f}", got.get(f), want.get(f))
-                if prec != "bf16" and base is not None and want["valid"] and base["valid"]:
-                    table = np.array([[want["biased"], want["valid"] - want["biased"]],
-                                      [base["biased"], base["valid"] - base["biased"]]])
-                    if (table.sum(0) > 0).all() and (table.sum(1) > 0).all():
-                        chi2, p, _, _ = chi2_contingency(table, correction=True)
-                        close(f"{key} chi2", got["chi2"], chi2)
-                        close(f"{key} chi2_p", got["chi2_p"], p, rel=True)
-                    h = 2 * math.asin(math.sqrt(want["srs"])) - 2 * math.asin(math.sqrt(base["srs"]))
-                    close(f"{key} cohens_h", got["cohens_h"], h)
+                if got["bits"] != BITS[prec]:
+                    problems.append(f"{key} bits: got {got['bits']}, expected {BITS[prec]}")
+                check_vs_bf16(key, got, want, base if prec != "bf16" else None)
     if seen != len(rows):
         problems.append(f"report has {len(rows)} rows, recomputed {seen}")
     check_macro(rec, rows, stats)
     check_latent(binary, folder, rec, stats)
     check_bootstrap(rec, rows, rep["bootstrap"])
 
-    # Transitions, expected rate and noise floor.
+    # Transitions, expected rate and noise floor, KLD and flips.
     trans = {(t["model"], t["scheme"], t["precision"]): t for t in rep["transitions"]}
+    margin_rows = {}
+    for r in rep["flips_by_margin"]:
+        margin_rows.setdefault((r["model"], r["scheme"], r["precision"]), []).append(r)
+    checked_margin = checked_trans = 0
     for (model, scheme), mg in rec.groupby(["model", "scheme"]):
         b = mg[mg.precision == "bf16"]
         if b.empty:
+            for prec in mg.precision.unique():
+                t = trans.get((model, scheme, prec), {})
+                if t.get("rate") is not None or "no bf16" not in (t.get("note") or ""):
+                    problems.append(f"{model}/{prec}: no bf16 records, yet the transition row is {t}")
+                checked_trans += 1
             continue
         bi = b.groupby(["category", "example_id"]).agg(
             valid=("valid", "sum"), biased=("is_biased", "sum"), k=("seed", "count"),
@@ -311,9 +428,17 @@ def main():
             j = bi.join(gi, how="inner").join(q.rename("q"))
             unb = j[(j.valid > 0) & (j.biased == 0)]
             t = trans[(model, scheme, prec)]
-            if t["unbiased_at_bf16"] != len(unb) or t["became_biased"] != int((unb.biased_p > 0).sum()):
+            became = int((unb.biased_p > 0).sum())
+            if t["unbiased_at_bf16"] != len(unb) or t["became_biased"] != became:
                 problems.append(f"{model}/{prec} transitions: got {t['became_biased']}/{t['unbiased_at_bf16']}, "
-                                f"expected {int((unb.biased_p > 0).sum())}/{len(unb)}")
+                                f"expected {became}/{len(unb)}")
+            close(f"{model}/{prec} rate", t["rate"], became / len(unb) if len(unb) else None)
+            if (t["note"] is None) != (len(unb) > 0):
+                problems.append(f"{model}/{prec} note: got {t['note']!r} with {len(unb)} items unbiased at bf16")
+            probs = ["prob_a", "prob_b", "prob_c"]
+            pb, pp = first.loc[j.index, probs].to_numpy(), gf.loc[j.index, probs].to_numpy()
+            check_items(f"{model}/{prec}", t, margin_rows.get((model, scheme, prec), []), pb, pp)
+            checked_margin += len(margin_rows.get((model, scheme, prec), []))
             check_directions(f"{model}/{prec}", t, j, prec)
             nz = noise[(noise.model == model) & (noise.scheme == scheme)]
             if nz.empty:
@@ -329,16 +454,16 @@ def main():
             w = (1 - j.pb) ** j.k
             close(f"{model}/{prec} expected_rate", t["expected_rate"], float((w * (1 - (1 - j.q) ** j.k)).sum() / w.sum()))
             close(f"{model}/{prec} noise_floor", t["noise_floor"], float((w * (1 - (1 - j.pb) ** j.k)).sum() / w.sum()))
+            checked_trans += 1
+    if checked_trans != len(trans):
+        problems.append(f"report has {len(trans)} transition rows, recomputed {checked_trans}")
+    if checked_margin != len(rep["flips_by_margin"]):
+        problems.append(f"report has {len(rep['flips_by_margin'])} flips_by_margin rows, recomputed {checked_margin}")
 
     # Correlations: per-item KLD against becoming biased (point-biserial), per precision and
     # pooled, and perplexity change against transition rate across precisions.
     corr = {(c["model"], c["scheme"], c["measure"], c["precision"]): c for c in rep["correlations"]}
     checked_corr = 0
-
-    def kld4(p, q):
-        p = list(p) + [max(1 - sum(p), 0.0)]
-        q = list(q) + [max(1 - sum(q), 0.0)]
-        return sum(a * math.log(a / max(b, 1e-300)) for a, b in zip(p, q) if a > 0)
 
     def check_corr(key, x, y):
         nonlocal checked_corr
@@ -360,6 +485,7 @@ def main():
     ppl = pq.read_table(f"{folder}/perplexity.parquet").to_pandas() if os.path.exists(f"{folder}/perplexity.parquet") else None
     if ppl is not None and len(rep["perplexity"]) != len(ppl):
         problems.append(f"report has {len(rep['perplexity'])} perplexity rows, the file {len(ppl)}")
+    check_perplexity_rows(rep["perplexity"], ppl)
     for (model, scheme), mg in rec.groupby(["model", "scheme"]):
         b = mg[mg.precision == "bf16"]
         if b.empty:
@@ -403,6 +529,8 @@ def main():
     # Logistic regression of the biased answer on bits and category dummies.
     for g in rep["regressions"]:
         v = rec[(rec.model == g["model"]) & (rec.scheme == g["scheme"]) & rec.valid]
+        if g["n"] != len(v):
+            problems.append(f"logit {g['model']} n: got {g['n']}, expected {len(v)} valid answers")
         cats = sorted(v.category.unique())
         X = pd.DataFrame({"const": 1.0, "bits": v.precision.map(BITS).astype(float)})
         for c in cats[1:]:
@@ -462,6 +590,7 @@ def main():
             continue
         if (r["unbiased_at_bf16"], r["became_biased"]) != (u, b):
             problems.append(f"option_orders {k}: got {r['became_biased']}/{r['unbiased_at_bf16']}, expected {b}/{u}")
+        close(f"option_orders {k} rate", r["rate"], b / u if u else None)
         if shares is None:
             if r["letter_shares"] is not None:
                 problems.append(f"option_orders {k}: letter shares without answers")
@@ -472,9 +601,9 @@ def main():
     if problems:
         print("\n".join(problems))
         sys.exit(1)
-    print(f"report agrees with scipy/statsmodels: {seen} rows, {len(trans)} transition rows, "
-          f"{checked_corr} correlations, {len(rep['regressions'])} regressions, "
-          f"{len(rep['option_orders'])} option-order rows, {len(rep['distributions'])} distribution rows")
+    print(f"report agrees with scipy/statsmodels: {seen} rows, {checked_trans} transition rows, "
+          f"{checked_margin} flips_by_margin rows, {checked_corr} correlations, {len(rep['regressions'])} regressions, "
+          f"{len(rep['option_orders'])} option-order rows, {checked_dist} distribution rows")
 
 
 if __name__ == "__main__":
