@@ -13,6 +13,14 @@ fn tiny(dir: &Path) -> PathBuf {
     p
 }
 
+/// The tiny model whose head answers with letters (`common::write_answering_gguf`), under
+/// the same name, for the checks of statistics that need valid answers of every role.
+fn answering(dir: &Path) -> PathBuf {
+    let p = dir.join("tiny-llama.gguf");
+    common::write_answering_gguf(&p);
+    p
+}
+
 fn batch_args<'a>(model: &'a str, bbq: &'a str, out: &'a str, limit: &'a str) -> Vec<&'a str> {
     vec![
         "--batch",
@@ -32,7 +40,7 @@ fn batch_args<'a>(model: &'a str, bbq: &'a str, out: &'a str, limit: &'a str) ->
 #[test]
 fn tiny_model_runs_five_precisions_into_a_readable_folder_and_resumes() {
     let tmp = tempdir("tiny");
-    let model = tiny(&tmp);
+    let model = answering(&tmp);
     let bbq = common::bbq_dir();
     let out = tmp.join("out");
     let (m, b, o) = (
@@ -143,7 +151,13 @@ fn tiny_model_runs_five_precisions_into_a_readable_folder_and_resumes() {
     };
     assert_eq!(strip(original), strip(again));
 
-    // Every statistic agrees with scipy and statsmodels, and the report files exist.
+    // Answers of every role, some changed by quantization: the statistics have something to
+    // get wrong. Every statistic agrees with scipy and statsmodels, and the report files exist.
+    let mix = common::assert_answering(&out);
+    assert!(
+        ["q8", "q6", "q4", "q3"].iter().any(|p| mix[*p].changed > 0),
+        "{mix:?}"
+    );
     common::check_report(&out);
     for f in ["metrics.parquet", "transitions.parquet", "report.md"] {
         assert!(out.join(f).is_file(), "{f}");
@@ -154,7 +168,21 @@ fn tiny_model_runs_five_precisions_into_a_readable_folder_and_resumes() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&rep)).expect("json");
     // 5 precisions x (Age, Religion, ALL), and one transition row per precision.
     assert_eq!(v["rows"].as_array().map(|r| r.len()), Some(15));
-    assert_eq!(v["transitions"].as_array().map(|r| r.len()), Some(5));
+    let transitions = v["transitions"].as_array().expect("transitions");
+    assert_eq!(transitions.len(), 5);
+    // Items unbiased at BF16, and a precision where some became biased.
+    assert!(
+        transitions
+            .iter()
+            .all(|t| t["unbiased_at_bf16"].as_u64().is_some_and(|u| u > 0)),
+        "{transitions:?}"
+    );
+    assert!(
+        transitions
+            .iter()
+            .any(|t| t["became_biased"].as_u64().is_some_and(|b| b > 0)),
+        "{transitions:?}"
+    );
 }
 
 #[test]
@@ -382,7 +410,7 @@ fn open_and_report_refuse_what_is_not_a_results_folder() {
 #[test]
 fn report_without_bf16_explains_instead_of_crashing_and_open_shows_the_report_numbers() {
     let tmp = tempdir("nobf16");
-    let model = tiny(&tmp);
+    let model = answering(&tmp);
     let bbq = common::bbq_dir();
     let out = tmp.join("out");
     let (m, b, o) = (
@@ -411,6 +439,7 @@ fn report_without_bf16_explains_instead_of_crashing_and_open_shows_the_report_nu
     let full = tmp.join("full");
     let f = full.to_str().expect("utf8");
     assert!(run(&batch_args(m, b, f, "6"), &tmp).status.success());
+    common::assert_answering(&full);
     let rep = run(&["report", f, "--format", "json"], &tmp);
     let v: serde_json::Value = serde_json::from_str(&stdout(&rep)).expect("json");
     let rd = stereoscope::store::ResultsDir::at(&full);
@@ -434,33 +463,37 @@ fn report_without_bf16_explains_instead_of_crashing_and_open_shows_the_report_nu
                 + "\n"
         })
         .collect();
-    // The summary has one row per precision, pooled over categories (`ALL`).
-    for row in v["rows"].as_array().expect("rows") {
-        if row["category"] != "ALL" {
-            continue;
-        }
-        if let Some(srs) = row["srs"].as_f64() {
-            assert!(
-                screen.contains(&format!("{:.1}%", 100.0 * srs)),
-                "SRS {srs} not on screen:\n{screen}"
-            );
-        }
+    // The summary has one row per precision, pooled over categories (`ALL`), each with an
+    // SRS (every precision has valid answers).
+    let pooled: Vec<&serde_json::Value> = v["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter(|r| r["category"] == "ALL")
+        .collect();
+    assert_eq!(pooled.len(), 5);
+    for row in pooled {
+        let srs = row["srs"].as_f64().expect("an SRS");
+        assert!(
+            screen.contains(&format!("{:.1}%", 100.0 * srs)),
+            "SRS {srs} not on screen:\n{screen}"
+        );
     }
     for t in v["transitions"].as_array().expect("transitions") {
         let (b, u) = (
             t["became_biased"].as_u64().expect("b"),
             t["unbiased_at_bf16"].as_u64().expect("u"),
         );
+        assert!(u > 0, "no item unbiased at bf16: {t}");
         assert!(
             screen.contains(&format!(" {b}/{u} ")),
             "transition {b}/{u} not on screen:\n{screen}"
         );
-        if let Some(floor) = t["noise_floor"].as_f64() {
-            assert!(
-                screen.contains(&format!("{:.1}%", 100.0 * floor)),
-                "noise floor not on screen:\n{screen}"
-            );
-        }
+        let floor = t["noise_floor"].as_f64().expect("a noise floor");
+        assert!(
+            screen.contains(&format!("{:.1}%", 100.0 * floor)),
+            "noise floor not on screen:\n{screen}"
+        );
     }
 }
 
@@ -477,10 +510,9 @@ fn mlx_scheme_is_the_default_and_quantizes_every_linear_and_embedding() {
     );
     let r = run(&batch_args(m, b, o, "4"), &tmp);
     assert!(r.status.success(), "{}", stderr(&r));
-    assert!(
-        out.join("records/model=tiny-llama/scheme=mlx/precision=q3")
-            .is_dir()
-    );
+    assert!(out
+        .join("records/model=tiny-llama/scheme=mlx/precision=q3")
+        .is_dir());
     let manifest: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(out.join("manifest.json")).expect("manifest"),
     )
@@ -506,18 +538,16 @@ fn mlx_scheme_is_the_default_and_quantizes_every_linear_and_embedding() {
             types["blk.0.attn_norm.weight"], "f32",
             "norms stay unquantized"
         );
-        assert!(
-            entry["precisions"][p]["compute"]
-                .as_str()
-                .is_some_and(|c| c.contains("mlx affine"))
-        );
+        assert!(entry["precisions"][p]["compute"]
+            .as_str()
+            .is_some_and(|c| c.contains("mlx affine")));
     }
 }
 
 #[test]
 fn headless_export_writes_one_row_per_item_with_roles_per_precision() {
     let tmp = tempdir("export");
-    let model = tiny(&tmp);
+    let model = answering(&tmp);
     let bbq = common::bbq_dir();
     let out = tmp.join("out");
     let (m, b, o) = (
@@ -535,7 +565,10 @@ fn headless_export_writes_one_row_per_item_with_roles_per_precision() {
         for r in rows:\n\
         \tassert r['role_bf16'] in ('biased', 'anti', 'unknown', 'invalid'), r\n\
         \tassert 0 <= float(r['p_biased_q3']) <= 1\n\
-        \tassert r['transition_first'] in ('', 'q8', 'q6', 'q4', 'q3')\n";
+        \tassert r['transition_first'] in ('', 'q8', 'q6', 'q4', 'q3')\n\
+        roles = {r['role_bf16'] for r in rows}\n\
+        assert {'biased', 'anti', 'unknown'} <= roles, roles\n\
+        assert any(r['transition_first'] for r in rows), 'no item became biased'\n";
     let py = std::process::Command::new("python3")
         .args(["-c", script])
         .arg(&csv)
@@ -584,7 +617,7 @@ fn headless_export_writes_one_row_per_item_with_roles_per_precision() {
 #[test]
 fn noise_seeds_measure_the_noise_floor() {
     let tmp = tempdir("noise");
-    let model = tiny(&tmp);
+    let model = answering(&tmp);
     let bbq = common::bbq_dir();
     let out = tmp.join("out");
     let (m, b, o) = (
@@ -603,10 +636,15 @@ fn noise_seeds_measure_the_noise_floor() {
     );
     let rep = run(&["report", o, "--format", "json"], &tmp);
     let v: serde_json::Value = serde_json::from_str(&stdout(&rep)).expect("json");
-    for t in v["transitions"].as_array().expect("transitions") {
-        if t["unbiased_at_bf16"].as_u64().is_some_and(|u| u > 0) {
-            assert!(t["measured_noise_floor"].as_f64().is_some(), "{t}");
-        }
+    common::assert_answering(&out);
+    let transitions = v["transitions"].as_array().expect("transitions");
+    assert_eq!(transitions.len(), 2);
+    for t in transitions {
+        assert!(
+            t["unbiased_at_bf16"].as_u64().is_some_and(|u| u > 0),
+            "no item unbiased at bf16: {t}"
+        );
+        assert!(t["measured_noise_floor"].as_f64().is_some(), "{t}");
     }
     // The study statistics count study seeds only.
     let all = v["rows"]
@@ -665,7 +703,7 @@ fn records_of(dir: &Path) -> Vec<(String, String, String, stereoscope::store::Re
 #[test]
 fn shards_in_one_folder_or_several_merge_into_what_one_run_writes() {
     let tmp = tempdir("shards");
-    let model = tiny(&tmp);
+    let model = answering(&tmp);
     let bbq = common::bbq_dir();
     let (m, b) = (model.to_str().expect("utf8"), bbq.to_str().expect("utf8"));
     let path = |name: &str| tmp.join(name).to_str().expect("utf8").to_string();
@@ -695,6 +733,7 @@ fn shards_in_one_folder_or_several_merge_into_what_one_run_writes() {
     ok(study(&whole, &[]));
     let expected = records_of(Path::new(&whole));
     assert_eq!(expected.len(), 10 * 2 * 5);
+    common::assert_answering(Path::new(&whole));
 
     // Three shards sharing one folder.
     let shared = path("shared");
@@ -1067,7 +1106,7 @@ fn a_plan_that_only_adds_precisions_or_models_extends_the_folder() {
 #[test]
 fn option_orders_check_position_and_leave_the_study_order_unchanged() {
     let tmp = tempdir("orders");
-    let model = tiny(&tmp);
+    let model = answering(&tmp);
     let bbq = common::bbq_dir();
     let (m, b) = (model.to_str().expect("utf8"), bbq.to_str().expect("utf8"));
     let path = |name: &str| tmp.join(name).to_str().expect("utf8").to_string();
@@ -1105,6 +1144,7 @@ fn option_orders_check_position_and_leave_the_study_order_unchanged() {
         serde_json::from_str(&stdout(&r)).expect("json")
     };
     let (jp, jc) = (json(&plain), json(&cyclic));
+    common::assert_answering(Path::new(&plain));
     assert_eq!(jp["rows"], jc["rows"]);
     assert_eq!(jp["transitions"], jc["transitions"]);
     assert_eq!(jp["option_orders"], serde_json::json!([]));
@@ -1116,6 +1156,19 @@ fn option_orders_check_position_and_leave_the_study_order_unchanged() {
         .map(|r| r["option_order"].as_str().expect("order").to_string())
         .collect();
     assert_eq!(orders, ["012", "120", "201", "every"]);
+    // Every order has valid answers: its letter shares are numbers summing to one.
+    for r in jc["option_orders"].as_array().expect("rows") {
+        if r["option_order"] == "every" {
+            continue;
+        }
+        let shares: Vec<f64> = r["letter_shares"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no letter shares: {r}"))
+            .iter()
+            .map(|x| x.as_f64().expect("share"))
+            .collect();
+        assert!((shares.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{r}");
+    }
     common::check_report(Path::new(&cyclic));
     let md = std::fs::read_to_string(tmp.join("cyclic/report.md")).expect("report.md");
     assert!(md.contains("### Option order"), "{md}");

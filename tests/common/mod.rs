@@ -100,15 +100,43 @@ fn rand_tensor(shape: &[usize], seed: &mut u64, scale: f32) -> Tensor {
     Tensor::from_vec(v, shape, &Device::Cpu).expect("tensor")
 }
 
-/// Write a tiny llama-architecture GGUF (hidden 256 so k-quants apply) to `path`.
+/// Write a tiny llama-architecture GGUF (hidden 256 so k-quants apply) to `path`. Its tied
+/// random head practically never puts a letter first: every answer is invalid.
 pub fn write_tiny_gguf(path: &Path) {
     write_tiny(path, "llama", None);
 }
+
+/// Write the tiny llama GGUF with an untied head (`output.weight`) that answers as an
+/// instruct model does: the rows of the letter tokens (`A`, `B`, `C`, ` A`, ` B`, ` C`) are
+/// random at a much larger scale than the others, so the first token is almost always a
+/// letter, and which letter wins depends on the prompt's hidden state. Valid answers of
+/// all three roles, seeds that sometimes disagree, and quantized precisions that change
+/// some answers.
+pub fn write_answering_gguf(path: &Path) {
+    write_tiny_model(path, "llama", None, Head::Answering);
+}
+
+/// The output head of a tiny model.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    /// Tied to the token embeddings (random: the answers are invalid).
+    Tied,
+    /// An untied `output.weight` whose letter rows dominate.
+    Answering,
+}
+
+/// The token ids of the letters: the bytes `A`, `B`, `C` and the tokens ` A`, ` B`, ` C`.
+pub const LETTER_IDS: [usize; 6] = [65, 66, 67, 256, 257, 258];
 
 /// The tiny model's tensors (GGUF names) and metadata, written as GGUF of architecture
 /// `arch` (`qwen2` adds q/k/v biases); with `hf_dir`, the same model is also written as a
 /// Hugging Face folder.
 pub fn write_tiny(path: &Path, arch: &str, hf_dir: Option<&Path>) {
+    write_tiny_model(path, arch, hf_dir, Head::Tied);
+}
+
+/// [`write_tiny`] with a choice of output head.
+pub fn write_tiny_model(path: &Path, arch: &str, hf_dir: Option<&Path>, head: Head) {
     let chars = byte_chars();
     let mut tokens: Vec<String> = (0..256).map(|b| chars[b].to_string()).collect();
     let g = chars[b' ' as usize];
@@ -220,6 +248,10 @@ pub fn write_tiny(path: &Path, arch: &str, hf_dir: Option<&Path>) {
             Tensor::ones(hidden, candle_core::DType::F32, &Device::Cpu).expect("ones"),
         ));
     }
+    if head == Head::Answering {
+        let head = answering_head(&ts[0].1, n_vocab, hidden);
+        ts.push(("output.weight".into(), head));
+    }
     if let Some(dir) = hf_dir {
         write_hf_dir(
             dir,
@@ -245,6 +277,37 @@ pub fn write_tiny(path: &Path, arch: &str, hf_dir: Option<&Path>) {
     gguf_file::write(&mut f, &md_refs, &t_refs).expect("write gguf");
 }
 
+/// The answering model's head: small random rows for most tokens; for the letters, a
+/// shared component along the embedding of the prompt's last token (`\n`, id 10, which
+/// dominates the final hidden state, so every letter scores high) plus a random component
+/// orthogonal to it (which letter wins depends on the rest of the hidden state: the item).
+fn answering_head(embed: &Tensor, n_vocab: usize, hidden: usize) -> Tensor {
+    let (small, large, shared) = (0.02f32, 0.5f32, 1.0f32);
+    let nl: Vec<f32> = embed.get(10).and_then(|r| r.to_vec1()).expect("row");
+    let norm = nl.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let unit: Vec<f32> = nl.iter().map(|x| x / norm).collect();
+    let mut seed = 1234u64;
+    let rows: Vec<Vec<f32>> = (0..n_vocab)
+        .map(|i| {
+            let letter = LETTER_IDS.contains(&i);
+            let scale = if letter { large } else { small };
+            let r: Vec<f32> = rand_tensor(&[hidden], &mut seed, scale)
+                .to_vec1()
+                .expect("row");
+            if !letter {
+                return r;
+            }
+            let along: f32 = r.iter().zip(&unit).map(|(a, b)| a * b).sum();
+            r.iter()
+                .zip(&unit)
+                .map(|(a, u)| a - along * u + shared * u)
+                .collect()
+        })
+        .collect();
+    let flat: Vec<f32> = rows.into_iter().flatten().collect();
+    Tensor::from_vec(flat, (n_vocab, hidden), &Device::Cpu).expect("head")
+}
+
 /// Count records per precision and unique (precision, category, example_id, seed) keys
 /// through pyarrow's hive-partitioned dataset reader.
 pub fn pyarrow_counts(records: &Path) -> String {
@@ -268,8 +331,88 @@ pub fn pyarrow_counts(records: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// Run `scripts/check_report.py`, which recomputes every statistic of `report` with scipy
-/// and statsmodels, on a results folder.
+/// The answers of a results folder per precision (study seeds, the study's option order),
+/// read back with pyarrow: role counts, and how many answers differ from BF16's for the same
+/// item and seed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Mix {
+    pub biased: u64,
+    pub anti: u64,
+    pub unknown: u64,
+    pub invalid: u64,
+    /// Records whose answer differs from BF16's (same item, seed and order); 0 at BF16.
+    pub changed: u64,
+}
+
+impl Mix {
+    pub fn n(&self) -> u64 {
+        self.biased + self.anti + self.unknown + self.invalid
+    }
+
+    pub fn valid_share(&self) -> f64 {
+        (self.n() - self.invalid) as f64 / self.n().max(1) as f64
+    }
+}
+
+pub fn answer_mix(out: &Path) -> std::collections::BTreeMap<String, Mix> {
+    let script = "import sys, pyarrow.dataset as ds\n\
+        t = ds.dataset(sys.argv[1] + '/records', partitioning='hive').to_table().to_pandas()\n\
+        t = t[(t.seed_set == 'study') & (t.option_order == '012')]\n\
+        key = ['model', 'scheme', 'category', 'example_id', 'seed']\n\
+        base = t[t.precision == 'bf16'].set_index(key).answer\n\
+        for p, g in t.groupby('precision'):\n\
+        \tc = g.role.value_counts()\n\
+        \tj = g.set_index(key).answer.to_frame('a').join(base.rename('b'), how='inner')\n\
+        \tch = int((j.a.fillna(-1) != j.b.fillna(-1)).sum())\n\
+        \tprint(p, *[int(c.get(r, 0)) for r in ['biased', 'anti', 'unknown', 'invalid']], ch)\n";
+    let o = Command::new("python3")
+        .args(["-c", script])
+        .arg(out)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        o.status.success(),
+        "pyarrow failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let n = |i: usize| f[i].parse::<u64>().expect("count");
+            let mix = Mix {
+                biased: n(1),
+                anti: n(2),
+                unknown: n(3),
+                invalid: n(4),
+                changed: n(5),
+            };
+            (f[0].to_string(), mix)
+        })
+        .collect()
+}
+
+/// Checks that a run of the answering model has data a statistic can be wrong about: at
+/// every precision more than half the answers valid, and at BF16 at least one answer of each
+/// role. Returns the mix for further checks.
+pub fn assert_answering(out: &Path) -> std::collections::BTreeMap<String, Mix> {
+    let mix = answer_mix(out);
+    eprintln!("answers per precision in {}: {mix:?}", out.display());
+    assert!(!mix.is_empty(), "no records in {}", out.display());
+    for (p, m) in &mix {
+        assert!(m.valid_share() > 0.5, "{p}: valid share {m:?}");
+    }
+    let b = mix.get("bf16").expect("bf16 records");
+    assert!(
+        b.biased > 0 && b.anti > 0 && b.unknown > 0,
+        "bf16 answers lack a role: {b:?}"
+    );
+    mix
+}
+
+/// Run `scripts/check_report.py`, which recomputes the statistics of `report` from the
+/// records with pandas, scipy and statsmodels (its docstring lists what it checks), on a
+/// results folder.
 pub fn check_report(out: &Path) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_report.py");
     let r = Command::new("python3")
@@ -310,7 +453,8 @@ fn write_hf_dir(
     let config = serde_json::json!({
         "model_type": arch, "hidden_size": hidden, "intermediate_size": ffn, "num_hidden_layers": layers,
         "num_attention_heads": heads, "num_key_value_heads": kv, "vocab_size": vocab, "rms_norm_eps": 1e-5,
-        "rope_theta": 10000.0, "max_position_embeddings": 2048, "tie_word_embeddings": true,
+        "rope_theta": 10000.0, "max_position_embeddings": 2048,
+        "tie_word_embeddings": !ts.iter().any(|(n, _)| n == "output.weight"),
     });
     std::fs::write(dir.join("config.json"), config.to_string()).expect("config");
     // Build the tokenizer through the GGUF path and save it as tokenizer.json.
