@@ -167,6 +167,48 @@ fn snapshots_of_every_screen_at_three_sizes() {
         "list_three_precisions_sorted_80x24",
         text(&draw(&a, 80, 24))
     );
+    // An unfinished run (items 4 and 5 not yet at q4), opened with --partial.
+    let items = items();
+    let recs: Vec<StoredRecord> = records_at(&items, &["bf16", "q8", "q4"])
+        .into_iter()
+        .filter(|r| {
+            r.precision != "q4" || items[..4].iter().any(|i| i.example_id == r.rec.example_id)
+        })
+        .collect();
+    let mut a = App::new(
+        PathBuf::from("results/demo"),
+        "demo-model".into(),
+        "no model loaded".into(),
+    );
+    update(
+        &mut a,
+        Action::Precisions(vec!["bf16".into(), "q8".into(), "q4".into()]),
+    );
+    update(
+        &mut a,
+        Action::Loaded(Box::new(stereoscope::tui::Loaded {
+            views: view::build(&items, &recs, None),
+            // The report over the items the reader pools.
+            report: Some(Box::new(stereoscope::analysis::compute(
+                &recs
+                    .iter()
+                    .filter(|r| items[..4].iter().any(|i| i.example_id == r.rec.example_id))
+                    .cloned()
+                    .collect::<Vec<_>>(),
+                &items[..4],
+            ))),
+            partial: Some(stereoscope::tui::Partial {
+                label: "PARTIAL: 4 of 6 items (those finished at every precision started); unfinished: demo q4 (2 of 3 parts)".into(),
+                items: items[..4]
+                    .iter()
+                    .map(|i| (i.category.clone(), i.example_id))
+                    .collect(),
+            }),
+        })),
+    );
+    insta::assert_snapshot!("list_partial_80x24", text(&draw(&a, 80, 24)));
+    update(&mut a, Action::Summary);
+    insta::assert_snapshot!("summary_partial_80x24", text(&draw(&a, 80, 24)));
 }
 
 #[test]
@@ -324,14 +366,19 @@ fn only_the_run_s_precisions_appear() {
     assert!(screen.contains(" ···"), "{screen}");
 }
 
-/// The lines between the summary's column header and the first blank line.
+/// The lines between the summary's column header and the first blank line (without the
+/// last column, the scrollbar's).
 fn summary_rows(screen: &str) -> Vec<String> {
     screen
         .lines()
+        .map(|l| {
+            l.chars()
+                .take(l.chars().count().saturating_sub(1))
+                .collect::<String>()
+        })
         .skip_while(|l| !l.trim_start().starts_with("prec"))
         .skip(1)
         .take_while(|l| !l.trim().is_empty())
-        .map(String::from)
         .collect()
 }
 
@@ -377,10 +424,13 @@ fn no_row_wraps_and_no_key_hint_is_cut() {
         let screen = text(&draw(&b, w, h));
         let rows = summary_rows(&screen);
         assert_eq!(rows.len(), 5, "{screen}");
-        let header = screen
+        let header: String = screen
             .lines()
             .find(|l| l.trim_start().starts_with("prec"))
-            .expect("header");
+            .expect("header")
+            .chars()
+            .take(w as usize - 1)
+            .collect();
         let columns = header.split_whitespace().count();
         for (r, p) in rows.iter().zip(LADDER) {
             assert_eq!(r.split_whitespace().next(), Some(p), "{r}");
@@ -410,6 +460,64 @@ fn no_row_wraps_and_no_key_hint_is_cut() {
             assert!(seen.contains(&help), "help row cut at {w}x{h}: {k} {help}");
         }
     }
+}
+
+#[test]
+fn the_help_scrolls_with_its_position_when_taller_than_the_terminal() {
+    let (mut a, _) = app();
+    let n = keymap::help_rows().len();
+    // 80×12: ten of the rows fit.
+    update(&mut a, Action::Resize(80, 12));
+    update(&mut a, Action::Help);
+    let title = |a: &App| {
+        text(&draw(a, 80, 12))
+            .lines()
+            .find(|l| l.contains(" keys "))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        title(&a).contains(&format!("keys 1-10 of {n}")),
+        "{}",
+        title(&a)
+    );
+    update(&mut a, Action::PageDown);
+    assert!(
+        title(&a).contains(&format!("keys 11-20 of {n}")),
+        "{}",
+        title(&a)
+    );
+    // Past the end it stays at the end, and one step back moves at once.
+    for _ in 0..5 {
+        update(&mut a, Action::PageDown);
+        update(&mut a, Action::Down);
+    }
+    let last = format!("keys {}-{n} of {n}", n - 9);
+    assert!(title(&a).contains(&last), "{}", title(&a));
+    let screen = text(&draw(&a, 80, 12));
+    let (k, h) = keymap::help_rows().pop().expect("rows");
+    assert!(screen.contains(&k) && screen.contains(&h), "{screen}");
+    update(&mut a, Action::Up);
+    assert!(title(&a).contains(&format!("keys {}-{} of {n}", n - 10, n - 1)));
+    update(&mut a, Action::Top);
+    assert!(title(&a).contains(&format!("keys 1-10 of {n}")));
+    update(&mut a, Action::Bottom);
+    assert!(title(&a).contains(&last));
+    // A scrollbar on the overlay's right edge: its thumb at the bottom.
+    let t = draw(&a, 80, 12);
+    let buf = t.backend().buffer();
+    assert_eq!(buf[(79, 10)].symbol(), "█", "{}", text(&t));
+    assert_eq!(buf[(79, 1)].symbol(), "│", "{}", text(&t));
+    // Any other key closes it, and the next opening starts at the top.
+    update(&mut a, Action::Summary);
+    assert!(!a.help);
+    assert_eq!(a.screen, Screen::List);
+    update(&mut a, Action::Help);
+    assert!(title(&a).contains(&format!("keys 1-10 of {n}")));
+    // Where it fits, it does not scroll.
+    update(&mut a, Action::Resize(120, 36));
+    update(&mut a, Action::Down);
+    assert!(text(&draw(&a, 120, 36)).contains("keys (any key closes)"));
 }
 
 #[test]
@@ -461,6 +569,129 @@ fn the_summary_equals_the_report_without_filters_and_follows_them() {
         bottom.contains("noise floor (░)") && bottom.contains("│ floor 41.0%"),
         "{bottom}"
     );
+}
+
+/// `open --partial`: on a real unfinished folder (a q8 part lost), the list shows every
+/// finished record while the summary pools, by the verified reader's rule, only the items
+/// finished at every precision started, with `report --partial`'s label and numbers.
+#[test]
+fn an_unfinished_folder_s_summary_pools_the_common_items_and_says_so() {
+    let tmp = common::tempdir("tui-partial");
+    let model = tmp.join("tiny.gguf");
+    common::write_answering_gguf(&model);
+    let out = tmp.join("out");
+    let bbq = common::bbq_dir();
+    let o = out.to_str().expect("utf8");
+    let args = [
+        "--batch",
+        "--model",
+        model.to_str().expect("utf8"),
+        "--bbq-dir",
+        bbq.to_str().expect("utf8"),
+        "--categories",
+        "Age,Religion",
+        "--limit",
+        "6",
+        "--part-size",
+        "2",
+        "--precisions",
+        "bf16,q8",
+        "--ppl-sequences",
+        "0",
+        "--out",
+        o,
+    ];
+    let r = common::run(&args, &tmp);
+    assert!(r.status.success(), "{}", common::stderr(&r));
+    let lost = common::part_files(&out)
+        .into_iter()
+        .find(|p| {
+            let s = p.to_string_lossy();
+            s.contains("precision=q8") && s.ends_with("part-00002.parquet")
+        })
+        .expect("q8's last part");
+    std::fs::remove_file(&lost).expect("rm");
+    let rep = common::run(&["report", o, "--partial", "--format", "json"], &tmp);
+    assert!(rep.status.success(), "{}", common::stderr(&rep));
+    let json: serde_json::Value = serde_json::from_str(&common::stdout(&rep)).expect("json");
+
+    let loaded = stereoscope::tui::read(&stereoscope::store::ResultsDir::at(&out)).expect("reads");
+    let partial = loaded
+        .partial
+        .clone()
+        .expect("an unfinished folder is partial");
+    assert_eq!(json["partial"].as_str(), Some(partial.label.as_str()));
+    assert!(
+        partial.label.starts_with("PARTIAL: 4 of 6 items"),
+        "{}",
+        partial.label
+    );
+    assert_eq!(partial.items.len(), 4);
+    // The list: all 6 items; the 2 of the lost part have no q8 cell.
+    assert_eq!(loaded.views.len(), 6);
+    let without_q8 = loaded
+        .views
+        .iter()
+        .filter(|v| !v.cells.contains_key("q8"))
+        .count();
+    assert_eq!(without_q8, 2);
+    let mut a = App::new(out.clone(), "tiny".into(), "cpu".into());
+    update(&mut a, Action::Precisions(vec!["bf16".into(), "q8".into()]));
+    update(&mut a, Action::Loaded(Box::new(loaded)));
+    assert_eq!(a.visible.len(), 6);
+    // The summary's counts are report --partial's.
+    let rows = stereoscope::tui::summary::rows(&a);
+    for r in &rows {
+        let all = json["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .find(|x| x["category"] == "ALL" && x["precision"] == r.precision.as_str())
+            .expect("ALL row");
+        assert_eq!(
+            [r.valid, r.biased, r.unknown],
+            [&all["valid"], &all["biased"], &all["unknown"]].map(|v| v.as_u64().expect("count")),
+            "{}",
+            r.precision
+        );
+        assert_eq!(r.answers, 4 * 5, "4 items × 5 seeds at {}", r.precision);
+    }
+    let t = &json["transitions"][0];
+    assert_eq!(
+        rows[1].unbiased_at_bf16,
+        t["unbiased_at_bf16"].as_u64().expect("n")
+    );
+    assert_eq!(
+        rows[1].became_biased,
+        t["became_biased"].as_u64().expect("n")
+    );
+    // Labelled on the screen, at 80 columns too.
+    update(&mut a, Action::Summary);
+    let screen = text(&draw(&a, 80, 24));
+    assert!(
+        screen.contains("Per precision over 4 of the 6 shown items, by the rule below"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("PARTIAL: 4 of 6 items (those finished at every"),
+        "{screen}"
+    );
+    let header = text(&draw(&a, 120, 36));
+    assert!(
+        header.contains("opened folder (no run here): incomplete"),
+        "{header}"
+    );
+    // Leaving says what is unfinished and how to resume.
+    let msg = a.exit_message().expect("incomplete");
+    assert!(
+        msg.contains("is incomplete (unfinished: ") && msg.contains("q8 (2 of 3 parts)"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("To resume: run the same command again with --out"),
+        "{msg}"
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
 }
 
 #[test]
@@ -563,10 +794,68 @@ fn q_goes_back_a_screen_and_asks_before_quitting_a_live_run() {
         msg.contains("incomplete") && msg.contains("stereoscope --model m --out results/demo"),
         "{msg}"
     );
-    // Ctrl-C quits at once.
+}
+
+#[test]
+fn ctrl_c_quits_as_q_does_on_the_list_and_says_how_to_resume() {
+    // No run going: Ctrl-C quits at once, from any screen.
+    let (mut a, _) = app();
+    update(&mut a, Action::Open);
+    assert_eq!(update(&mut a, Action::ForceQuit), vec![Effect::Quit]);
+    assert!(a.quit);
+    // A live run, on the detail with the export prompt open: asked first, in the footer.
+    let (mut a, _) = app();
+    a.resume_hint = Some("stereoscope --model m --out results/demo".into());
+    update(&mut a, Action::RunStarted);
+    update(&mut a, Action::Open);
+    update(&mut a, Action::StartExport);
+    assert_eq!(update(&mut a, Action::ForceQuit), vec![]);
+    assert!(!a.quit);
+    assert_eq!(a.confirm, Some(Confirm::Quit));
+    let footer = |a: &App, w| {
+        text(&draw(a, w, 24))
+            .lines()
+            .last()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(
+        footer(&a, 80).starts_with("The run is still going. Quit and cancel it"),
+        "{}",
+        footer(&a, 80)
+    );
+    assert!(
+        footer(&a, 120).contains("y / n (Ctrl-C again: y)"),
+        "{}",
+        footer(&a, 120)
+    );
+    // n keeps the run and gives the prompt back.
+    update(&mut a, Action::Confirm(false));
+    assert!(!a.quit && a.confirm.is_none());
+    assert!(matches!(a.prompt, Prompt::Export(_)));
+    // A second Ctrl-C quits.
+    assert_eq!(update(&mut a, Action::ForceQuit), vec![]);
+    assert_eq!(update(&mut a, Action::ForceQuit), vec![Effect::Quit]);
+    assert!(a.quit);
+    let msg = a.exit_message().expect("the run is incomplete");
+    assert!(
+        msg.contains("is incomplete")
+            && msg.contains("To resume: stereoscope --model m --out results/demo"),
+        "{msg}"
+    );
+    // The help closes for the question; y answers it.
     let (mut a, _) = app();
     update(&mut a, Action::RunStarted);
+    update(&mut a, Action::Help);
+    update(&mut a, Action::ForceQuit);
+    assert!(!a.help);
+    assert_eq!(update(&mut a, Action::Confirm(true)), vec![Effect::Quit]);
+    // A finished run quits at once and says nothing more.
+    let (mut a, _) = app();
+    update(&mut a, Action::RunStarted);
+    update(&mut a, Action::RunEnded(RunEnd::Finished));
     assert_eq!(update(&mut a, Action::ForceQuit), vec![Effect::Quit]);
+    assert_eq!(a.exit_message(), None);
 }
 
 #[test]

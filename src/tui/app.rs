@@ -53,6 +53,28 @@ impl PartialEq for Prompt {
     }
 }
 
+/// An unfinished folder's restriction, by the verified reader's rule (`--partial`): its
+/// precisions hold different items, so the summary and the report pool only the items
+/// finished at every precision started, and say so.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Partial {
+    /// The reader's label: "PARTIAL: 4 of 6 items (…); unfinished: …".
+    pub label: String,
+    /// The items (category, id) the statistics pool.
+    pub items: BTreeSet<(String, i64)>,
+}
+
+/// What a read of the results folder gives the explorer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Loaded {
+    /// Every item with its finished records (the study's option order).
+    pub views: Vec<ItemView>,
+    /// The report over the items statistics may pool.
+    pub report: Option<Box<Report>>,
+    /// Set when the folder is unfinished: the pooled items and their label.
+    pub partial: Option<Partial>,
+}
+
 /// A yes/no question waiting for its answer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Confirm {
@@ -146,7 +168,8 @@ pub enum Action {
     ResumeRun,
     /// `q`: back one screen; on the list, quit (asking first while the run goes on).
     Quit,
-    /// Ctrl-C: quit at once (a run is stopped cleanly).
+    /// Ctrl-C, from any screen or prompt: quit; while the run goes on, ask first (as `q` on
+    /// the list does), and a second Ctrl-C quits.
     ForceQuit,
     /// A click on a row of the terminal.
     Click(u16),
@@ -160,8 +183,10 @@ pub enum Action {
     Backspace,
     Submit,
     Escape,
-    /// New data read from the results folder.
+    /// New data read from a finished results folder.
     Data(Vec<ItemView>, Option<Box<Report>>),
+    /// New data read from the results folder, finished or not.
+    Loaded(Box<Loaded>),
     /// The results folder could not be read.
     LoadFailed(String),
     /// The folder's model and scheme, once its manifest names them.
@@ -202,6 +227,7 @@ impl Action {
         matches!(
             self,
             Action::Data(..)
+                | Action::Loaded(_)
                 | Action::LoadFailed(_)
                 | Action::Model(_)
                 | Action::Precisions(_)
@@ -251,6 +277,8 @@ pub struct App {
     pub device: String,
     pub views: Vec<ItemView>,
     pub report: Option<Box<Report>>,
+    /// Set while the folder is unfinished: the summary pools only these items.
+    pub partial: Option<Partial>,
     /// The run's precisions, in ladder order (from its plan; else those with records).
     pub precisions: Vec<String>,
     /// Indices into `views` that pass the filters, in display order.
@@ -284,6 +312,8 @@ pub struct App {
     /// Rows of the list that fit on screen (for paging), and the terminal's width.
     pub page: usize,
     pub width: u16,
+    /// The terminal's height.
+    pub height: u16,
     pub no_color: bool,
     pub quit: bool,
     /// How to resume this run from a shell, said when the explorer closes on an incomplete run.
@@ -301,6 +331,7 @@ impl App {
             device,
             views: Vec::new(),
             report: None,
+            partial: None,
             precisions: Vec::new(),
             visible: Vec::new(),
             selected: 0,
@@ -326,6 +357,7 @@ impl App {
             status: String::new(),
             page: 10,
             width: 80,
+            height: 24,
             no_color: std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
             quit: false,
             resume_hint: None,
@@ -376,6 +408,14 @@ impl App {
 
     pub fn is_marked(&self, v: &ItemView) -> bool {
         self.marked.contains(&Self::key_of(v))
+    }
+
+    /// Whether the summary's statistics pool this item: every item of a finished folder,
+    /// only the common items of an unfinished one.
+    pub fn pooled(&self, v: &ItemView) -> bool {
+        self.partial
+            .as_ref()
+            .is_none_or(|p| p.items.contains(&Self::key_of(v)))
     }
 
     /// Whether any filter narrows the list.
@@ -579,16 +619,18 @@ impl App {
         parent.join(format!("{name}-items.csv"))
     }
 
-    /// What to say when the explorer closes: how to resume a run that is not complete.
+    /// What to say when the explorer closes: how to resume a run that is not complete (a
+    /// run of this explorer, or an unfinished folder it opened).
     pub fn exit_message(&self) -> Option<String> {
-        let p = self.progress.as_ref()?;
-        if p.finished {
-            return None;
-        }
-        let left = if p.total > 0 {
-            format!(" ({} of {} records done)", p.done, p.total)
-        } else {
-            String::new()
+        let left = match (&self.progress, &self.partial) {
+            (Some(p), _) if p.finished => return None,
+            (Some(p), _) if p.total > 0 => format!(" ({} of {} records done)", p.done, p.total),
+            (Some(_), _) => String::new(),
+            (None, Some(partial)) => match partial.label.split_once("unfinished: ") {
+                Some((_, what)) => format!(" (unfinished: {what})"),
+                None => String::new(),
+            },
+            (None, None) => return None,
         };
         let how = self.resume_hint.clone().unwrap_or_else(|| {
             format!(

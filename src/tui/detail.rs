@@ -209,10 +209,34 @@ fn sampled_lines<'a>(app: &App, v: &ItemView, width: usize) -> Vec<Line<'a>> {
     out
 }
 
-/// Lines of the scrollable sampled-text section at the terminal's width.
-pub fn scroll_lines(app: &App) -> usize {
-    app.current()
-        .map_or(0, |v| sampled_lines(app, v, app.width as usize).len())
+/// The detail's three parts in `area`: the item's text, the answers table, the sampled texts.
+fn areas(app: &App, v: &ItemView, area: Rect) -> ([Rect; 3], Vec<Line<'static>>) {
+    let text = text_lines(app, v, area.width as usize);
+    let table_h = app.precisions.len() as u16 + 2;
+    let text_h = (text.len() as u16).min(area.height.saturating_sub(table_h + 3) / 2 + 3);
+    let parts = Layout::vertical([
+        Constraint::Length(text_h),
+        Constraint::Length(table_h),
+        Constraint::Min(2),
+    ])
+    .areas(area);
+    (parts, text)
+}
+
+/// The furthest the sampled texts scroll on the terminal: their lines less the rows shown.
+pub fn max_scroll(app: &App) -> usize {
+    let Some(v) = app.current() else { return 0 };
+    let area = Rect::new(
+        0,
+        0,
+        app.width,
+        app.height.saturating_sub(super::view::CHROME),
+    );
+    let ([_, _, bottom], _) = areas(app, v, area);
+    let shown = bottom.height.saturating_sub(1) as usize;
+    sampled_lines(app, v, app.width as usize)
+        .len()
+        .saturating_sub(shown)
 }
 
 /// Draw the detail of the selected item.
@@ -221,15 +245,7 @@ pub fn render(f: &mut Frame, app: &App, area: Rect) {
         f.render_widget(Paragraph::new("no item selected"), area);
         return;
     };
-    let text = text_lines(app, v, area.width as usize);
-    let table_h = app.precisions.len() as u16 + 2;
-    let text_h = (text.len() as u16).min(area.height.saturating_sub(table_h + 3) / 2 + 3);
-    let [top, mid, bottom] = Layout::vertical([
-        Constraint::Length(text_h),
-        Constraint::Length(table_h),
-        Constraint::Min(2),
-    ])
-    .areas(area);
+    let ([top, mid, bottom], text) = areas(app, v, area);
     f.render_widget(Paragraph::new(text), top);
     f.render_widget(answers_table(app, v, area.width), mid);
     let lines = sampled_lines(app, v, area.width as usize);

@@ -20,23 +20,58 @@ mod update;
 use crate::analysis;
 use crate::error::Result;
 use crate::store::{self, ResultsDir, view::ItemView};
+pub use app::{Loaded, Partial};
 use std::path::Path;
 
-/// Read a results folder's items, records and report.
-pub fn load(dir: &ResultsDir) -> Result<(Vec<ItemView>, Option<analysis::Report>)> {
+/// Read a results folder through the verified reader: the list gets every finished record;
+/// the report (and the summary, through `partial`) only the items the reader's `--partial`
+/// rule pools when the folder is unfinished, labelled as it labels them.
+pub fn read(dir: &ResultsDir) -> Result<Loaded> {
     if !dir.items_path().is_file() {
-        return Ok((Vec::new(), None));
+        return Ok(Loaded::default());
     }
-    let items = store::read_items(&dir.items_path())?;
-    let records = store::read_all_records(dir)?;
-    let report = if records.is_empty() {
+    if !dir.manifest_path().is_file() {
+        let items = store::read_items(&dir.items_path())?;
+        return Ok(Loaded {
+            views: store::view::build(&items, &[], None),
+            ..Loaded::default()
+        });
+    }
+    let verified = store::verify::read_verified(dir)?;
+    // The explorer and the export show the study's option order.
+    let views = store::view::build(
+        &verified.items,
+        &store::study_order(verified.records.clone()),
+        None,
+    );
+    let pooled = verified.pooled(true, &dir.root)?;
+    let report = if pooled.records.is_empty() {
         None
     } else {
-        Some(analysis::compute(&records, &items).with_perplexity(store::perplexity::read(dir)?))
+        let ppl = store::perplexity::read(dir)?;
+        Some(Box::new(
+            analysis::compute(&pooled.records, &pooled.items).with_perplexity(ppl),
+        ))
     };
-    // The explorer and the export show the study's option order.
-    let records = store::study_order(records);
-    Ok((store::view::build(&items, &records, None), report))
+    let partial = pooled.partial.map(|label| Partial {
+        label,
+        items: pooled
+            .items
+            .iter()
+            .map(|i| (i.category.clone(), i.example_id))
+            .collect(),
+    });
+    Ok(Loaded {
+        views,
+        report,
+        partial,
+    })
+}
+
+/// Read a results folder's items, records and report: [`read`] less the partial label.
+pub fn load(dir: &ResultsDir) -> Result<(Vec<ItemView>, Option<analysis::Report>)> {
+    let l = read(dir)?;
+    Ok((l.views, l.report.map(|r| *r)))
 }
 
 /// Check that `dir` is a results folder this version reads, and name its model and scheme.

@@ -7,7 +7,7 @@
 //! its own thread (`study::Job`), never on the runtime.
 
 use super::app::{self, Action, App, Effect, RunEnd};
-use super::{check_folder, keymap, load, view};
+use super::{check_folder, keymap, read, view};
 use crate::analysis;
 use crate::error::{Error, Result};
 use crate::store::{self, ResultsDir, view::ItemView};
@@ -156,8 +156,8 @@ impl Explorer {
             Effect::Reload => {
                 let dir = self.dir.clone();
                 self.blocking(move || {
-                    let mut out = vec![match load(&dir) {
-                        Ok((views, report)) => Action::Data(views, report.map(Box::new)),
+                    let mut out = vec![match read(&dir) {
+                        Ok(l) => Action::Loaded(Box::new(l)),
                         Err(e) => Action::LoadFailed(e.to_string()),
                     }];
                     out.extend(check_folder(&dir.root).ok().map(Action::Model));
@@ -342,7 +342,15 @@ fn term_action(app: &App, ev: TermEvent) -> Option<Action> {
                 };
             }
             match keymap::lookup(app.screen, k) {
-                Some(a @ (Action::Up | Action::Down)) => Some(a),
+                // The help scrolls with the keys that scroll a screen; others close it.
+                Some(
+                    a @ (Action::Up
+                    | Action::Down
+                    | Action::PageUp
+                    | Action::PageDown
+                    | Action::Top
+                    | Action::Bottom),
+                ) if app.help => Some(a),
                 _ if app.help => Some(Action::Help),
                 other => other,
             }

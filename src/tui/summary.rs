@@ -15,7 +15,7 @@ use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::Paragraph;
+use ratatui::widgets::{Paragraph, Scrollbar, ScrollbarOrientation, ScrollbarState};
 
 /// One precision over the shown items.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -61,6 +61,14 @@ fn ratio(a: u64, b: u64) -> Option<f64> {
     (b > 0).then(|| a as f64 / b as f64)
 }
 
+/// The items the list shows that the statistics may pool (all of them in a finished folder).
+fn pooled(app: &App) -> impl Iterator<Item = &crate::store::view::ItemView> {
+    app.visible
+        .iter()
+        .map(|&i| &app.views[i])
+        .filter(|v| app.pooled(v))
+}
+
 /// The rows of the summary over the items the list shows.
 pub fn rows(app: &App) -> Vec<PrecisionRow> {
     let bf16 = app.precisions.first().cloned().unwrap_or_default();
@@ -71,7 +79,7 @@ pub fn rows(app: &App) -> Vec<PrecisionRow> {
             ..Default::default()
         };
         let mut expected = ExpectedRate::default();
-        for v in app.visible.iter().map(|&i| &app.views[i]) {
+        for v in pooled(app) {
             let Some(c) = v.cells.get(p) else { continue };
             let bi = v.item.biased_index as usize;
             for s in &c.seeds {
@@ -230,7 +238,8 @@ fn cells(cols: &[&Column], texts: impl Fn(&Column) -> String) -> String {
         .join(" ")
 }
 
-/// What the list shows, in words.
+/// What the summary pools, in words: the shown items (of an unfinished folder, only those
+/// finished at every precision started) and the filters.
 fn scope(app: &App) -> String {
     let mut f = Vec::new();
     if let Some(c) = &app.category {
@@ -245,15 +254,19 @@ fn scope(app: &App) -> String {
     if app.transitions_only {
         f.push(format!("became biased at {}", app.focus_precision()));
     }
-    if f.is_empty() {
-        format!("all {} items", app.visible.len())
+    let pooled = pooled(app).count();
+    let filters = if f.is_empty() {
+        String::new()
     } else {
-        format!(
-            "{} of {} items ({})",
-            app.visible.len(),
-            app.views.len(),
-            f.join(", ")
-        )
+        format!(" ({})", f.join(", "))
+    };
+    match (&app.partial, f.is_empty()) {
+        (Some(_), _) => format!(
+            "{pooled} of the {} shown items{filters}, by the rule below",
+            app.visible.len()
+        ),
+        (None, true) => format!("all {pooled} items"),
+        (None, false) => format!("{pooled} of {} items{filters}", app.views.len()),
     }
 }
 
@@ -366,8 +379,13 @@ fn whole_run(app: &App) -> String {
             mcnemar.push(format!("{p} {v:.3}"));
         }
     }
+    let scope = if app.partial.is_some() {
+        "Whole run (not filtered; PARTIAL: the common items only)"
+    } else {
+        "Whole run (not filtered)"
+    };
     format!(
-        "Whole run (not filtered): model-level SRS, the mean over categories: {}. McNemar p (items biased at bf16 against at the precision): {}.",
+        "{scope}: model-level SRS, the mean over categories: {}. McNemar p (items biased at bf16 against at the precision): {}.",
         if macro_srs.is_empty() {
             "-".into()
         } else {
@@ -386,13 +404,23 @@ pub fn lines<'a>(app: &App, width: usize) -> Vec<Line<'a>> {
     let rows = rows(app);
     let (cols, dropped) = fitting(width);
     let bold = theme::styled(app.no_color, theme::bold());
-    let mut out = vec![
-        Line::from(Span::styled(
-            clip(&format!("Per precision over {}", scope(app)), width),
-            bold,
-        )),
-        Line::from(Span::styled(cells(&cols, |c| c.name.to_string()), bold)),
-    ];
+    let mut out: Vec<Line> =
+        super::detail::wrap(&format!("Per precision over {}", scope(app)), width)
+            .into_iter()
+            .map(|l| Line::from(Span::styled(l, bold)))
+            .collect();
+    if let Some(p) = &app.partial {
+        let warn = theme::styled(app.no_color, theme::bold().fg(role_color(Role::Biased)));
+        out.extend(
+            super::detail::wrap(&p.label, width)
+                .into_iter()
+                .map(|l| Line::from(Span::styled(l, warn))),
+        );
+    }
+    out.push(Line::from(Span::styled(
+        cells(&cols, |c| c.name.to_string()),
+        bold,
+    )));
     for r in &rows {
         out.push(Line::from(cells(&cols, |c| (c.text)(r))));
     }
@@ -427,19 +455,41 @@ pub fn lines<'a>(app: &App, width: usize) -> Vec<Line<'a>> {
     out
 }
 
-/// Lines of the summary at the terminal's width.
-pub fn line_count(app: &App) -> usize {
-    lines(app, app.width as usize).len()
+/// The summary's text width in a body `width` columns wide: the last column is the
+/// scrollbar's.
+fn text_width(width: u16) -> usize {
+    width.saturating_sub(1) as usize
 }
 
-/// Draw the summary, scrolled.
+/// The furthest the summary scrolls on the terminal: its lines less the body's rows.
+pub fn max_scroll(app: &App) -> usize {
+    let body = app.height.saturating_sub(super::view::CHROME) as usize;
+    lines(app, text_width(app.width)).len().saturating_sub(body)
+}
+
+/// Draw the summary, scrolled, with a scrollbar when it is taller than the screen.
 pub fn render(f: &mut Frame, app: &App, area: Rect) {
     if app.precisions.is_empty() || app.views.is_empty() {
         f.render_widget(Paragraph::new("no records yet"), area);
         return;
     }
-    let lines = lines(app, area.width as usize);
-    let max = lines.len().saturating_sub(area.height as usize);
+    let lines = lines(app, text_width(area.width));
+    let rows = area.height as usize;
+    let max = lines.len().saturating_sub(rows);
     let scroll = (app.summary_scroll as usize).min(max);
     f.render_widget(Paragraph::new(lines).scroll((scroll as u16, 0)), area);
+    if max > 0 {
+        let mut state = ScrollbarState::new(max)
+            .position(scroll)
+            .viewport_content_length(rows);
+        f.render_stateful_widget(
+            Scrollbar::new(ScrollbarOrientation::VerticalRight)
+                .begin_symbol(Some("↑"))
+                .end_symbol(Some("↓"))
+                .track_symbol(Some("│"))
+                .thumb_symbol("█"),
+            area,
+            &mut state,
+        );
+    }
 }

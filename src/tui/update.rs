@@ -1,9 +1,11 @@
 //! The one place the explorer's state changes: [`update`] takes an action and returns the
 //! effects for the runner. Reloads are coalesced: at most one in flight, one more queued.
 
-use super::app::{Action, App, Confirm, Effect, LIST_CHROME, LIST_TOP, Progress, Prompt, RunEnd};
+use super::app::{
+    Action, App, Confirm, Effect, LIST_CHROME, LIST_TOP, Loaded, Progress, Prompt, RunEnd,
+};
 use super::app::{Screen, Sort};
-use super::{detail, summary};
+use super::{detail, keymap, summary, view};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use tui_input::{Input, InputRequest};
@@ -27,11 +29,21 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
     navigate(app, action)
 }
 
-/// The help overlay: up and down scroll it, any other key closes it.
+/// The help overlay: ↑/↓, PgUp/PgDn and g/G scroll it (when it is taller than the
+/// terminal), any other key closes it.
 fn help(app: &mut App, action: Action) -> Vec<Effect> {
     match action {
-        Action::Up => app.help_scroll = app.help_scroll.saturating_sub(1),
-        Action::Down => app.help_scroll = app.help_scroll.saturating_add(1),
+        Action::Up
+        | Action::Down
+        | Action::PageUp
+        | Action::PageDown
+        | Action::Top
+        | Action::Bottom => {
+            let shown = view::help_rows_shown(app.height);
+            // The last offset that still fills the overlay, as a length for `scrolled`.
+            let len = keymap::help_rows().len().saturating_sub(shown) + 1;
+            app.help_scroll = scrolled(app.help_scroll, &action, shown, len);
+        }
         _ => {
             app.help = false;
             app.help_scroll = 0;
@@ -103,12 +115,12 @@ fn navigate(app: &mut App, action: Action) -> Vec<Effect> {
     match (app.screen, &action) {
         (Screen::Summary, Action::Up | Action::Down | Action::PageUp | Action::PageDown)
         | (Screen::Summary, Action::Top | Action::Bottom) => {
-            let len = summary::line_count(app);
+            let len = summary::max_scroll(app) + 1;
             app.summary_scroll = scrolled(app.summary_scroll, &action, app.page, len);
             return vec![];
         }
         (Screen::Detail, Action::PageUp | Action::PageDown) => {
-            let len = detail::scroll_lines(app);
+            let len = detail::max_scroll(app) + 1;
             app.detail_scroll = scrolled(app.detail_scroll, &action, app.page / 2, len);
             return vec![];
         }
@@ -291,12 +303,35 @@ fn run_control(app: &mut App, action: Action) -> Vec<Effect> {
 fn background(app: &mut App, action: Action) -> Vec<Effect> {
     match action {
         Action::ForceQuit => {
+            // As `q` on the list: a live run is quit only once confirmed (y, or Ctrl-C again).
+            if app.running() && app.confirm != Some(Confirm::Quit) {
+                app.help = false;
+                app.confirm = Some(Confirm::Quit);
+                return vec![];
+            }
+            app.confirm = None;
             app.quit = true;
             return vec![Effect::Quit];
         }
         Action::Data(views, report) => {
+            return background(
+                app,
+                Action::Loaded(Box::new(Loaded {
+                    views,
+                    report,
+                    partial: None,
+                })),
+            );
+        }
+        Action::Loaded(l) => {
+            let Loaded {
+                views,
+                report,
+                partial,
+            } = *l;
             app.views = views;
             app.report = report;
+            app.partial = partial;
             if app.precisions.is_empty() {
                 let on_disk: BTreeSet<String> = app
                     .views
@@ -326,6 +361,7 @@ fn background(app: &mut App, action: Action) -> Vec<Effect> {
         Action::Status(s) => app.status = s,
         Action::Resize(w, h) => {
             app.width = w;
+            app.height = h;
             app.page = h.saturating_sub(LIST_CHROME).max(1) as usize;
             app.scroll_into_view();
         }

@@ -8,14 +8,20 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Position, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Cell, Clear, Gauge, Paragraph, Row, Table};
+use ratatui::widgets::{
+    Block, Borders, Cell, Clear, Gauge, Paragraph, Row, Scrollbar, ScrollbarOrientation,
+    ScrollbarState, Table,
+};
 
 pub use super::theme::glyph;
+
+/// Rows of the screen around a screen's body: the header (4) and the footer (1).
+pub const CHROME: u16 = 5;
 
 /// Draw the whole screen.
 pub fn render(f: &mut Frame, app: &App) {
     let [header, body, footer] = Layout::vertical([
-        Constraint::Length(4),
+        Constraint::Length(CHROME - 1),
         Constraint::Min(3),
         Constraint::Length(1),
     ])
@@ -41,7 +47,13 @@ fn render_footer(f: &mut Frame, app: &App, area: Rect) {
     );
     let text = match (&app.confirm, &app.prompt) {
         (Some(Confirm::Quit), _) => {
-            "The run is still going. Quit and cancel it (finished parts are kept)? y / n".into()
+            let ask = "The run is still going. Quit and cancel it (finished parts are kept)? y / n";
+            let more = " (Ctrl-C again: y)";
+            if ask.chars().count() + more.chars().count() <= width {
+                format!("{ask}{more}")
+            } else {
+                ask.into()
+            }
         }
         (Some(Confirm::Overwrite(path, _)), _) => {
             format!("{} exists. Replace it? y / n", path.display())
@@ -73,19 +85,25 @@ fn render_footer(f: &mut Frame, app: &App, area: Rect) {
     f.render_widget(Paragraph::new(text).style(style), area);
 }
 
-/// "stereoscope · model · device · folder"; when that is too wide, without the device and
-/// with the folder shortened from the left.
+/// "stereoscope · model · device · folder"; when that is too wide, without the device, then
+/// with the model's file name only, then with the folder shortened from the left: the
+/// folder stays in sight.
 fn title(app: &App, width: usize) -> String {
     let folder = app.folder.display().to_string();
     let full = format!("stereoscope · {} · {} · {folder}", app.model, app.device);
     if full.chars().count() <= width {
         return full;
     }
-    let head = format!("stereoscope · {} · ", app.model);
-    let room = width.saturating_sub(head.chars().count());
-    if folder.chars().count() <= room {
-        return format!("{head}{folder}");
+    let short = short_model(&app.model);
+    for model in [app.model.as_str(), short.as_str()] {
+        let head = format!("stereoscope · {model} · ");
+        let room = width.saturating_sub(head.chars().count());
+        if folder.chars().count() <= room {
+            return format!("{head}{folder}");
+        }
     }
+    let head = format!("stereoscope · {short} · ");
+    let room = width.saturating_sub(head.chars().count());
     if room >= 12 {
         let tail: String = folder
             .chars()
@@ -93,21 +111,34 @@ fn title(app: &App, width: usize) -> String {
             .collect();
         return format!("{head}…{tail}");
     }
-    clip(&format!("stereoscope · {} · {folder}", app.model), width)
+    clip(&format!("stereoscope · {short} · {folder}"), width)
+}
+
+/// A model named by a path, as its file name (with the rest of the title, " · scheme …").
+fn short_model(model: &str) -> String {
+    let (path, rest) = match model.find(" · ") {
+        Some(i) => model.split_at(i),
+        None => (model, ""),
+    };
+    let name = std::path::Path::new(path)
+        .file_name()
+        .map_or_else(|| path.to_string(), |n| n.to_string_lossy().to_string());
+    format!("{name}{rest}")
 }
 
 fn run_gauge(f: &mut Frame, app: &App, area: Rect) {
     let Some(p) = &app.progress else {
-        let complete = app
-            .precisions
-            .iter()
-            .all(|p| app.views.iter().all(|v| v.cells.contains_key(p)));
+        let complete = app.partial.is_none()
+            && app
+                .precisions
+                .iter()
+                .all(|p| app.views.iter().all(|v| v.cells.contains_key(p)));
         let msg = if app.views.is_empty() {
-            "opened folder (no run in this explorer): no records yet".to_string()
+            "opened folder (no run here): no records yet".to_string()
         } else if complete {
-            "opened folder (no run in this explorer): complete".to_string()
+            "opened folder (no run here): complete".to_string()
         } else {
-            "opened folder (no run in this explorer): incomplete; rerun the study with --out to resume"
+            "opened folder (no run here): incomplete; rerun the study's command to resume"
                 .to_string()
         };
         f.render_widget(Paragraph::new(clip(&msg, area.width as usize)), area);
@@ -239,11 +270,18 @@ fn render_header(f: &mut Frame, app: &App, area: Rect) {
     f.render_widget(Paragraph::new(clip(&filters_line(app), width)), l3);
 }
 
+/// How many rows of the help fit on a terminal `height` rows tall.
+pub fn help_rows_shown(height: u16) -> usize {
+    keymap::help_rows()
+        .len()
+        .min(height.saturating_sub(2) as usize)
+}
+
 fn render_help(f: &mut Frame, app: &App) {
     let rows = keymap::help_rows();
     let area = f.area();
     let w = 84.min(area.width);
-    let h = (rows.len() as u16 + 2).min(area.height);
+    let h = (help_rows_shown(area.height) as u16 + 2).min(area.height);
     let popup = Rect {
         x: area.x + (area.width - w) / 2,
         y: area.y + (area.height - h) / 2,
@@ -251,10 +289,11 @@ fn render_help(f: &mut Frame, app: &App) {
         height: h,
     };
     let inner = h.saturating_sub(2) as usize;
-    let scroll = (app.help_scroll as usize).min(rows.len().saturating_sub(inner));
+    let total = rows.len();
+    let scroll = (app.help_scroll as usize).min(total.saturating_sub(inner));
     let title = if rows.len() > inner {
         format!(
-            " keys {}-{} of {} · ↑/↓ scroll · any other key closes ",
+            " keys {}-{} of {} · ↑↓ PgUp PgDn scroll · other keys close ",
             scroll + 1,
             (scroll + inner).min(rows.len()),
             rows.len()
@@ -277,4 +316,18 @@ fn render_help(f: &mut Frame, app: &App) {
     .style(theme::styled(app.no_color, Style::default()));
     f.render_widget(Clear, popup);
     f.render_widget(table, popup);
+    if total > inner {
+        let mut state = ScrollbarState::new(total - inner)
+            .position(scroll)
+            .viewport_content_length(inner);
+        f.render_stateful_widget(
+            Scrollbar::new(ScrollbarOrientation::VerticalRight)
+                .begin_symbol(None)
+                .end_symbol(None)
+                .track_symbol(Some("│"))
+                .thumb_symbol("█"),
+            popup.inner(ratatui::layout::Margin::new(0, 1)),
+            &mut state,
+        );
+    }
 }
