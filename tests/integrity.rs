@@ -9,7 +9,9 @@ use common::{part_files, run, stderr, stdout, tempdir};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-/// A finished tiny run: 6 items (3 parts of 2) at bf16 and q8, 5 seeds, no perplexity.
+/// A finished tiny run: 6 items (3 parts of 2) at bf16 and q4, 5 seeds, no perplexity, of
+/// the tiny model that answers with letters (valid answers of every role, and items that
+/// become biased at q4), so the records and reports compared below hold real answers.
 struct Fixture {
     tmp: PathBuf,
     model: PathBuf,
@@ -31,7 +33,7 @@ fn study_args<'a>(f: &'a Fixture, out: &'a str, limit: &'a str) -> Vec<String> {
         "--part-size",
         "2",
         "--precisions",
-        "bf16,q8",
+        "bf16,q4",
         "--ppl-sequences",
         "0",
         "--out",
@@ -67,11 +69,12 @@ fn run_s(args: &[String], cache: &Path) -> Output {
 fn fixture(tag: &str) -> Fixture {
     let tmp = tempdir(tag);
     let model = tmp.join("tiny-llama.gguf");
-    common::write_tiny_gguf(&model);
+    common::write_answering_gguf(&model);
     let out = tmp.join("out");
     let f = Fixture { tmp, model, out };
     let r = run_s(&study_args(&f, f.out.to_str().expect("utf8"), "6"), &f.tmp);
     assert!(r.status.success(), "{}", stderr(&r));
+    common::assert_answering(&f.out);
     f
 }
 
@@ -136,10 +139,10 @@ fn stray_replaced_and_forged_parts_are_errors_naming_the_file() {
     std::fs::remove_file(&copy).expect("rm");
 
     // A part copied over another: its hash is not the listed one.
-    let saved = std::fs::read(f.part("q8", 0)).expect("read");
-    std::fs::copy(f.part("q8", 1), f.part("q8", 0)).expect("copy over");
+    let saved = std::fs::read(f.part("q4", 0)).expect("read");
+    std::fs::copy(f.part("q4", 1), f.part("q4", 0)).expect("copy over");
     readers_refuse(&f, &["part-00000.parquet", "changed or replaced"]);
-    std::fs::write(f.part("q8", 0), &saved).expect("restore");
+    std::fs::write(f.part("q4", 0), &saved).expect("restore");
 
     // A forged part with its manifest entry made to match: the rows are checked too.
     let path = f.part("bf16", 1);
@@ -209,15 +212,15 @@ fn an_unfinished_precision_is_reported_partial_is_labelled_and_a_rerun_restores_
     let before = records(&f.out);
     let full = run(&["report", f.o()], &f.tmp);
     assert!(full.status.success(), "{}", stderr(&full));
-    std::fs::remove_file(f.part("q8", 2)).expect("rm");
-    readers_refuse(&f, &["unfinished", "q8 (2 of 3 parts)", "--partial"]);
+    std::fs::remove_file(f.part("q4", 2)).expect("rm");
+    readers_refuse(&f, &["unfinished", "q4 (2 of 3 parts)", "--partial"]);
     // --partial: the 4 items finished at both precisions, labelled; no derived tables.
     std::fs::remove_file(f.out.join("report.md")).expect("rm");
     let partial = run(&["report", f.o(), "--partial"], &f.tmp);
     assert!(partial.status.success(), "{}", stderr(&partial));
     let text = stdout(&partial);
     assert!(
-        text.starts_with("PARTIAL: 4 of 6 items") && text.contains("q8 (2 of 3 parts)"),
+        text.starts_with("PARTIAL: 4 of 6 items") && text.contains("q4 (2 of 3 parts)"),
         "{text}"
     );
     assert!(
@@ -349,27 +352,29 @@ fn export_never_overwrites_unasked_never_writes_into_the_folder_and_explains_its
             "p_biased_bf16",
             "valid_seeds_bf16",
             "biased_seeds_bf16",
-            "role_q8",
-            "p_biased_q8",
-            "valid_seeds_q8",
-            "biased_seeds_q8",
+            "role_q4",
+            "p_biased_q4",
+            "valid_seeds_q4",
+            "biased_seeds_q4",
             "transition_first"
         ]
     );
-    // Read back by another tool: a flagged row has no biased seed at bf16 and one at q8;
-    // an unflagged row with valid bf16 seeds does not.
+    // Read back by another tool: a flagged row has no biased seed at bf16 and one at q4;
+    // an unflagged row with valid bf16 seeds does not. Both kinds occur.
     let script = "import sys, csv\n\
         rows = list(csv.DictReader(open(sys.argv[1])))\n\
-        bad = [r['example_id'] for r in rows if (r['transition_first'] == 'q8') != \
-        (int(r['valid_seeds_bf16']) > 0 and int(r['biased_seeds_bf16']) == 0 and int(r['biased_seeds_q8']) > 0)]\n\
-        print(len(rows), len(bad))\n";
+        bad = [r['example_id'] for r in rows if (r['transition_first'] == 'q4') != \
+        (int(r['valid_seeds_bf16']) > 0 and int(r['biased_seeds_bf16']) == 0 and int(r['biased_seeds_q4']) > 0)]\n\
+        flagged = sum(r['transition_first'] == 'q4' for r in rows)\n\
+        unflagged = sum(r['transition_first'] == '' and int(r['valid_seeds_bf16']) > 0 for r in rows)\n\
+        print(len(rows), len(bad), flagged > 0, unflagged > 0)\n";
     let out = std::process::Command::new("python3")
         .args(["-c", script, c])
         .output()
         .expect("python3");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        "6 0",
+        "6 0 True True",
         "{}",
         stderr(&out)
     );
@@ -468,18 +473,18 @@ fn bad_bbq_bytes_and_an_overlong_ppl_sequence_are_refused_before_scoring() {
 fn a_part_written_just_before_a_stop_is_left_out_then_checked_and_listed_by_the_rerun() {
     let f = fixture("unlisted");
     let full = f.manifest();
-    let rel = "model=tiny-llama/scheme=mlx/precision=q8/part-00001.parquet";
+    let rel = "model=tiny-llama/scheme=mlx/precision=q4/part-00001.parquet";
     // Killed between the part's rename and the manifest write: on disk, not listed.
     let mut m = full.clone();
     m["parts"].as_object_mut().expect("parts").remove(rel);
     f.set_manifest(&m);
     let r = run(&["report", f.o()], &f.tmp);
-    expect_error(&r, &["q8 (2 of 3 parts)"]);
+    expect_error(&r, &["q4 (2 of 3 parts)"]);
     assert!(stderr(&r).contains("part-00001.parquet is not listed in the manifest yet"));
-    let saved = std::fs::read(f.part("q8", 1)).expect("read");
+    let saved = std::fs::read(f.part("q4", 1)).expect("read");
     assert!(f.rerun().status.success());
     // Listed again with its own hash: checked, not scored again.
     assert_eq!(f.manifest()["parts"], full["parts"]);
-    assert_eq!(std::fs::read(f.part("q8", 1)).expect("read"), saved);
+    assert_eq!(std::fs::read(f.part("q4", 1)).expect("read"), saved);
     assert!(run(&["report", f.o()], &f.tmp).status.success());
 }
