@@ -29,6 +29,9 @@ pub struct BenchRow {
     pub prompt_tokens: u64,
     /// Tokens actually run through the model (prompt suffixes after a shared prefix, plus decoding).
     pub computed_tokens: u64,
+    /// Token positions the blocks ran, padding included (≥ `computed_tokens`).
+    #[serde(default)]
+    pub positions_run: u64,
     /// Loading the source model (0 for the precisions after the first).
     #[serde(default)]
     pub load_secs: f64,
@@ -299,6 +302,7 @@ impl Bench<'_> {
             )?;
         }
         crate::engine::device::reset_memory_peak(self.device);
+        let positions_before = built.model.positions_run();
         let started_unix = unix_now();
         let t1 = Instant::now();
         let (mut tokens, mut computed, mut records) = (0, 0, 0);
@@ -325,14 +329,16 @@ impl Bench<'_> {
             }
         }
         let secs = t1.elapsed().as_secs_f64();
+        let positions = built.model.positions_run() - positions_before;
         eprintln!(
-            "{} batch {}: {:.1} prompts/s (forward {:.2} s, distributions {:.2} s, sampling {:.2} s of {secs:.2} s)",
+            "{} batch {}: {:.1} prompts/s (forward {:.2} s, distributions {:.2} s, sampling {:.2} s of {secs:.2} s; {:.2} positions run per token computed)",
             p.as_str(),
             spec.batch_size,
             items.len() as f64 / secs,
             phases.forward.get(),
             phases.dists.get(),
             phases.sample.get(),
+            positions as f64 / computed.max(1) as f64,
         );
         let row = BenchRow {
             engine: format!(
@@ -349,6 +355,7 @@ impl Bench<'_> {
             records,
             prompt_tokens: tokens,
             computed_tokens: computed,
+            positions_run: positions,
             load_secs: 0.0,
             build_secs: 0.0,
             secs,
@@ -474,6 +481,7 @@ pub fn llamacpp_peer(
             records: 0,
             prompt_tokens: r["prompt_tokens"].as_u64().unwrap_or(0),
             computed_tokens: r["computed_tokens"].as_u64().unwrap_or(0),
+            positions_run: 0,
             load_secs: r["load_secs"].as_f64().unwrap_or(0.0),
             build_secs: 0.0,
             secs: r["secs"].as_f64().unwrap_or(f64::NAN),
@@ -646,6 +654,7 @@ mod tests {
             records: 500,
             prompt_tokens: 10_000,
             computed_tokens: 10_000,
+            positions_run: 10_000,
             load_secs: load,
             build_secs: build,
             secs,

@@ -3,6 +3,7 @@
 //! masked softmax); everywhere else, and for any layout the kernels do not take, the same
 //! step is candle's operations, exactly as the CPU records were made.
 
+use super::model::RopeStyle;
 use crate::error::Result;
 use candle_core::{DType, Tensor};
 
@@ -31,6 +32,36 @@ pub fn add_bias(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
         return Ok(y);
     }
     Ok(x.broadcast_add(bias)?)
+}
+
+/// A projection's output `y` `[b, len, heads·d]` as attention reads it, `[b, heads, len, d]`
+/// contiguous: `bias` added, and for queries and keys the rotary embedding applied (`cos`
+/// and `sin` `[len, d/2]`, or `[b, len, d/2]` when rows start at different positions).
+pub fn heads(
+    y: &Tensor,
+    bias: Option<&Tensor>,
+    rope: Option<(&Tensor, &Tensor, RopeStyle)>,
+    heads: usize,
+    d: usize,
+) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if let Some(out) = cuda::heads(y, bias, rope, heads, d)? {
+        return Ok(out);
+    }
+    let (b, len, _) = y.dims3()?;
+    let y = match bias {
+        Some(bias) => add_bias(y, bias)?,
+        None => y.clone(),
+    };
+    let y = y
+        .reshape((b, len, heads, d))?
+        .transpose(1, 2)?
+        .contiguous()?;
+    Ok(match rope {
+        None => y,
+        Some((cos, sin, RopeStyle::Interleaved)) => candle_nn::rotary_emb::rope_i(&y, cos, sin)?,
+        Some((cos, sin, RopeStyle::Half)) => candle_nn::rotary_emb::rope(&y, cos, sin)?,
+    })
 }
 
 /// Attention weights `softmax(scale · att + mask)` over the last dimension. `att` is
@@ -104,7 +135,63 @@ pub fn agreement(device: &candle_core::Device) -> Result<Vec<(&'static str, f32)
         }
         Ok(candle_nn::ops::softmax_last_dim(&a)?)
     };
-    Ok(vec![
+    let (hb, hlen, nh, hd) = (2, 11, 3, 16);
+    let y = rand(&[hb, hlen, nh * hd], 2.0)?;
+    let hbias = rand(&[nh * hd], 1.0)?;
+    let angles = rand(&[hb, hlen, hd / 2], 3.0)?.to_dtype(DType::F32)?;
+    let (cos, sin) = (
+        angles.cos()?.to_dtype(DType::BF16)?,
+        angles.sin()?.to_dtype(DType::BF16)?,
+    );
+    let plain_heads = |rope: Option<RopeStyle>, cos: &Tensor, sin: &Tensor| -> Result<Tensor> {
+        let t = y
+            .broadcast_add(&hbias)?
+            .reshape((hb, hlen, nh, hd))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        Ok(match rope {
+            None => t,
+            Some(RopeStyle::Interleaved) => candle_nn::rotary_emb::rope_i(&t, cos, sin)?,
+            Some(RopeStyle::Half) => candle_nn::rotary_emb::rope(&t, cos, sin)?,
+        })
+    };
+    let (cos1, sin1) = (cos.get(0)?, sin.get(0)?);
+    let mut out = vec![
+        (
+            "heads",
+            diff(
+                &heads(&y, Some(&hbias), None, nh, hd)?,
+                &plain_heads(None, &cos, &sin)?,
+            )?,
+        ),
+        (
+            "heads + rope (halves, rows apart)",
+            diff(
+                &heads(
+                    &y,
+                    Some(&hbias),
+                    Some((&cos, &sin, RopeStyle::Half)),
+                    nh,
+                    hd,
+                )?,
+                &plain_heads(Some(RopeStyle::Half), &cos, &sin)?,
+            )?,
+        ),
+        (
+            "heads + rope (pairs, one start)",
+            diff(
+                &heads(
+                    &y,
+                    Some(&hbias),
+                    Some((&cos1, &sin1, RopeStyle::Interleaved)),
+                    nh,
+                    hd,
+                )?,
+                &plain_heads(Some(RopeStyle::Interleaved), &cos1, &sin1)?,
+            )?,
+        ),
+    ];
+    out.extend([
         (
             "silu·up",
             diff(
@@ -131,7 +218,8 @@ pub fn agreement(device: &candle_core::Device) -> Result<Vec<(&'static str, f32)
                 &plain_softmax(None)?,
             )?,
         ),
-    ])
+    ]);
+    Ok(out)
 }
 
 #[cfg(feature = "cuda")]
@@ -317,6 +405,209 @@ mod cuda {
                 l1.shape().clone(),
             ))
         }
+    }
+
+    struct Heads {
+        heads: usize,
+        d: usize,
+        style: u32,
+    }
+
+    impl Heads {
+        /// `[b, len, heads·d]` in, `[b, heads, len, d]` out; the three small inputs (bias,
+        /// cos, sin) are read through their own layouts' offsets.
+        #[allow(clippy::too_many_arguments)]
+        fn launch(
+            &self,
+            y: (&CudaStorage, &Layout),
+            bias: Option<(&CudaStorage, &Layout)>,
+            cs: Option<((&CudaStorage, &Layout), (&CudaStorage, &Layout))>,
+        ) -> candle_core::Result<(CudaStorage, Shape)> {
+            let (s1, l1) = y;
+            let dev = s1.device();
+            let (b, len, _) = l1.shape().dims3()?;
+            let input = slice(s1, l1)?;
+            let bias_s = match bias {
+                Some((s, l)) => slice(s, l)?,
+                None => slice(s1, l1)?,
+            };
+            let (cos, sin, cs_batched) = match cs {
+                Some(((sc, lc), (ss, ls))) => (
+                    slice(sc, lc)?,
+                    slice(ss, ls)?,
+                    u32::from(lc.shape().rank() == 3),
+                ),
+                None => (slice(s1, l1)?, slice(s1, l1)?, 0),
+            };
+            let func = dev.get_or_load_custom_func("heads_rope_bf16", MODULE, PTX)?;
+            let n = l1.shape().elem_count();
+            // SAFETY: every pair of every head is written once.
+            let out = unsafe { dev.alloc::<bf16>(n)? };
+            let (b32, len32, h32, d32) = (b as u32, len as u32, self.heads as u32, self.d as u32);
+            let has_bias = u32::from(bias.is_some());
+            let mut builder = func.builder();
+            builder.arg(&input);
+            builder.arg(&bias_s);
+            builder.arg(&cos);
+            builder.arg(&sin);
+            builder.arg(&out);
+            builder.arg(&b32);
+            builder.arg(&len32);
+            builder.arg(&h32);
+            builder.arg(&d32);
+            builder.arg(&has_bias);
+            builder.arg(&self.style);
+            builder.arg(&cs_batched);
+            // SAFETY: shapes checked by `heads` below; the kernel strides over all pairs.
+            unsafe { builder.launch(grid(n / 2)) }.w()?;
+            Ok((
+                CudaStorage::wrap_cuda_slice(out, dev.clone()),
+                Shape::from((b, self.heads, len, self.d)),
+            ))
+        }
+    }
+
+    impl candle_core::CustomOp1 for Heads {
+        fn name(&self) -> &'static str {
+            "fused-heads"
+        }
+
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+            Err(gpu_only("fused-heads"))
+        }
+
+        fn cuda_fwd(
+            &self,
+            s: &CudaStorage,
+            l: &Layout,
+        ) -> candle_core::Result<(CudaStorage, Shape)> {
+            self.launch((s, l), None, None)
+        }
+    }
+
+    impl CustomOp2 for Heads {
+        fn name(&self) -> &'static str {
+            "fused-heads-bias"
+        }
+
+        fn cpu_fwd(
+            &self,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+        ) -> candle_core::Result<(CpuStorage, Shape)> {
+            Err(gpu_only("fused-heads-bias"))
+        }
+
+        fn cuda_fwd(
+            &self,
+            s1: &CudaStorage,
+            l1: &Layout,
+            s2: &CudaStorage,
+            l2: &Layout,
+        ) -> candle_core::Result<(CudaStorage, Shape)> {
+            self.launch((s1, l1), Some((s2, l2)), None)
+        }
+    }
+
+    /// With rotary embedding: inputs (y, cos, sin), and the bias in the op when present.
+    struct HeadsRope {
+        op: Heads,
+        bias: Option<Tensor>,
+    }
+
+    impl candle_core::CustomOp3 for HeadsRope {
+        fn name(&self) -> &'static str {
+            "fused-heads-rope"
+        }
+
+        fn cpu_fwd(
+            &self,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+        ) -> candle_core::Result<(CpuStorage, Shape)> {
+            Err(gpu_only(self.name()))
+        }
+
+        fn cuda_fwd(
+            &self,
+            s1: &CudaStorage,
+            l1: &Layout,
+            s2: &CudaStorage,
+            l2: &Layout,
+            s3: &CudaStorage,
+            l3: &Layout,
+        ) -> candle_core::Result<(CudaStorage, Shape)> {
+            let guard = self.bias.as_ref().map(|t| t.storage_and_layout());
+            let bias = match &guard {
+                Some((storage, layout)) => match &**storage {
+                    candle_core::Storage::Cuda(s) => Some((s, *layout)),
+                    _ => return Err(gpu_only("a bias off the GPU")),
+                },
+                None => None,
+            };
+            self.op.launch((s1, l1), bias, Some(((s2, l2), (s3, l3))))
+        }
+    }
+
+    /// A contiguous BF16 storage from its layout's offset.
+    fn slice<'a>(
+        s: &'a CudaStorage,
+        l: &Layout,
+    ) -> candle_core::Result<candle_core::cuda_backend::cudarc::driver::CudaView<'a, bf16>> {
+        let (o, _) = l.contiguous_offsets().ok_or_else(|| gpu_only("strided"))?;
+        Ok(s.as_cuda_slice::<bf16>()?.slice(o..))
+    }
+
+    /// The fused projection-to-heads when the inputs suit it, else `None`.
+    pub fn heads(
+        y: &Tensor,
+        bias: Option<&Tensor>,
+        rope: Option<(&Tensor, &Tensor, super::RopeStyle)>,
+        heads: usize,
+        d: usize,
+    ) -> Result<Option<Tensor>> {
+        let bf16_cuda =
+            |t: &Tensor| t.dtype() == DType::BF16 && t.device().is_cuda() && t.is_contiguous();
+        let Ok((b, len, width)) = y.dims3() else {
+            return Ok(None);
+        };
+        if !bf16_cuda(y) || width != heads * d || d % 2 != 0 {
+            return Ok(None);
+        }
+        if bias.is_some_and(|t| !bf16_cuda(t) || t.dims() != [heads * d]) {
+            return Ok(None);
+        }
+        let style = match rope {
+            None => 0,
+            Some((_, _, super::RopeStyle::Half)) => 1,
+            Some((_, _, super::RopeStyle::Interleaved)) => 2,
+        };
+        let op = Heads { heads, d, style };
+        let Some((cos, sin, _)) = rope else {
+            return Ok(Some(match bias {
+                Some(bias) => y.apply_op2_no_bwd(bias, &op)?,
+                None => y.apply_op1_no_bwd(&op)?,
+            }));
+        };
+        let table = |t: &Tensor| match t.dims() {
+            [l, h] => *l == len && *h == d / 2,
+            [r, l, h] => *r == b && *l == len && *h == d / 2,
+            _ => false,
+        };
+        if !bf16_cuda(cos) || !bf16_cuda(sin) || !table(cos) || cos.dims() != sin.dims() {
+            return Ok(None);
+        }
+        let op = HeadsRope {
+            op,
+            bias: bias.cloned(),
+        };
+        Ok(Some(y.apply_op3_no_bwd(cos, sin, &op)?))
     }
 
     /// The fused softmax when `att` and `mask` suit it, else `None`.

@@ -171,6 +171,8 @@ pub struct Transformer {
     cos: Tensor,
     sin: Tensor,
     device: Device,
+    /// Token positions run through the blocks so far, padding included (for benchmarks).
+    positions_run: std::sync::atomic::AtomicU64,
 }
 
 /// Keys and values of every layer for the tokens seen so far. Cloning is cheap.
@@ -348,7 +350,16 @@ impl Transformer {
             cos: cos.to_dtype(dtype)?,
             sin: sin.to_dtype(dtype)?,
             device: device.clone(),
+            positions_run: Default::default(),
         })
+    }
+
+    /// Token positions run through the blocks since the model was built: every row of
+    /// every forward at its padded width, so against the tokens computed it measures
+    /// padding.
+    pub fn positions_run(&self) -> u64 {
+        self.positions_run
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn device(&self) -> &Device {
@@ -465,6 +476,8 @@ impl Transformer {
             return Err(crate::Error::Model("forward of no tokens".into()));
         }
         let layout = Layout::new(rows, cache)?;
+        self.positions_run
+            .fetch_add((b * len) as u64, std::sync::atomic::Ordering::Relaxed);
         let last = layout.starts.iter().max().copied().unwrap_or(0) + len;
         if last > cfg.max_positions {
             return Err(crate::Error::Model(format!(
@@ -527,13 +540,6 @@ impl Transformer {
         }
     }
 
-    fn rope_with(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-        Ok(match self.cfg.rope_style {
-            RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(&x.contiguous()?, cos, sin)?,
-            RopeStyle::Half => candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin)?,
-        })
-    }
-
     /// One transformer block over `x` `[b, len, hidden]` after the cached keys and values
     /// `past`; returns the new residual stream and the layer's extended keys and values.
     fn block(
@@ -549,16 +555,10 @@ impl Transformer {
         let (b, len, _) = x.dims3()?;
         let (nh, nkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
         let h = candle_nn::ops::rms_norm(x, &layer.attn_norm, eps)?;
-        let proj = |w: &Matrix, bias: &Option<Tensor>, heads: usize| -> Result<Tensor> {
-            let mut y = w.forward(&h)?;
-            if let Some(bias) = bias {
-                y = fused::add_bias(&y, bias)?;
-            }
-            Ok(y.reshape((b, len, heads, hd))?.transpose(1, 2)?)
-        };
-        let q = self.rope_with(&proj(&layer.wq, &layer.bq, nh)?, cos, sin)?;
-        let k = self.rope_with(&proj(&layer.wk, &layer.bk, nkv)?, cos, sin)?;
-        let v = proj(&layer.wv, &layer.bv, nkv)?.contiguous()?;
+        let rope = Some((cos, sin, cfg.rope_style));
+        let q = fused::heads(&layer.wq.forward(&h)?, layer.bq.as_ref(), rope, nh, hd)?;
+        let k = fused::heads(&layer.wk.forward(&h)?, layer.bk.as_ref(), rope, nkv, hd)?;
+        let v = fused::heads(&layer.wv.forward(&h)?, layer.bv.as_ref(), None, nkv, hd)?;
         let (k, v) = match past {
             Some((ck, cv)) => {
                 let widen = |c: &Tensor| -> Result<Tensor> {
