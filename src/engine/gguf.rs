@@ -14,23 +14,42 @@ fn gguf_err(path: &Path, what: impl std::fmt::Display) -> Error {
     Error::Model(format!("{}: {what}", path.display()))
 }
 
-/// Check that every tensor a GGUF header lists lies inside the file, naming the first
-/// one that does not (a truncated download).
+/// Check that every tensor a GGUF header lists lies inside the file: first that no shape
+/// or offset overflows (a corrupt header), then that none ends past the file (a truncated
+/// download), naming the first tensor by name that does not.
 fn check_extents(ct: &gguf_file::Content, path: &Path, file_len: u64) -> Result<()> {
-    for (name, info) in &ct.tensor_infos {
-        let bytes =
-            info.shape.elem_count() / info.ggml_dtype.block_size() * info.ggml_dtype.type_size();
-        let end = ct.tensor_data_offset + info.offset + bytes as u64;
-        if end > file_len {
+    let mut infos: Vec<_> = ct.tensor_infos.iter().collect();
+    infos.sort_by(|a, b| a.0.cmp(b.0));
+    let mut ends = Vec::with_capacity(infos.len());
+    for (name, info) in infos {
+        let (block, size) = (info.ggml_dtype.block_size(), info.ggml_dtype.type_size());
+        let end = (info.shape.dims().iter())
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .and_then(|n| (n / block).checked_mul(size))
+            .and_then(|bytes| {
+                (ct.tensor_data_offset.checked_add(info.offset)?).checked_add(bytes as u64)
+            });
+        let Some(end) = end else {
             return Err(gguf_err(
                 path,
                 format!(
-                    "truncated: tensor `{name}` ends at byte {end} but the file has {file_len} bytes"
+                    "tensor `{name}`: shape {:?} at offset {} does not fit any file",
+                    info.shape.dims(),
+                    info.offset
                 ),
             ));
-        }
+        };
+        ends.push((name, end));
     }
-    Ok(())
+    match ends.into_iter().find(|(_, end)| *end > file_len) {
+        Some((name, end)) => Err(gguf_err(
+            path,
+            format!(
+                "truncated: tensor `{name}` ends at byte {end} but the file has {file_len} bytes"
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Open a GGUF file and read its header, checking that every tensor lies inside the file.
