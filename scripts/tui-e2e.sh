@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Drives the explorer as a person would, in tmux, on a small real run of three precisions
 # (bf16, q8, q4):
-#   1. while the run goes, `q` asks before quitting; `n` keeps it going;
+#   1. while the run goes, `q` and Ctrl-C ask before quitting; `n` keeps it going;
 #   2. `x` cancels it, `r` resumes it in the explorer;
-#   3. `q` then `y` quits the live run, and the last line says how to resume it;
+#   3. Ctrl-C twice quits the live run, and the last line says how to resume it;
 #   4. the same command resumes the run to the end; no q6 or q3 appears on the screen;
 #   5. two marked items are exported beside the results folder, and exporting again asks
 #      before replacing the file;
@@ -42,6 +42,10 @@ keys q
 wait_for "Quit and cancel it (finished parts are kept)? y / n" 10
 keys n
 wait_for "? help  q quit" 10
+keys C-c
+wait_for "Quit and cancel it (finished parts are kept)? y / n (Ctrl-C again: y)" 10
+keys n
+wait_for "? help  q quit" 10
 screen | grep -qF "STEREOSCOPE-FIRST-EXITED" && fail "n quit the explorer"
 
 # 2. Cancel, then resume in the explorer.
@@ -55,10 +59,10 @@ while screen | grep -qF "cancelled (r resumes)"; do
 done
 screen | grep -qF "rec/s  finished" && fail "the run finished before it could be quit live"
 
-# 3. Quit the live run: asked, y; the last line says how to resume.
-keys q
+# 3. Quit the live run with Ctrl-C: asked, Ctrl-C again; the last line says how to resume.
+keys C-c
 wait_for "Quit and cancel it" 10
-keys y
+keys C-c
 wait_for "STEREOSCOPE-FIRST-EXITED 0" 240
 wait_for "is incomplete" 5
 wait_for "To resume: " 5
