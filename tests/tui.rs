@@ -366,6 +366,45 @@ fn only_the_run_s_precisions_appear() {
     assert!(screen.contains(" ···"), "{screen}");
 }
 
+#[test]
+fn narrow_terminals_keep_the_whole_strip_and_nothing_panics() {
+    let (a, views) = app_at(&["bf16", "q8", "q4"]);
+    for w in [40u16, 50, 60, 70] {
+        let screen = text(&draw(&a, w, 12));
+        assert!(screen.contains("   bf16  q8    q4   "), "{w}:\n{screen}");
+        // The evidence of both flagged rows, whole.
+        let (_, l0) = row_line(&screen, &views[0]).unwrap_or_else(|| panic!("{screen}"));
+        assert!(l0.contains("uuuua uuuua▲BBBua"), "{w}: {l0}");
+        let (_, l1) = row_line(&screen, &views[1]).unwrap_or_else(|| panic!("{screen}"));
+        assert!(l1.contains("uuuua▲Buuua Buuua"), "{w}: {l1}");
+    }
+    // At 40 columns the category and the sparkline give way to the question; at 70 they fit.
+    let narrow = text(&draw(&a, 40, 12));
+    assert!(
+        !narrow.contains("category") && !narrow.contains("P(b)"),
+        "{narrow}"
+    );
+    let wide = text(&draw(&a, 70, 12));
+    assert!(wide.contains("P(b) 1st  category"), "{wide}");
+    // Every screen, the help, a prompt and a question draw at tiny sizes without a panic.
+    let (mut a, _) = app();
+    update(&mut a, Action::RunStarted);
+    for (w, h) in [(1, 1), (10, 3), (20, 5), (30, 8), (40, 12)] {
+        for screen in [Screen::List, Screen::Detail, Screen::Summary] {
+            let mut b = a.clone();
+            b.screen = screen;
+            draw(&b, w, h);
+            b.help = true;
+            draw(&b, w, h);
+            b.help = false;
+            update(&mut b, Action::StartSearch);
+            draw(&b, w, h);
+            update(&mut b, Action::ForceQuit);
+            draw(&b, w, h);
+        }
+    }
+}
+
 /// The lines between the summary's column header and the first blank line (without the
 /// last column, the scrollbar's).
 fn summary_rows(screen: &str) -> Vec<String> {

@@ -20,15 +20,24 @@ use ratatui::widgets::{
 /// Seeds shown one glyph each up to this many; more are shown as counts.
 const MAX_SEED_GLYPHS: usize = 8;
 
-/// How wide the list's cells are for this data.
+/// How wide the list's cells are for this data and which columns fit. The strip, the id and
+/// the question are always shown; as the width shrinks the others are given up in this
+/// order: `pol`, the category's width (10, then 6), `1st` (the strip's `▲` says the same),
+/// then `category` and `P(b)`.
 struct Layout {
     /// Characters of a precision cell's seeds (without its leading marker).
     seeds: usize,
     /// Whether the seeds are shown one glyph each (else as `B2/9`).
     glyphs: bool,
     show_pol: bool,
+    /// The category column's width (0: not shown).
     category: u16,
+    show_first: bool,
+    show_spark: bool,
 }
+
+/// The question column's width below which columns are given up.
+const MIN_QUESTION: usize = 12;
 
 impl Layout {
     fn of(app: &App, width: u16) -> Layout {
@@ -41,17 +50,40 @@ impl Layout {
         let glyphs = most <= MAX_SEED_GLYPHS;
         let seeds = if glyphs { most.max(4) } else { 5 };
         let strip = (seeds + 1) * app.precisions.len();
+        let spark = app.precisions.len().max(4) + 1;
         let sort = if app.sort == Sort::Id { 0 } else { 7 };
-        // Marker, strip, sparkline, first, category, id, pol, question (≥ 12), scrollbar.
-        let fixed = 2 + strip + app.precisions.len().max(4) + 1 + 5 + 6 + 1 + sort;
-        let room = (width as usize).saturating_sub(fixed);
-        let show_pol = room >= 11 + 7 + 20;
-        let category = if room >= 11 + 12 { 10 } else { 6 };
+        // Each column with the space after it: marker, strip, id; then the scrollbar.
+        let base = 2 + (strip + 1) + 6 + sort + 1;
+        let question = |extra: usize| (width as usize).saturating_sub(base + extra);
+        let fits = |extra: usize| question(extra) >= MIN_QUESTION;
+        let (mut show_first, mut show_spark) = (true, true);
+        let mut extra = spark + 5;
+        let category: u16 = if fits(extra + 11) {
+            10
+        } else if fits(extra + 7) {
+            6
+        } else {
+            if !fits(extra) {
+                show_first = false;
+                extra -= 5;
+            }
+            if !fits(extra) {
+                show_spark = false;
+                extra -= spark;
+            }
+            0
+        };
+        if category > 0 {
+            extra += category as usize + 1;
+        }
+        let show_pol = question(extra + 7) >= 20;
         Layout {
             seeds,
             glyphs,
             show_pol,
             category,
+            show_first,
+            show_spark,
         }
     }
 }
@@ -197,19 +229,25 @@ fn row<'a>(app: &App, lay: &Layout, pos: usize, v: &'a ItemView) -> Row<'a> {
     let mut cells = vec![
         Cell::from(if app.is_marked(v) { "●" } else { " " }),
         Cell::from(strip(app, v, lay, selected)),
-        Cell::from(Span::styled(
+    ];
+    if lay.show_spark {
+        cells.push(Cell::from(Span::styled(
             sparkline(app, v),
             theme::styled(app.no_color, Style::default().fg(ACCENT)),
-        )),
-        Cell::from(Span::styled(
+        )));
+    }
+    if lay.show_first {
+        cells.push(Cell::from(Span::styled(
             first,
             theme::role_style(app.no_color, Role::Biased),
-        )),
-    ];
+        )));
+    }
     if app.sort != Sort::Id {
         cells.push(Cell::from(sort_value(app, v)));
     }
-    cells.push(Cell::from(clip(&it.category, lay.category as usize)));
+    if lay.category > 0 {
+        cells.push(Cell::from(clip(&it.category, lay.category as usize)));
+    }
     cells.push(Cell::from(it.example_id.to_string()));
     if lay.show_pol {
         cells.push(Cell::from(it.question_polarity.clone()));
@@ -232,13 +270,19 @@ fn header<'a>(app: &App, lay: &Layout) -> (Row<'a>, Vec<Constraint>) {
         .map(|p| format!(" {p:<w$}", w = lay.seeds))
         .collect();
     let spark_w = app.precisions.len().max(4) as u16;
-    let mut names = vec![String::new(), strip.clone(), "P(b)".into(), "1st".into()];
+    let mut names = vec![String::new(), strip.clone()];
     let mut widths = vec![
         Constraint::Length(1),
         Constraint::Length(strip.chars().count() as u16),
-        Constraint::Length(spark_w),
-        Constraint::Length(4),
     ];
+    if lay.show_spark {
+        names.push("P(b)".into());
+        widths.push(Constraint::Length(spark_w));
+    }
+    if lay.show_first {
+        names.push("1st".into());
+        widths.push(Constraint::Length(4));
+    }
     if app.sort != Sort::Id {
         names.push(format!(
             "{}{}",
@@ -247,8 +291,12 @@ fn header<'a>(app: &App, lay: &Layout) -> (Row<'a>, Vec<Constraint>) {
         ));
         widths.push(Constraint::Length(6));
     }
-    names.extend(["category".to_string(), "id".into()]);
-    widths.extend([Constraint::Length(lay.category), Constraint::Length(5)]);
+    if lay.category > 0 {
+        names.push("category".into());
+        widths.push(Constraint::Length(lay.category));
+    }
+    names.push("id".into());
+    widths.push(Constraint::Length(5));
     if lay.show_pol {
         names.push("pol".into());
         widths.push(Constraint::Length(6));
