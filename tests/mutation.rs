@@ -272,3 +272,26 @@ fn a_gguf_whose_tensor_shape_overflows_is_an_error_naming_the_tensor() {
     assert!(e.contains("gguf-shape-overflow.gguf"), "{e}");
     assert!(e.contains("does not fit any file"), "{e}");
 }
+
+#[test]
+fn the_fuzz_seeds_are_valid_inputs_of_their_readers() {
+    let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+    let (items, skipped) = stereoscope::bbq::read_category(
+        &seeds.join("bbq_jsonl/two-items.jsonl"),
+        &Default::default(),
+        false,
+    )
+    .expect("BBQ seed");
+    assert_eq!((items.len(), skipped.len()), (2, 0));
+    let g = seeds.join("gguf_header/small-llama.gguf");
+    stereoscope::engine::gguf::load("seed", &g).expect("GGUF seed");
+    let s = seeds.join("safetensors_header/three-tensors.safetensors");
+    assert_eq!(
+        stereoscope::engine::safetensors::load(&s)
+            .expect("safetensors seed")
+            .len(),
+        3
+    );
+    stereoscope::store::manifest::read_manifest(&seeds.join("manifest/manifest.json"))
+        .expect("manifest seed");
+}
