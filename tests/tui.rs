@@ -386,6 +386,31 @@ fn narrow_terminals_keep_the_whole_strip_and_nothing_panics() {
     );
     let wide = text(&draw(&a, 70, 12));
     assert!(wide.contains("P(b) 1st  category"), "{wide}");
+    // The help wraps its texts under their column at 40 columns and scrolls through them.
+    let lines = stereoscope::tui::view::help_lines(40);
+    let mut rejoined: Vec<(String, String)> = Vec::new();
+    for (k, l) in &lines {
+        assert!(l.chars().count() <= 40 - 13, "{l}");
+        match rejoined.last_mut() {
+            Some((_, t)) if k.is_empty() => *t = format!("{t} {l}"),
+            _ => rejoined.push((k.clone(), l.clone())),
+        }
+    }
+    assert_eq!(rejoined, keymap::help_rows());
+    let mut b = a.clone();
+    update(&mut b, Action::Resize(40, 12));
+    update(&mut b, Action::Help);
+    let mut seen = String::new();
+    for _ in 0..lines.len() {
+        seen.push_str(&text(&draw(&b, 40, 12)));
+        update(&mut b, Action::Down);
+    }
+    for (_, l) in &lines {
+        assert!(
+            seen.contains(l.as_str()),
+            "help line never shown at 40×12: {l}"
+        );
+    }
     // Every screen, the help, a prompt and a question draw at tiny sizes without a panic.
     let (mut a, _) = app();
     update(&mut a, Action::RunStarted);

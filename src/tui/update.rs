@@ -5,7 +5,7 @@ use super::app::{
     Action, App, Confirm, Effect, LIST_CHROME, LIST_TOP, Loaded, Progress, Prompt, RunEnd,
 };
 use super::app::{Screen, Sort};
-use super::{detail, keymap, summary, view};
+use super::{detail, summary, view};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use tui_input::{Input, InputRequest};
@@ -39,9 +39,9 @@ fn help(app: &mut App, action: Action) -> Vec<Effect> {
         | Action::PageDown
         | Action::Top
         | Action::Bottom => {
-            let shown = view::help_rows_shown(app.height);
+            let shown = view::help_rows_shown(app.width, app.height);
             // The last offset that still fills the overlay, as a length for `scrolled`.
-            let len = keymap::help_rows().len().saturating_sub(shown) + 1;
+            let len = view::help_lines(app.width).len().saturating_sub(shown) + 1;
             app.help_scroll = scrolled(app.help_scroll, &action, shown, len);
         }
         _ => {

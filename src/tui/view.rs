@@ -270,18 +270,34 @@ fn render_header(f: &mut Frame, app: &App, area: Rect) {
     f.render_widget(Paragraph::new(clip(&filters_line(app), width)), l3);
 }
 
-/// How many rows of the help fit on a terminal `height` rows tall.
-pub fn help_rows_shown(height: u16) -> usize {
-    keymap::help_rows()
+/// The help's lines on a terminal `width` columns wide: each key with its text, wrapped
+/// under its text column where the overlay is narrow.
+pub fn help_lines(width: u16) -> Vec<(String, String)> {
+    let text_w = (HELP_W.min(width) as usize).saturating_sub(2 + 11);
+    let mut out = Vec::new();
+    for (k, h) in keymap::help_rows() {
+        for (i, line) in detail::wrap(&h, text_w).into_iter().enumerate() {
+            out.push((if i == 0 { k.clone() } else { String::new() }, line));
+        }
+    }
+    out
+}
+
+/// The help overlay's widest width.
+const HELP_W: u16 = 84;
+
+/// How many lines of the help fit on a terminal `width` × `height`.
+pub fn help_rows_shown(width: u16, height: u16) -> usize {
+    help_lines(width)
         .len()
         .min(height.saturating_sub(2) as usize)
 }
 
 fn render_help(f: &mut Frame, app: &App) {
-    let rows = keymap::help_rows();
     let area = f.area();
-    let w = 84.min(area.width);
-    let h = (help_rows_shown(area.height) as u16 + 2).min(area.height);
+    let rows = help_lines(area.width);
+    let w = HELP_W.min(area.width);
+    let h = (help_rows_shown(area.width, area.height) as u16 + 2).min(area.height);
     let popup = Rect {
         x: area.x + (area.width - w) / 2,
         y: area.y + (area.height - h) / 2,
@@ -291,12 +307,12 @@ fn render_help(f: &mut Frame, app: &App) {
     let inner = h.saturating_sub(2) as usize;
     let total = rows.len();
     let scroll = (app.help_scroll as usize).min(total.saturating_sub(inner));
-    let title = if rows.len() > inner {
+    let title = if total > inner {
         format!(
             " keys {}-{} of {} · ↑↓ PgUp PgDn scroll · other keys close ",
             scroll + 1,
-            (scroll + inner).min(rows.len()),
-            rows.len()
+            (scroll + inner).min(total),
+            total
         )
     } else {
         " keys (any key closes) ".to_string()
