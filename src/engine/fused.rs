@@ -34,19 +34,40 @@ pub fn add_bias(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
     Ok(x.broadcast_add(bias)?)
 }
 
-/// A projection's output `y` `[b, len, heads·d]` as attention reads it, `[b, heads, len, d]`
-/// contiguous: `bias` added, and for queries and keys the rotary embedding applied (`cos`
-/// and `sin` `[len, d/2]`, or `[b, len, d/2]` when rows start at different positions).
+/// A forward's rows packed one after another in the residual stream, `[tokens, hidden]`,
+/// instead of padded to the longest: `table` (u32 on the device, `[2·b]`) holds each row's
+/// first token, then each row's length; `len` is the longest. Only where the kernels run
+/// ([`packs`]).
+#[derive(Clone, Copy)]
+pub struct Rows<'a> {
+    pub table: &'a Tensor,
+    pub b: usize,
+    pub len: usize,
+    pub tokens: usize,
+}
+
+/// Whether a forward on `device` with activations of `dtype` packs its rows ([`Rows`]).
+pub fn packs(device: &candle_core::Device, dtype: DType) -> bool {
+    cfg!(feature = "cuda") && device.is_cuda() && dtype == DType::BF16
+}
+
+/// A projection's output `y` as attention reads it, `[b, heads, len, d]` contiguous: `bias`
+/// added, and for queries and keys the rotary embedding applied (`cos` and `sin`
+/// `[len, d/2]`, or `[b, len, d/2]` when rows start at different positions). `y` is
+/// `[b, len, heads·d]`, or packed `[tokens, heads·d]` with `rows`.
 pub fn heads(
     y: &Tensor,
     bias: Option<&Tensor>,
     rope: Option<(&Tensor, &Tensor, RopeStyle)>,
-    heads: usize,
-    d: usize,
+    (heads, d): (usize, usize),
+    rows: Option<Rows>,
 ) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
-    if let Some(out) = cuda::heads(y, bias, rope, heads, d)? {
+    if let Some(out) = cuda::heads(y, bias, rope, (heads, d), rows)? {
         return Ok(out);
+    }
+    if rows.is_some() {
+        return Err(no_kernel("packed rows"));
     }
     let (b, len, _) = y.dims3()?;
     let y = match bias {
@@ -62,6 +83,26 @@ pub fn heads(
         Some((cos, sin, RopeStyle::Interleaved)) => candle_nn::rotary_emb::rope_i(&y, cos, sin)?,
         Some((cos, sin, RopeStyle::Half)) => candle_nn::rotary_emb::rope(&y, cos, sin)?,
     })
+}
+
+/// Attention's output `[b, heads, len, d]` as the next projection reads it: `[b, len,
+/// heads·d]`, or with `rows` packed `[tokens, heads·d]`.
+pub fn merge_heads(y: &Tensor, rows: Option<Rows>) -> Result<Tensor> {
+    let (b, heads, len, d) = y.dims4()?;
+    match rows {
+        None => Ok(y.transpose(1, 2)?.reshape((b, len, heads * d))?),
+        Some(_rows) => {
+            #[cfg(feature = "cuda")]
+            if let Some(out) = cuda::merge_heads(y, _rows)? {
+                return Ok(out);
+            }
+            Err(no_kernel("packed rows"))
+        }
+    }
+}
+
+fn no_kernel(what: &str) -> crate::Error {
+    crate::Error::Model(format!("{what} need the fused GPU kernels"))
 }
 
 /// Attention weights `softmax(scale · att + mask)` over the last dimension. `att` is
@@ -160,7 +201,7 @@ pub fn agreement(device: &candle_core::Device) -> Result<Vec<(&'static str, f32)
         (
             "heads",
             diff(
-                &heads(&y, Some(&hbias), None, nh, hd)?,
+                &heads(&y, Some(&hbias), None, (nh, hd), None)?,
                 &plain_heads(None, &cos, &sin)?,
             )?,
         ),
@@ -171,8 +212,8 @@ pub fn agreement(device: &candle_core::Device) -> Result<Vec<(&'static str, f32)
                     &y,
                     Some(&hbias),
                     Some((&cos, &sin, RopeStyle::Half)),
-                    nh,
-                    hd,
+                    (nh, hd),
+                    None,
                 )?,
                 &plain_heads(Some(RopeStyle::Half), &cos, &sin)?,
             )?,
@@ -184,13 +225,43 @@ pub fn agreement(device: &candle_core::Device) -> Result<Vec<(&'static str, f32)
                     &y,
                     Some(&hbias),
                     Some((&cos1, &sin1, RopeStyle::Interleaved)),
-                    nh,
-                    hd,
+                    (nh, hd),
+                    None,
                 )?,
                 &plain_heads(Some(RopeStyle::Interleaved), &cos1, &sin1)?,
             )?,
         ),
     ];
+    // Rows of 11 and 7 tokens packed, against the same rows padded.
+    let short = 7;
+    let packed = Tensor::cat(&[y.get(0)?, y.get(1)?.narrow(0, 0, short)?], 0)?;
+    let table = Tensor::new(&[0u32, hlen as u32, hlen as u32, short as u32], device)?;
+    let rows = Rows {
+        table: &table,
+        b: hb,
+        len: hlen,
+        tokens: hlen + short,
+    };
+    let rope = Some((&cos, &sin, RopeStyle::Half));
+    let padded = heads(&y, Some(&hbias), rope, (nh, hd), None)?;
+    let from_packed = heads(&packed, Some(&hbias), rope, (nh, hd), Some(rows))?;
+    let real = |t: &Tensor| -> Result<Tensor> {
+        Ok(Tensor::cat(
+            &[
+                t.get(0)?.flatten_all()?,
+                t.get(1)?.narrow(1, 0, short)?.flatten_all()?,
+            ],
+            0,
+        )?)
+    };
+    out.push((
+        "heads from packed rows",
+        diff(&real(&from_packed)?, &real(&padded)?)?,
+    ));
+    let merged = merge_heads(&from_packed, Some(rows))?;
+    let plain = merge_heads(&padded, None)?;
+    let plain = Tensor::cat(&[plain.get(0)?, plain.get(1)?.narrow(0, 0, short)?], 0)?;
+    out.push(("heads merged to packed rows", diff(&merged, &plain)?));
     out.extend([
         (
             "silu·up",
@@ -407,63 +478,43 @@ mod cuda {
         }
     }
 
+    /// The projection-to-heads kernel; `y` is the op's input, the rest ride along.
     struct Heads {
         heads: usize,
         d: usize,
+        b: usize,
+        len: usize,
         style: u32,
+        bias: Option<Tensor>,
+        cos_sin: Option<(Tensor, Tensor)>,
+        table: Option<Tensor>,
     }
 
-    impl Heads {
-        /// `[b, len, heads·d]` in, `[b, heads, len, d]` out; the three small inputs (bias,
-        /// cos, sin) are read through their own layouts' offsets.
-        #[allow(clippy::too_many_arguments)]
-        fn launch(
-            &self,
-            y: (&CudaStorage, &Layout),
-            bias: Option<(&CudaStorage, &Layout)>,
-            cs: Option<((&CudaStorage, &Layout), (&CudaStorage, &Layout))>,
-        ) -> candle_core::Result<(CudaStorage, Shape)> {
-            let (s1, l1) = y;
-            let dev = s1.device();
-            let (b, len, _) = l1.shape().dims3()?;
-            let input = slice(s1, l1)?;
-            let bias_s = match bias {
-                Some((s, l)) => slice(s, l)?,
-                None => slice(s1, l1)?,
-            };
-            let (cos, sin, cs_batched) = match cs {
-                Some(((sc, lc), (ss, ls))) => (
-                    slice(sc, lc)?,
-                    slice(ss, ls)?,
-                    u32::from(lc.shape().rank() == 3),
-                ),
-                None => (slice(s1, l1)?, slice(s1, l1)?, 0),
-            };
-            let func = dev.get_or_load_custom_func("heads_rope_bf16", MODULE, PTX)?;
-            let n = l1.shape().elem_count();
-            // SAFETY: every pair of every head is written once.
-            let out = unsafe { dev.alloc::<bf16>(n)? };
-            let (b32, len32, h32, d32) = (b as u32, len as u32, self.heads as u32, self.d as u32);
-            let has_bias = u32::from(bias.is_some());
-            let mut builder = func.builder();
-            builder.arg(&input);
-            builder.arg(&bias_s);
-            builder.arg(&cos);
-            builder.arg(&sin);
-            builder.arg(&out);
-            builder.arg(&b32);
-            builder.arg(&len32);
-            builder.arg(&h32);
-            builder.arg(&d32);
-            builder.arg(&has_bias);
-            builder.arg(&self.style);
-            builder.arg(&cs_batched);
-            // SAFETY: shapes checked by `heads` below; the kernel strides over all pairs.
-            unsafe { builder.launch(grid(n / 2)) }.w()?;
-            Ok((
-                CudaStorage::wrap_cuda_slice(out, dev.clone()),
-                Shape::from((b, self.heads, len, self.d)),
-            ))
+    /// A contiguous storage of `T` from its layout's offset.
+    fn view<'a, T: candle_core::cuda_backend::CudaDType>(
+        s: &'a CudaStorage,
+        l: &Layout,
+    ) -> candle_core::Result<candle_core::cuda_backend::cudarc::driver::CudaView<'a, T>> {
+        let (o, _) = l.contiguous_offsets().ok_or_else(|| gpu_only("strided"))?;
+        Ok(s.as_cuda_slice::<T>()?.slice(o..))
+    }
+
+    /// A tensor's storage, held for reading, and its layout.
+    fn held(
+        t: &Tensor,
+    ) -> candle_core::Result<(impl std::ops::Deref<Target = candle_core::Storage> + '_, &Layout)>
+    {
+        let (g, l) = t.storage_and_layout();
+        match &*g {
+            candle_core::Storage::Cuda(_) => Ok((g, l)),
+            _ => Err(gpu_only("an input off the GPU")),
+        }
+    }
+
+    fn cuda_of(g: &candle_core::Storage) -> candle_core::Result<&CudaStorage> {
+        match g {
+            candle_core::Storage::Cuda(s) => Ok(s),
+            _ => Err(gpu_only("an input off the GPU")),
         }
     }
 
@@ -478,90 +529,64 @@ mod cuda {
 
         fn cuda_fwd(
             &self,
-            s: &CudaStorage,
-            l: &Layout,
-        ) -> candle_core::Result<(CudaStorage, Shape)> {
-            self.launch((s, l), None, None)
-        }
-    }
-
-    impl CustomOp2 for Heads {
-        fn name(&self) -> &'static str {
-            "fused-heads-bias"
-        }
-
-        fn cpu_fwd(
-            &self,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-        ) -> candle_core::Result<(CpuStorage, Shape)> {
-            Err(gpu_only("fused-heads-bias"))
-        }
-
-        fn cuda_fwd(
-            &self,
             s1: &CudaStorage,
             l1: &Layout,
-            s2: &CudaStorage,
-            l2: &Layout,
         ) -> candle_core::Result<(CudaStorage, Shape)> {
-            self.launch((s1, l1), Some((s2, l2)), None)
-        }
-    }
-
-    /// With rotary embedding: inputs (y, cos, sin), and the bias in the op when present.
-    struct HeadsRope {
-        op: Heads,
-        bias: Option<Tensor>,
-    }
-
-    impl candle_core::CustomOp3 for HeadsRope {
-        fn name(&self) -> &'static str {
-            "fused-heads-rope"
-        }
-
-        fn cpu_fwd(
-            &self,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-        ) -> candle_core::Result<(CpuStorage, Shape)> {
-            Err(gpu_only(self.name()))
-        }
-
-        fn cuda_fwd(
-            &self,
-            s1: &CudaStorage,
-            l1: &Layout,
-            s2: &CudaStorage,
-            l2: &Layout,
-            s3: &CudaStorage,
-            l3: &Layout,
-        ) -> candle_core::Result<(CudaStorage, Shape)> {
-            let guard = self.bias.as_ref().map(|t| t.storage_and_layout());
-            let bias = match &guard {
-                Some((storage, layout)) => match &**storage {
-                    candle_core::Storage::Cuda(s) => Some((s, *layout)),
-                    _ => return Err(gpu_only("a bias off the GPU")),
-                },
-                None => None,
+            let dev = s1.device();
+            let input = view::<bf16>(s1, l1)?;
+            let bias = self.bias.as_ref().map(held).transpose()?;
+            let cos = self.cos_sin.as_ref().map(|(c, _)| held(c)).transpose()?;
+            let sin = self.cos_sin.as_ref().map(|(_, s)| held(s)).transpose()?;
+            let table = self.table.as_ref().map(held).transpose()?;
+            // Absent inputs are never read; the input stands in for them.
+            let bias_v = match &bias {
+                Some((g, l)) => view::<bf16>(cuda_of(g)?, l)?,
+                None => view::<bf16>(s1, l1)?,
             };
-            self.op.launch((s1, l1), bias, Some(((s2, l2), (s3, l3))))
+            let (cos_v, sin_v, cs_batched) = match (&cos, &sin) {
+                (Some((gc, lc)), Some((gs, ls))) => (
+                    view::<bf16>(cuda_of(gc)?, lc)?,
+                    view::<bf16>(cuda_of(gs)?, ls)?,
+                    u32::from(lc.shape().rank() == 3),
+                ),
+                _ => (view::<bf16>(s1, l1)?, view::<bf16>(s1, l1)?, 0),
+            };
+            let dummy = dev.alloc_zeros::<u32>(1)?;
+            let table_v = match &table {
+                Some((g, l)) => view::<u32>(cuda_of(g)?, l)?,
+                None => dummy.slice(0..),
+            };
+            let func = dev.get_or_load_custom_func("heads_rope_bf16", MODULE, PTX)?;
+            let n = self.b * self.heads * self.len * self.d;
+            // SAFETY: every pair of every head is written once.
+            let out = unsafe { dev.alloc::<bf16>(n)? };
+            let dims = [self.b, self.len, self.heads, self.d].map(|x| x as u32);
+            let flags = [
+                u32::from(bias.is_some()),
+                self.style,
+                cs_batched,
+                u32::from(table.is_some()),
+            ];
+            let mut builder = func.builder();
+            builder.arg(&input);
+            builder.arg(&bias_v);
+            builder.arg(&cos_v);
+            builder.arg(&sin_v);
+            builder.arg(&out);
+            builder.arg(&table_v);
+            for x in &dims {
+                builder.arg(x);
+            }
+            for x in &flags {
+                builder.arg(x);
+            }
+            // SAFETY: shapes checked by `heads` below; the kernel strides over all pairs.
+            unsafe { builder.launch(grid(n / 2)) }.w()?;
+            Ok((
+                CudaStorage::wrap_cuda_slice(out, dev.clone()),
+                Shape::from((self.b, self.heads, self.len, self.d)),
+            ))
         }
-    }
-
-    /// A contiguous BF16 storage from its layout's offset.
-    fn slice<'a>(
-        s: &'a CudaStorage,
-        l: &Layout,
-    ) -> candle_core::Result<candle_core::cuda_backend::cudarc::driver::CudaView<'a, bf16>> {
-        let (o, _) = l.contiguous_offsets().ok_or_else(|| gpu_only("strided"))?;
-        Ok(s.as_cuda_slice::<bf16>()?.slice(o..))
     }
 
     /// The fused projection-to-heads when the inputs suit it, else `None`.
@@ -569,45 +594,103 @@ mod cuda {
         y: &Tensor,
         bias: Option<&Tensor>,
         rope: Option<(&Tensor, &Tensor, super::RopeStyle)>,
-        heads: usize,
-        d: usize,
+        (heads, d): (usize, usize),
+        rows: Option<super::Rows>,
     ) -> Result<Option<Tensor>> {
         let bf16_cuda =
             |t: &Tensor| t.dtype() == DType::BF16 && t.device().is_cuda() && t.is_contiguous();
-        let Ok((b, len, width)) = y.dims3() else {
-            return Ok(None);
+        let (b, len) = match (rows, y.dims()) {
+            (Some(r), [_, w]) if *w == heads * d => (r.b, r.len),
+            (None, [b, len, w]) if *w == heads * d => (*b, *len),
+            _ => return Ok(None),
         };
-        if !bf16_cuda(y) || width != heads * d || d % 2 != 0 {
+        if !bf16_cuda(y) || d % 2 != 0 {
             return Ok(None);
         }
         if bias.is_some_and(|t| !bf16_cuda(t) || t.dims() != [heads * d]) {
             return Ok(None);
         }
-        let style = match rope {
-            None => 0,
-            Some((_, _, super::RopeStyle::Half)) => 1,
-            Some((_, _, super::RopeStyle::Interleaved)) => 2,
-        };
-        let op = Heads { heads, d, style };
-        let Some((cos, sin, _)) = rope else {
-            return Ok(Some(match bias {
-                Some(bias) => y.apply_op2_no_bwd(bias, &op)?,
-                None => y.apply_op1_no_bwd(&op)?,
-            }));
-        };
         let table = |t: &Tensor| match t.dims() {
             [l, h] => *l == len && *h == d / 2,
             [r, l, h] => *r == b && *l == len && *h == d / 2,
             _ => false,
         };
-        if !bf16_cuda(cos) || !bf16_cuda(sin) || !table(cos) || cos.dims() != sin.dims() {
+        if let Some((cos, sin, _)) = rope {
+            if !bf16_cuda(cos) || !bf16_cuda(sin) || !table(cos) || cos.dims() != sin.dims() {
+                return Ok(None);
+            }
+        }
+        let op = Heads {
+            heads,
+            d,
+            b,
+            len,
+            style: match rope {
+                None => 0,
+                Some((_, _, super::RopeStyle::Half)) => 1,
+                Some((_, _, super::RopeStyle::Interleaved)) => 2,
+            },
+            bias: bias.cloned(),
+            cos_sin: rope.map(|(c, s, _)| (c.clone(), s.clone())),
+            table: rows.map(|r| r.table.clone()),
+        };
+        Ok(Some(y.apply_op1_no_bwd(&op)?))
+    }
+
+    struct Merge {
+        table: Tensor,
+        tokens: usize,
+    }
+
+    impl candle_core::CustomOp1 for Merge {
+        fn name(&self) -> &'static str {
+            "fused-merge-heads"
+        }
+
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+            Err(gpu_only("fused-merge-heads"))
+        }
+
+        fn cuda_fwd(
+            &self,
+            s1: &CudaStorage,
+            l1: &Layout,
+        ) -> candle_core::Result<(CudaStorage, Shape)> {
+            let dev = s1.device();
+            let (b, heads, len, d) = l1.shape().dims4()?;
+            let input = view::<bf16>(s1, l1)?;
+            let (g, l) = held(&self.table)?;
+            let table = view::<u32>(cuda_of(&g)?, l)?;
+            let func = dev.get_or_load_custom_func("merge_heads_bf16", MODULE, PTX)?;
+            // SAFETY: the table's rows cover tokens 0..tokens, each exactly once.
+            let out = unsafe { dev.alloc::<bf16>(self.tokens * heads * d)? };
+            let dims = [b, len, heads, d].map(|x| x as u32);
+            let mut builder = func.builder();
+            builder.arg(&input);
+            builder.arg(&table);
+            builder.arg(&out);
+            for x in &dims {
+                builder.arg(x);
+            }
+            // SAFETY: `table` has 2·b entries whose rows stay within `tokens`.
+            unsafe { builder.launch(grid(l1.shape().elem_count())) }.w()?;
+            Ok((
+                CudaStorage::wrap_cuda_slice(out, dev.clone()),
+                Shape::from((self.tokens, heads * d)),
+            ))
+        }
+    }
+
+    /// Attention's output packed back to one row per real token.
+    pub fn merge_heads(y: &Tensor, rows: super::Rows) -> Result<Option<Tensor>> {
+        if y.dtype() != DType::BF16 || !y.device().is_cuda() || !y.is_contiguous() {
             return Ok(None);
         }
-        let op = HeadsRope {
-            op,
-            bias: bias.cloned(),
+        let op = Merge {
+            table: rows.table.clone(),
+            tokens: rows.tokens,
         };
-        Ok(Some(y.apply_op3_no_bwd(cos, sin, &op)?))
+        Ok(Some(y.apply_op1_no_bwd(&op)?))
     }
 
     /// The fused softmax when `att` and `mask` suit it, else `None`.

@@ -402,7 +402,7 @@ impl Transformer {
     /// `[vocab]`) at the last position and the extended cache.
     pub fn forward(&self, tokens: &[u32], cache: &KvCache) -> Result<(Tensor, KvCache)> {
         let (x, cache) = self.hidden(&[tokens], cache)?;
-        let last = x.narrow(1, tokens.len() - 1, 1)?;
+        let last = x.narrow(0, tokens.len() - 1, 1)?.unsqueeze(0)?;
         let logits = self.head(&last)?.squeeze(0)?.squeeze(0)?;
         Ok((logits, cache))
     }
@@ -417,19 +417,9 @@ impl Transformer {
             let (logits, cache) = self.forward(rows[0], cache)?;
             return Ok((logits.unsqueeze(0)?, cache));
         }
-        let width = rows.iter().map(|r| r.len()).max().unwrap_or(0);
         let (x, cache) = self.hidden(rows, cache)?;
-        let h = self.cfg.hidden_size;
-        let last: Vec<u32> = rows
-            .iter()
-            .enumerate()
-            .map(|(b, r)| (b * width + r.len() - 1) as u32)
-            .collect();
-        let last = Tensor::from_vec(last, rows.len(), &self.device)?;
-        let x = x
-            .reshape((rows.len() * width, h))?
-            .index_select(&last, 0)?
-            .unsqueeze(1)?;
+        let last = Tensor::from_vec(self.last_tokens(rows), rows.len(), &self.device)?;
+        let x = x.index_select(&last, 0)?.unsqueeze(1)?;
         let logits = self.head(&x)?.squeeze(1)?;
         Ok((logits, cache))
     }
@@ -444,7 +434,26 @@ impl Transformer {
     /// empty context.
     pub fn forward_all(&self, tokens: &[u32]) -> Result<Tensor> {
         let (x, _) = self.hidden(&[tokens], &KvCache::default())?;
-        Ok(self.head(&x)?.squeeze(0)?)
+        Ok(self.head(&x.unsqueeze(0)?)?.squeeze(0)?)
+    }
+
+    /// Whether this model's forwards pack their rows (no padding through the blocks).
+    fn packs(&self) -> bool {
+        fused::packs(&self.device, self.dtype)
+    }
+
+    /// The index of each row's last token in [`Transformer::hidden`]'s output.
+    fn last_tokens(&self, rows: &[&[u32]]) -> Vec<u32> {
+        let width = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+        let mut start = 0;
+        rows.iter()
+            .enumerate()
+            .map(|(b, r)| {
+                let first = if self.packs() { start } else { b * width };
+                start += r.len();
+                (first + r.len() - 1) as u32
+            })
+            .collect()
     }
 
     /// F32 logits of the residual stream `x` `[b, len, hidden]`. In F32 models this is the
@@ -466,8 +475,9 @@ impl Transformer {
         Ok(logits.reshape((b, len, vocab))?)
     }
 
-    /// The residual stream `[rows, width, hidden]` after the last block (rows right-padded
-    /// to the longest, `width`), and the extended cache.
+    /// The residual stream after the last block, one row per token position, `[positions,
+    /// hidden]`: each row's tokens one after another where the model packs its rows, else
+    /// each row right-padded to the longest; and the extended cache.
     fn hidden(&self, rows: &[&[u32]], cache: &KvCache) -> Result<(Tensor, KvCache)> {
         let cfg = &self.cfg;
         let b = rows.len();
@@ -476,8 +486,6 @@ impl Transformer {
             return Err(crate::Error::Model("forward of no tokens".into()));
         }
         let layout = Layout::new(rows, cache)?;
-        self.positions_run
-            .fetch_add((b * len) as u64, std::sync::atomic::Ordering::Relaxed);
         let last = layout.starts.iter().max().copied().unwrap_or(0) + len;
         if last > cfg.max_positions {
             return Err(crate::Error::Model(format!(
@@ -485,27 +493,45 @@ impl Transformer {
                 cfg.max_positions
             )));
         }
+        let packs = self.packs();
+        let pad = |r: &[u32]| if packs { 0 } else { len - r.len() };
         let ids: Vec<u32> = rows
             .iter()
-            .flat_map(|r| {
-                r.iter()
-                    .copied()
-                    .chain(std::iter::repeat_n(0, len - r.len()))
-            })
+            .flat_map(|r| r.iter().copied().chain(std::iter::repeat_n(0, pad(r))))
             .collect();
-        let ids = Tensor::from_vec(ids, b * len, &self.device)?;
-        let mut x = self
-            .embed
-            .rows(&ids, self.dtype)?
-            .reshape((b, len, cfg.hidden_size))?;
+        let tokens = ids.len();
+        self.positions_run
+            .fetch_add(tokens as u64, std::sync::atomic::Ordering::Relaxed);
+        let ids = Tensor::from_vec(ids, tokens, &self.device)?;
+        let mut x = self.embed.rows(&ids, self.dtype)?;
+        if !packs {
+            x = x.reshape((b, len, cfg.hidden_size))?;
+        }
+        let mut table: Vec<u32> = Vec::with_capacity(2 * b);
+        let mut start = 0;
+        for r in rows {
+            table.push(start as u32);
+            start += r.len();
+        }
+        table.extend(rows.iter().map(|r| r.len() as u32));
+        let table = Tensor::from_vec(table, 2 * b, &self.device)?;
+        let packed = packs.then_some(fused::Rows {
+            table: &table,
+            b,
+            len,
+            tokens,
+        });
         let mask = layout.mask(&self.device, self.dtype)?;
         let (cos, sin) = self.rope_tables_for(&layout)?;
         let mut new_layers = Vec::with_capacity(self.layers.len());
         for (li, layer) in self.layers.iter().enumerate() {
             let past = cache.layers.get(li).filter(|_| cache.len > 0);
-            let (y, kv) = self.block(layer, &x, past, mask.as_ref(), (&cos, &sin))?;
+            let (y, kv) = self.block(layer, &x, past, mask.as_ref(), (&cos, &sin), packed)?;
             x = y;
             new_layers.push(kv);
+        }
+        if !packs {
+            x = x.reshape((b * len, cfg.hidden_size))?;
         }
         Ok((
             x,
@@ -549,16 +575,38 @@ impl Transformer {
         past: Option<&(Tensor, Tensor)>,
         mask: Option<&Tensor>,
         (cos, sin): (&Tensor, &Tensor),
+        packed: Option<fused::Rows>,
     ) -> Result<(Tensor, (Tensor, Tensor))> {
         let cfg = &self.cfg;
         let eps = cfg.rms_norm_eps as f32;
-        let (b, len, _) = x.dims3()?;
+        let b = match packed {
+            Some(rows) => rows.b,
+            None => x.dim(0)?,
+        };
         let (nh, nkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
         let h = candle_nn::ops::rms_norm(x, &layer.attn_norm, eps)?;
         let rope = Some((cos, sin, cfg.rope_style));
-        let q = fused::heads(&layer.wq.forward(&h)?, layer.bq.as_ref(), rope, nh, hd)?;
-        let k = fused::heads(&layer.wk.forward(&h)?, layer.bk.as_ref(), rope, nkv, hd)?;
-        let v = fused::heads(&layer.wv.forward(&h)?, layer.bv.as_ref(), None, nkv, hd)?;
+        let q = fused::heads(
+            &layer.wq.forward(&h)?,
+            layer.bq.as_ref(),
+            rope,
+            (nh, hd),
+            packed,
+        )?;
+        let k = fused::heads(
+            &layer.wk.forward(&h)?,
+            layer.bk.as_ref(),
+            rope,
+            (nkv, hd),
+            packed,
+        )?;
+        let v = fused::heads(
+            &layer.wv.forward(&h)?,
+            layer.bv.as_ref(),
+            None,
+            (nkv, hd),
+            packed,
+        )?;
         let (k, v) = match past {
             Some((ck, cv)) => {
                 let widen = |c: &Tensor| -> Result<Tensor> {
@@ -583,7 +631,7 @@ impl Transformer {
         } else {
             attend_grouped(&q, &k, &v, mask, nh / nkv, scale)?
         };
-        let y = y.transpose(1, 2)?.reshape((b, len, nh * hd))?;
+        let y = fused::merge_heads(&y, packed)?;
         let x = fused::add(x, &layer.wo.forward(&y)?)?;
         let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
         let gate = layer.w_gate.forward(&h)?;

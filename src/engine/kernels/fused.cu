@@ -113,15 +113,19 @@ extern "C" __global__ void masked_softmax_bf16(
     }
 }
 
-// A projection's output [b, len, heads · d] as attention reads it, [b, heads, len, d], with
-// its bias added (rounded to BF16, as the separate addition does) and, for queries and keys,
-// the rotary embedding applied in F32: style 0 none, 1 halves (i, i + d/2), 2 interleaved
-// pairs (2i, 2i + 1). cos and sin are [len, d/2], or [b, len, d/2] when cs_batched.
+// A projection's output as attention reads it, [b, heads, len, d], with its bias added
+// (rounded to BF16, as the separate addition does) and, for queries and keys, the rotary
+// embedding applied in F32: style 0 none, 1 halves (i, i + d/2), 2 interleaved pairs
+// (2i, 2i + 1). cos and sin are [len, d/2], or [b, len, d/2] when cs_batched. The input is
+// [b, len, heads · d], or with a row table, the rows' tokens packed one after another:
+// table[r] is row r's first token and table[b + r] its length; the positions past a row's
+// length are written as zeros (attention masks them).
 extern "C" __global__ void heads_rope_bf16(
     const bf16* __restrict__ in, const bf16* __restrict__ bias,
     const bf16* __restrict__ cos, const bf16* __restrict__ sin, bf16* __restrict__ out,
+    const uint32_t* __restrict__ table,
     uint32_t b, uint32_t len, uint32_t heads, uint32_t d,
-    uint32_t has_bias, uint32_t style, uint32_t cs_batched)
+    uint32_t has_bias, uint32_t style, uint32_t cs_batched, uint32_t has_table)
 {
     const uint32_t half = d / 2;
     const size_t pairs = (size_t)b * len * heads * half;
@@ -133,14 +137,20 @@ extern "C" __global__ void heads_rope_bf16(
         const uint32_t r = p / ((size_t)half * heads * len);
         uint32_t c1, c2;  // the pair's two columns within the head
         if (style == 2) { c1 = 2 * i; c2 = 2 * i + 1; } else { c1 = i; c2 = i + half; }
-        const size_t src = ((size_t)r * len + t) * heads * d + (size_t)h * d;
+        const size_t dst = (((size_t)r * heads + h) * len + t) * d;
+        if (has_table && t >= table[b + r]) {
+            out[dst + c1] = __float2bfloat16_rn(0.0f);
+            out[dst + c2] = __float2bfloat16_rn(0.0f);
+            continue;
+        }
+        const size_t token = has_table ? (size_t)table[r] + t : (size_t)r * len + t;
+        const size_t src = token * heads * d + (size_t)h * d;
         float x1 = __bfloat162float(in[src + c1]);
         float x2 = __bfloat162float(in[src + c2]);
         if (has_bias) {
             x1 = __bfloat162float(__float2bfloat16_rn(x1 + __bfloat162float(bias[h * d + c1])));
             x2 = __bfloat162float(__float2bfloat16_rn(x2 + __bfloat162float(bias[h * d + c2])));
         }
-        const size_t dst = (((size_t)r * heads + h) * len + t) * d;
         if (style == 0) {
             out[dst + c1] = __float2bfloat16_rn(x1);
             out[dst + c2] = __float2bfloat16_rn(x2);
@@ -150,5 +160,23 @@ extern "C" __global__ void heads_rope_bf16(
         const float c = __bfloat162float(cos[cs]), s = __bfloat162float(sin[cs]);
         out[dst + c1] = __float2bfloat16_rn(x1 * c - x2 * s);
         out[dst + c2] = __float2bfloat16_rn(x1 * s + x2 * c);
+    }
+}
+
+// Attention's output [b, heads, len, d] back to one row per real token, [tokens, heads · d],
+// the rows packed as the row table (see heads_rope_bf16) says.
+extern "C" __global__ void merge_heads_bf16(
+    const bf16* __restrict__ in, const uint32_t* __restrict__ table, bf16* __restrict__ out,
+    uint32_t b, uint32_t len, uint32_t heads, uint32_t d)
+{
+    const size_t n = (size_t)b * heads * len * d;
+    const size_t stride = (size_t)gridDim.x * blockDim.x;
+    for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += stride) {
+        const uint32_t c = e % d;
+        const uint32_t t = (e / d) % len;
+        const uint32_t h = (e / ((size_t)d * len)) % heads;
+        const uint32_t r = e / ((size_t)d * len * heads);
+        if (t >= table[b + r]) continue;
+        out[((size_t)table[r] + t) * heads * d + (size_t)h * d + c] = in[e];
     }
 }
