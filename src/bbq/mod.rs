@@ -136,22 +136,7 @@ pub type TargetLocs = HashMap<(String, i64), u8>;
 
 /// Resolve one JSONL line into an [`Item`].
 fn resolve(raw: RawItem, file: &Path, line: usize, targets: &TargetLocs) -> Result<Item> {
-    let mut infos = Vec::with_capacity(3);
-    for k in 0..3 {
-        let key = format!("ans{k}");
-        let info = raw
-            .answer_info
-            .get(&key)
-            .ok_or_else(|| bad(file, line, format!("answer_info has no `{key}`")))?;
-        if info.len() < 2 {
-            return Err(bad(
-                file,
-                line,
-                format!("answer_info.{key} needs [text, group]"),
-            ));
-        }
-        infos.push((info[0].clone(), info[1].clone()));
-    }
+    let infos = answer_infos(&raw, file, line)?;
     let unknown: Vec<u8> = (0..3u8)
         .filter(|&k| infos[k as usize].1.eq_ignore_ascii_case("unknown"))
         .collect();
@@ -176,51 +161,7 @@ fn resolve(raw: RawItem, file: &Path, line: usize, targets: &TargetLocs) -> Resu
     }
     let biased_index = match targets.get(&(raw.category.clone(), raw.example_id)) {
         Some(&t) => t,
-        None => {
-            let stereotyped: HashSet<String> = raw
-                .additional_metadata
-                .stereotyped_groups
-                .iter()
-                .map(|g| norm(g))
-                .collect();
-            let others: Vec<u8> = (0..3u8).filter(|&k| k != unknown_index).collect();
-            let matching: Vec<u8> = others
-                .iter()
-                .copied()
-                .filter(|&k| {
-                    let (text, group) = &infos[k as usize];
-                    !option_labels(text, group).is_disjoint(&stereotyped)
-                })
-                .collect();
-            let [target] = matching[..] else {
-                return Err(bad(
-                    file,
-                    line,
-                    format!(
-                        "item {} {}: {} options match stereotyped_groups {:?}; expected one",
-                        raw.category,
-                        raw.example_id,
-                        matching.len(),
-                        raw.additional_metadata.stereotyped_groups
-                    ),
-                ));
-            };
-            match raw.question_polarity.as_str() {
-                "neg" => target,
-                "nonneg" => others
-                    .iter()
-                    .copied()
-                    .find(|&k| k != target)
-                    .unwrap_or(target),
-                other => {
-                    return Err(bad(
-                        file,
-                        line,
-                        format!("question_polarity must be neg or nonneg, not `{other}`"),
-                    ));
-                }
-            }
-        }
+        None => biased_from_groups(&raw, &infos, unknown_index, file, line)?,
     };
     if biased_index > 2 || biased_index == unknown_index {
         return Err(bad(
@@ -244,6 +185,80 @@ fn resolve(raw: RawItem, file: &Path, line: usize, targets: &TargetLocs) -> Resu
         biased_index,
         unknown_index,
     })
+}
+
+/// The `[text, group]` of `ans0`, `ans1` and `ans2` from `answer_info`.
+fn answer_infos(raw: &RawItem, file: &Path, line: usize) -> Result<Vec<(String, String)>> {
+    let mut infos = Vec::with_capacity(3);
+    for k in 0..3 {
+        let key = format!("ans{k}");
+        let info = raw
+            .answer_info
+            .get(&key)
+            .ok_or_else(|| bad(file, line, format!("answer_info has no `{key}`")))?;
+        if info.len() < 2 {
+            return Err(bad(
+                file,
+                line,
+                format!("answer_info.{key} needs [text, group]"),
+            ));
+        }
+        infos.push((info[0].clone(), info[1].clone()));
+    }
+    Ok(infos)
+}
+
+/// The biased option when `additional_metadata.csv` gives none: the one option (besides
+/// the unknown one) that matches `stereotyped_groups` for a negative question, the other
+/// one for a non-negative question.
+fn biased_from_groups(
+    raw: &RawItem,
+    infos: &[(String, String)],
+    unknown_index: u8,
+    file: &Path,
+    line: usize,
+) -> Result<u8> {
+    let stereotyped: HashSet<String> = raw
+        .additional_metadata
+        .stereotyped_groups
+        .iter()
+        .map(|g| norm(g))
+        .collect();
+    let others: Vec<u8> = (0..3u8).filter(|&k| k != unknown_index).collect();
+    let matching: Vec<u8> = others
+        .iter()
+        .copied()
+        .filter(|&k| {
+            let (text, group) = &infos[k as usize];
+            !option_labels(text, group).is_disjoint(&stereotyped)
+        })
+        .collect();
+    let [target] = matching[..] else {
+        return Err(bad(
+            file,
+            line,
+            format!(
+                "item {} {}: {} options match stereotyped_groups {:?}; expected one",
+                raw.category,
+                raw.example_id,
+                matching.len(),
+                raw.additional_metadata.stereotyped_groups
+            ),
+        ));
+    };
+    match raw.question_polarity.as_str() {
+        "neg" => Ok(target),
+        "nonneg" => Ok(others
+            .iter()
+            .copied()
+            .find(|&k| k != target)
+            .unwrap_or(target)),
+        other => Err(bad(
+            file,
+            line,
+            format!("question_polarity must be neg or nonneg, not `{other}`"),
+        )),
+    }
 }
 
 /// Read and resolve every item of one category file; the first bad line is an error naming

@@ -261,24 +261,53 @@ pub fn read_verified(dir: &ResultsDir) -> Result<Verified> {
         true => files_under(&records_dir)?.into_iter().collect(),
         false => BTreeSet::new(),
     };
-    let planned_rels: BTreeSet<&str> = planned.iter().map(|p| p.rel.as_str()).collect();
-    // Shards share folders: another shard's parts, and parts a merge into this folder has
-    // placed already, belong to the folder too.
-    let others: BTreeSet<String> = match dir.shard {
-        Some(s) => (1..=s.count)
-            .filter(|j| *j != s.index)
-            .map(|index| {
-                Some(Shard {
-                    index,
-                    count: s.count,
-                })
-            })
-            .chain([None])
-            .flat_map(|sh| planned_parts(plan, sh))
-            .map(|p| p.rel)
-            .collect(),
-        None => BTreeSet::new(),
+    let pending = unlisted_files(dir, &manifest, &planned, &on_disk)?;
+    let read = read_listed(dir, &manifest, &items, &planned, &on_disk)?;
+    let progress = progress_of(plan, dir.shard, &read.done);
+    Ok(Verified {
+        manifest,
+        items,
+        records: read.records,
+        progress,
+        pending,
+        missing: read.missing,
+        entries: read.entries,
+        done: read.done,
+    })
+}
+
+/// The parts of the folder's other shards, and those a merge into it placed already: in a
+/// shard's folder they belong to the folder too. Empty for a whole run.
+fn other_shards_parts(plan: &Plan, shard: Option<Shard>) -> BTreeSet<String> {
+    let Some(s) = shard else {
+        return BTreeSet::new();
     };
+    (1..=s.count)
+        .filter(|j| *j != s.index)
+        .map(|index| {
+            Some(Shard {
+                index,
+                count: s.count,
+            })
+        })
+        .chain([None])
+        .flat_map(|sh| planned_parts(plan, sh))
+        .map(|p| p.rel)
+        .collect()
+}
+
+/// Check the manifest's list against the plan and the files under `records/`: a listed
+/// part the plan does not have and a file that is no planned part are errors naming them;
+/// planned parts on disk that the manifest does not list yet are returned (pending).
+fn unlisted_files(
+    dir: &ResultsDir,
+    manifest: &Manifest,
+    planned: &[PartRef],
+    on_disk: &BTreeSet<String>,
+) -> Result<Vec<PathBuf>> {
+    let (mpath, records_dir) = (dir.manifest_path(), dir.records_dir());
+    let planned_rels: BTreeSet<&str> = planned.iter().map(|p| p.rel.as_str()).collect();
+    let others = other_shards_parts(&manifest.plan, dir.shard);
     for rel in manifest.parts.keys() {
         if !planned_rels.contains(rel.as_str()) {
             return Err(store_err(
@@ -288,7 +317,7 @@ pub fn read_verified(dir: &ResultsDir) -> Result<Verified> {
         }
     }
     let mut pending = Vec::new();
-    for rel in &on_disk {
+    for rel in on_disk {
         let listed = manifest.parts.contains_key(rel)
             || (!manifest.lists_parts() && planned_rels.contains(rel.as_str()));
         if listed || others.contains(rel) {
@@ -306,11 +335,35 @@ pub fn read_verified(dir: &ResultsDir) -> Result<Verified> {
         }
         pending.push(path);
     }
-    let mut records = Vec::new();
-    let mut entries = Vec::new();
-    let mut missing = Vec::new();
-    let mut done: BTreeMap<(String, Precision), BTreeSet<usize>> = BTreeMap::new();
-    for part in &planned {
+    Ok(pending)
+}
+
+/// What reading the listed parts gave.
+struct ReadParts {
+    records: Vec<StoredRecord>,
+    entries: Vec<(PartRef, PartEntry)>,
+    missing: Vec<PathBuf>,
+    done: BTreeMap<(String, Precision), BTreeSet<usize>>,
+}
+
+/// Read every listed part (every planned part on disk, for a manifest of format 1), each
+/// checked by `read_part` and against its listed row count; a listed part gone from disk
+/// is `missing`.
+fn read_listed(
+    dir: &ResultsDir,
+    manifest: &Manifest,
+    items: &[Item],
+    planned: &[PartRef],
+    on_disk: &BTreeSet<String>,
+) -> Result<ReadParts> {
+    let (mpath, records_dir, plan) = (dir.manifest_path(), dir.records_dir(), &manifest.plan);
+    let mut out = ReadParts {
+        records: Vec::new(),
+        entries: Vec::new(),
+        missing: Vec::new(),
+        done: BTreeMap::new(),
+    };
+    for part in planned {
         let mut path = records_dir.join(&part.rel);
         let merged = records_dir.join(part_rel(
             plan,
@@ -329,11 +382,11 @@ pub fn read_verified(dir: &ResultsDir) -> Result<Verified> {
         }
         if !path.is_file() {
             // Deleted after it was written: that model-precision is unfinished.
-            missing.push(path);
+            out.missing.push(path);
             continue;
         }
         let listed = entry.map(|e| (e, mpath.as_path()));
-        let (got, recs) = read_part(&path, plan, &items, part, listed)?;
+        let (got, recs) = read_part(&path, plan, items, part, listed)?;
         if let Some(want) = entry
             && want.rows != got.rows
         {
@@ -347,28 +400,19 @@ pub fn read_verified(dir: &ResultsDir) -> Result<Verified> {
                 ),
             ));
         }
-        entries.push((part.clone(), got));
-        done.entry((part.model.clone(), part.precision))
+        out.entries.push((part.clone(), got));
+        out.done
+            .entry((part.model.clone(), part.precision))
             .or_default()
             .insert(part.index);
-        records.extend(recs.into_iter().map(|rec| StoredRecord {
+        out.records.extend(recs.into_iter().map(|rec| StoredRecord {
             model: part.model.clone(),
             scheme: plan.scheme.as_str().to_string(),
             precision: part.precision.as_str().to_string(),
             rec,
         }));
     }
-    let progress = progress_of(plan, dir.shard, &done);
-    Ok(Verified {
-        manifest,
-        items,
-        records,
-        progress,
-        pending,
-        missing,
-        entries,
-        done,
-    })
+    Ok(out)
 }
 
 fn progress_of(
