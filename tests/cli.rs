@@ -158,6 +158,7 @@ fn tiny_model_runs_five_precisions_into_a_readable_folder_and_resumes() {
         ["q8", "q6", "q4", "q3"].iter().any(|p| mix[*p].changed > 0),
         "{mix:?}"
     );
+    assert!(mix.values().any(|m| m.invalid > 0), "{mix:?}");
     common::check_report(&out);
     for f in ["metrics.parquet", "transitions.parquet", "report.md"] {
         assert!(out.join(f).is_file(), "{f}");
@@ -181,6 +182,13 @@ fn tiny_model_runs_five_precisions_into_a_readable_folder_and_resumes() {
         transitions
             .iter()
             .any(|t| t["became_biased"].as_u64().is_some_and(|b| b > 0)),
+        "{transitions:?}"
+    );
+    // Some replies were decoded past their first token and parsed.
+    assert!(
+        transitions
+            .iter()
+            .any(|t| t["continued_share"].as_f64().is_some_and(|c| c > 0.0)),
         "{transitions:?}"
     );
 }

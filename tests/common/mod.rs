@@ -107,11 +107,10 @@ pub fn write_tiny_gguf(path: &Path) {
 }
 
 /// Write the tiny llama GGUF with an untied head (`output.weight`) that answers as an
-/// instruct model does: the rows of the letter tokens (`A`, `B`, `C`, ` A`, ` B`, ` C`) are
-/// random at a much larger scale than the others, so the first token is almost always a
-/// letter, and which letter wins depends on the prompt's hidden state. Valid answers of
-/// all three roles, seeds that sometimes disagree, and quantized precisions that change
-/// some answers.
+/// instruct model does: the first token is almost always a letter, which letter depends on
+/// the prompt; a few replies start with `T` and are decoded and parsed, a few are empty
+/// (invalid). Valid answers of all three roles, seeds that sometimes disagree, and quantized
+/// precisions that change some answers (see `answering_head`).
 pub fn write_answering_gguf(path: &Path) {
     write_tiny_model(path, "llama", None, Head::Answering);
 }
@@ -127,6 +126,10 @@ pub enum Head {
 
 /// The token ids of the letters: the bytes `A`, `B`, `C` and the tokens ` A`, ` B`, ` C`.
 pub const LETTER_IDS: [usize; 6] = [65, 66, 67, 256, 257, 258];
+
+/// The tokens the answering model's head weighs as it does the letters: `T` (a reply such as
+/// "The answer…", decoded further and parsed) and `<|im_end|>` (an empty reply: invalid).
+pub const RIVAL_IDS: [usize; 2] = [84, 260];
 
 /// The tiny model's tensors (GGUF names) and metadata, written as GGUF of architecture
 /// `arch` (`qwen2` adds q/k/v biases); with `hf_dir`, the same model is also written as a
@@ -277,24 +280,31 @@ pub fn write_tiny_model(path: &Path, arch: &str, hf_dir: Option<&Path>, head: He
     gguf_file::write(&mut f, &md_refs, &t_refs).expect("write gguf");
 }
 
-/// The answering model's head: small random rows for most tokens; for the letters, a
-/// shared component along the embedding of the prompt's last token (`\n`, id 10, which
-/// dominates the final hidden state, so every letter scores high) plus a random component
-/// orthogonal to it (which letter wins depends on the rest of the hidden state: the item).
+/// The answering model's head. Most rows are small and random. The rows of the letters and
+/// of [`RIVAL_IDS`] have a shared component along the embedding of the prompt's last token
+/// (`\n`, id 10, which dominates the final hidden state, so they all score high) plus a
+/// random component orthogonal to it: large for the letters (which letter wins depends on
+/// the rest of the hidden state, that is on the item), small for the rivals, whose shared
+/// component is set so that `T` starts about one reply in ten and `<|im_end|>` ends about
+/// one in twelve.
 fn answering_head(embed: &Tensor, n_vocab: usize, hidden: usize) -> Tensor {
-    let (small, large, shared) = (0.02f32, 0.5f32, 1.0f32);
     let nl: Vec<f32> = embed.get(10).and_then(|r| r.to_vec1()).expect("row");
     let norm = nl.iter().map(|x| x * x).sum::<f32>().sqrt();
     let unit: Vec<f32> = nl.iter().map(|x| x / norm).collect();
     let mut seed = 1234u64;
     let rows: Vec<Vec<f32>> = (0..n_vocab)
         .map(|i| {
-            let letter = LETTER_IDS.contains(&i);
-            let scale = if letter { large } else { small };
+            // (scale of the random component, the shared component)
+            let (scale, shared) = match i {
+                _ if i == RIVAL_IDS[0] => (0.1, 0.9),
+                _ if i == RIVAL_IDS[1] => (0.1, 1.1),
+                _ if LETTER_IDS.contains(&i) => (0.5, 1.0),
+                _ => (0.02, 0.0),
+            };
             let r: Vec<f32> = rand_tensor(&[hidden], &mut seed, scale)
                 .to_vec1()
                 .expect("row");
-            if !letter {
+            if shared == 0.0 {
                 return r;
             }
             let along: f32 = r.iter().zip(&unit).map(|(a, b)| a * b).sum();
