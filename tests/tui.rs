@@ -541,13 +541,13 @@ fn the_help_scrolls_with_its_position_when_taller_than_the_terminal() {
             .to_string()
     };
     assert!(
-        title(&a).contains(&format!("keys 1-10 of {n}")),
+        title(&a).contains(&format!("lines 1-10 of {n}")),
         "{}",
         title(&a)
     );
     update(&mut a, Action::PageDown);
     assert!(
-        title(&a).contains(&format!("keys 11-20 of {n}")),
+        title(&a).contains(&format!("lines 11-20 of {n}")),
         "{}",
         title(&a)
     );
@@ -556,15 +556,15 @@ fn the_help_scrolls_with_its_position_when_taller_than_the_terminal() {
         update(&mut a, Action::PageDown);
         update(&mut a, Action::Down);
     }
-    let last = format!("keys {}-{n} of {n}", n - 9);
+    let last = format!("lines {}-{n} of {n}", n - 9);
     assert!(title(&a).contains(&last), "{}", title(&a));
     let screen = text(&draw(&a, 80, 12));
     let (k, h) = keymap::help_rows().pop().expect("rows");
     assert!(screen.contains(&k) && screen.contains(&h), "{screen}");
     update(&mut a, Action::Up);
-    assert!(title(&a).contains(&format!("keys {}-{} of {n}", n - 10, n - 1)));
+    assert!(title(&a).contains(&format!("lines {}-{} of {n}", n - 10, n - 1)));
     update(&mut a, Action::Top);
-    assert!(title(&a).contains(&format!("keys 1-10 of {n}")));
+    assert!(title(&a).contains(&format!("lines 1-10 of {n}")));
     update(&mut a, Action::Bottom);
     assert!(title(&a).contains(&last));
     // A scrollbar on the overlay's right edge: its thumb at the bottom.
@@ -577,7 +577,7 @@ fn the_help_scrolls_with_its_position_when_taller_than_the_terminal() {
     assert!(!a.help);
     assert_eq!(a.screen, Screen::List);
     update(&mut a, Action::Help);
-    assert!(title(&a).contains(&format!("keys 1-10 of {n}")));
+    assert!(title(&a).contains(&format!("lines 1-10 of {n}")));
     // Where it fits, it does not scroll.
     update(&mut a, Action::Resize(120, 36));
     update(&mut a, Action::Down);

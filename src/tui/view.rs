@@ -309,7 +309,7 @@ fn render_help(f: &mut Frame, app: &App) {
     let scroll = (app.help_scroll as usize).min(total.saturating_sub(inner));
     let title = if total > inner {
         format!(
-            " keys {}-{} of {} · ↑↓ PgUp PgDn scroll · other keys close ",
+            " help lines {}-{} of {} · ↑↓ PgUp PgDn scroll · other keys close ",
             scroll + 1,
             (scroll + inner).min(total),
             total
