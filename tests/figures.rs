@@ -1,8 +1,9 @@
 //! `report DIR --figures OUT` with the real binary: on a run of the SmolLM2 demo model every
 //! figure is written as SVG and PNG with its titles, axis labels and one mark per plotted
 //! value; a missing font fails the PNGs with one message while the SVGs are kept; a run of
-//! a tiny random-weight GGUF, which never gives a valid answer, gets notes instead of empty
-//! charts.
+//! the tiny GGUF whose head answers with letters draws both directions of the transitions;
+//! a run of a tiny random-weight GGUF, which never gives a valid answer, gets notes instead
+//! of empty charts.
 mod common;
 
 use common::{run, stderr, tempdir};
@@ -166,11 +167,9 @@ fn smollm2_run_gets_every_figure_as_svg_and_png() {
         .filter(|t| t["precision"] != "bf16" && t["rate"].is_number())
         .count();
     assert!(rates > 0, "{transitions:?}");
-    assert!(
-        transitions
-            .iter()
-            .any(|t| t["measured_noise_floor"].is_number())
-    );
+    assert!(transitions
+        .iter()
+        .any(|t| t["measured_noise_floor"].is_number()));
     // Beside each rate the reverse (items biased at BF16 that became unbiased), when the
     // precision has items biased at BF16, and its legend's dot.
     let reverses = transitions
@@ -271,6 +270,74 @@ fn a_run_without_valid_answers_gets_notes_not_empty_charts() {
             "kld_by_precision-tiny-llama-gguf.svg"
         ]
     );
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+#[test]
+fn a_tiny_run_with_answers_of_every_role_draws_both_directions_of_the_transitions() {
+    let tmp = tempdir("figures-answering");
+    let model = tmp.join("tiny-llama.gguf");
+    common::write_answering_gguf(&model);
+    let dir = batch(
+        &model,
+        &tmp,
+        "8",
+        &[
+            "--conditions",
+            "both",
+            "--ppl-sequences",
+            "2",
+            "--ppl-seq-len",
+            "16",
+        ],
+    );
+    common::assert_answering(&dir);
+    common::check_report(&dir);
+    let figs = tmp.join("figs");
+    let o = figures(&dir, &figs, &tmp);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("not drawn"), "{err}");
+    let json = report_json(&dir, &tmp);
+    let mut want: Vec<String> = [
+        "kld_by_precision",
+        "perplexity_vs_transitions",
+        "srs_by_precision",
+        "transitions",
+    ]
+    .iter()
+    .flat_map(|k| ["png", "svg"].map(|e| format!("{k}-tiny-llama-gguf.{e}")))
+    .collect();
+    want.sort();
+    assert_eq!(names(&figs), want);
+    let svg = |kind: &str| {
+        std::fs::read_to_string(figs.join(format!("{kind}-tiny-llama-gguf.svg"))).expect("svg")
+    };
+    // One dot per row with an SRS: every row has valid answers.
+    let rows = json["rows"].as_array().expect("rows");
+    assert!(rows.iter().all(|r| r["srs"].is_number()), "{rows:?}");
+    assert_eq!(
+        svg("srs_by_precision").matches("<circle").count(),
+        rows.len()
+    );
+    // Both directions: rates below BF16, and items biased at BF16 whose reverse is drawn.
+    let below: Vec<&Value> = json["transitions"]
+        .as_array()
+        .expect("transitions")
+        .iter()
+        .filter(|t| t["precision"] != "bf16")
+        .collect();
+    assert_eq!(below.len(), 4);
+    assert!(
+        below
+            .iter()
+            .all(|t| t["rate"].is_number() && t["reverse_rate"].is_number()),
+        "{below:?}"
+    );
+    let tr = svg("transitions");
+    assert_eq!(tr.matches("<circle").count(), 4 + 1 + 4 + 1);
+    assert!(tr.contains(&label("biased at BF16 → unbiased")));
+    assert!(tr.contains("Exact McNemar p, the two directions paired by item:"));
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
