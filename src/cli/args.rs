@@ -221,8 +221,8 @@ pub struct StudyArgs {
     /// Replace the model's chat template with this Jinja file (Hugging Face's format).
     #[arg(long, value_name = "FILE")]
     pub chat_template: Option<PathBuf>,
-    /// Leave out malformed BBQ lines (counted, and listed in the manifest) instead of
-    /// stopping at the first one.
+    /// Leave out malformed BBQ lines and items too long for a model (counted, and listed
+    /// in the manifest) instead of stopping at the first one.
     #[arg(long)]
     pub skip_bad: bool,
     /// Print the plan and exit without running.
