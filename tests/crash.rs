@@ -17,7 +17,10 @@ use stereoscope::store::perplexity::PplRow;
 /// sequences of the run's prompts.
 fn study(model: &Path, out: &Path, fail_at: Option<&str>) -> Output {
     let bbq = common::bbq_dir();
-    let mut cmd = Command::new(common::bin());
+    // Through a shell that turns core dumps off, so an abort leaves no core file behind.
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "ulimit -c 0; exec \"$0\" \"$@\""])
+        .arg(common::bin());
     cmd.args([
         "--batch",
         "--model",
