@@ -182,10 +182,9 @@ fn smollm2_run_gets_every_figure_as_svg_and_png() {
         tr.matches("<circle").count(),
         rates + 1 + reverses + usize::from(reverses > 0)
     );
-    if reverses > 0 {
-        assert!(tr.contains(&label("biased at BF16 → unbiased")));
-        assert!(tr.contains("Exact McNemar p, the two directions paired by item:"));
-    }
+    assert!(reverses > 0, "{transitions:?}");
+    assert!(tr.contains(&label("biased at BF16 → unbiased")));
+    assert!(tr.contains("Exact McNemar p, the two directions paired by item:"));
     for t in [
         "became biased (share of BF16-unbiased items)",
         "rate by the study's rule",
