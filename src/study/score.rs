@@ -146,15 +146,40 @@ impl Scorer<'_> {
         let mut out: Vec<Option<(Vec<Record>, u64, u64)>> = vec![None; part.len()];
         let prefix = self.prefix(&tokens)?;
         let batches = batches(&tokens, self.spec.batch_size.max(1));
-        for batch in &batches {
+        let rows_of = |batch: &[usize]| -> Vec<&[u32]> {
+            batch.iter().map(|&i| tokens[i].as_slice()).collect()
+        };
+        // One batch ahead: the device runs batch i + 1's forward passes while the host
+        // turns batch i's logits into distributions and samples (the order of work per
+        // record is unchanged, so are the records).
+        let mut next = match batches.first() {
+            Some(b) => Some(self.forward_rows(&rows_of(b), &prefix)?),
+            None => None,
+        };
+        for (k, batch) in batches.iter().enumerate() {
             if cancel.load(Ordering::Relaxed) {
                 return Err(Error::Cancelled);
             }
-            let rows: Vec<&[u32]> = batch.iter().map(|&i| tokens[i].as_slice()).collect();
+            let t0 = Instant::now();
+            let Some((logits, cache, fresh)) = next.take() else {
+                break;
+            };
+            let logits: Vec<Vec<f32>> = logits.to_vec2()?;
+            if let Some(b) = batches.get(k + 1) {
+                next = Some(self.forward_rows(&rows_of(b), &prefix)?);
+            }
+            Phases::add(&phases.forward, t0);
             let items: Vec<&Item> = batch.iter().map(|&i| &part[i]).collect();
-            for (&i, r) in batch
-                .iter()
-                .zip(self.score_batch(&items, order, &rows, &prefix, phases)?)
+            let pass = Pass {
+                logits,
+                cache,
+                fresh,
+                started: t0,
+            };
+            for (&i, r) in
+                batch
+                    .iter()
+                    .zip(self.finish_batch(&items, order, &rows_of(batch), pass, phases)?)
             {
                 out[i] = Some(r);
             }
@@ -172,21 +197,23 @@ impl Scorer<'_> {
             .collect()
     }
 
-    /// One forward pass over several prompts after their common prefix, then each seed of
-    /// each prompt samples.
-    fn score_batch(
+    /// A batch after its forward passes: each prompt's next-token distribution, then each
+    /// seed of each prompt samples.
+    fn finish_batch(
         &self,
         items: &[&Item],
         order: prompt::OptionOrder,
         rows: &[&[u32]],
-        prefix: &Prefix,
+        pass: Pass,
         phases: &Phases,
     ) -> Result<Vec<(Vec<Record>, u64, u64)>> {
         use rayon::prelude::*;
-        let t0 = Instant::now();
-        let (logits, cache, fresh) = self.forward_rows(rows, prefix)?;
-        let logits: Vec<Vec<f32>> = logits.to_vec2()?;
-        Phases::add(&phases.forward, t0);
+        let Pass {
+            logits,
+            cache,
+            fresh,
+            started: t0,
+        } = pass;
         let t1 = Instant::now();
         let dists: Vec<Dist> = logits.par_iter().map(|l| Dist::new(l)).collect();
         Phases::add(&phases.dists, t1);
@@ -438,6 +465,15 @@ struct Prefix {
 /// context (an item's two polarities share their whole context, dozens of tokens; unrelated
 /// prompts share a word or two).
 const MIN_CONTEXT: usize = 8;
+
+/// A batch's forward passes, run: the next-token logits per prompt, the batch's cache, the
+/// tokens computed per prompt, and when the batch's turn began (for latencies).
+struct Pass {
+    logits: Vec<Vec<f32>>,
+    cache: KvCache,
+    fresh: Vec<u64>,
+    started: Instant,
+}
 
 /// Prompts of a batch that share a context: the rows and the length of the shared tokens
 /// (each row keeps at least one token of its own).
