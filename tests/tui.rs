@@ -942,6 +942,24 @@ fn the_detail_names_roles_seeds_position_and_scrolls() {
         assert!(screen.contains(&head), "{head}\n{screen}");
     }
     assert!(screen.contains("seeds 42 123 456 789 1024"), "{screen}");
+    // Short of room, the context gives way (cut with …) and the options stay whole.
+    let screen = text(&draw(&a, 80, 21));
+    for k in 0..3u8 {
+        let option = format!(
+            "{}) {} [{}]",
+            (b'A' + k) as char,
+            it.answers[k as usize],
+            role(k)
+        );
+        assert!(screen.contains(&option), "{option}\n{screen}");
+    }
+    let context = screen
+        .lines()
+        .find(|l| l.starts_with("Context: "))
+        .expect("context");
+    assert!(context.trim_end().ends_with('…'), "{screen}");
+    let tall = text(&draw(&a, 80, 40));
+    assert!(!tall.contains('…'), "{tall}");
     assert!(screen.contains("item 1/6 · ● marked"), "{screen}");
     assert!(screen.contains("sampled texts 1-"), "{screen}");
     update(&mut a, Action::PageDown);

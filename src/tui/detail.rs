@@ -64,16 +64,19 @@ fn title<'a>(app: &App, v: &ItemView) -> Line<'a> {
 }
 
 /// Context, question and options with their roles, wrapped to `width`.
-fn text_lines<'a>(app: &App, v: &ItemView, width: usize) -> Vec<Line<'a>> {
+/// In at most `max` lines the title and the options are kept whole; the context, then the
+/// question, are cut (ending in `…`) to make room.
+fn text_lines<'a>(app: &App, v: &ItemView, width: usize, max: usize) -> Vec<Line<'a>> {
     let it = &v.item;
     let mut lines = vec![title(app, v)];
-    for (label, text) in [("Context", &it.context), ("Question", &it.question)] {
-        lines.extend(
-            wrap(&format!("{label}: {text}"), width)
-                .into_iter()
-                .map(Line::from),
-        );
-    }
+    let mut context = wrap(&format!("Context: {}", it.context), width);
+    let mut question = wrap(&format!("Question: {}", it.question), width);
+    let room = max.saturating_sub(1 + 3);
+    // The question keeps what it needs but one line for the context (one line at least).
+    let keep_q = question.len().min(room.saturating_sub(1).max(1));
+    cut(&mut question, keep_q);
+    cut(&mut context, room.saturating_sub(keep_q));
+    lines.extend(context.into_iter().chain(question).map(Line::from));
     for k in 0..3u8 {
         let role = it.role_of(Some(k));
         let correct = if k == it.label { "  ✓ correct" } else { "" };
@@ -91,6 +94,18 @@ fn text_lines<'a>(app: &App, v: &ItemView, width: usize) -> Vec<Line<'a>> {
         ]));
     }
     lines
+}
+
+/// `lines` cut to `n`, the last kept line ending in `…` when any was dropped.
+fn cut(lines: &mut Vec<String>, n: usize) {
+    if lines.len() <= n {
+        return;
+    }
+    lines.truncate(n);
+    if let Some(last) = lines.last_mut() {
+        let keep = last.chars().count().saturating_sub(1);
+        *last = format!("{}…", last.chars().take(keep).collect::<String>());
+    }
 }
 
 /// The seeds' labels (42, 123, …) in seed order, from the first precision that has them.
@@ -211,9 +226,11 @@ fn sampled_lines<'a>(app: &App, v: &ItemView, width: usize) -> Vec<Line<'a>> {
 
 /// The detail's three parts in `area`: the item's text, the answers table, the sampled texts.
 fn areas(app: &App, v: &ItemView, area: Rect) -> ([Rect; 3], Vec<Line<'static>>) {
-    let text = text_lines(app, v, area.width as usize);
+    let width = area.width as usize;
     let table_h = app.precisions.len() as u16 + 2;
-    let text_h = (text.len() as u16).min(area.height.saturating_sub(table_h + 3) / 2 + 3);
+    let full = text_lines(app, v, width, usize::MAX).len() as u16;
+    let text_h = full.min(area.height.saturating_sub(table_h + 3) / 2 + 3);
+    let text = text_lines(app, v, width, text_h as usize);
     let parts = Layout::vertical([
         Constraint::Length(text_h),
         Constraint::Length(table_h),
