@@ -502,8 +502,10 @@ mod cuda {
     /// A tensor's storage, held for reading, and its layout.
     fn held(
         t: &Tensor,
-    ) -> candle_core::Result<(impl std::ops::Deref<Target = candle_core::Storage> + '_, &Layout)>
-    {
+    ) -> candle_core::Result<(
+        impl std::ops::Deref<Target = candle_core::Storage> + '_,
+        &Layout,
+    )> {
         let (g, l) = t.storage_and_layout();
         match &*g {
             candle_core::Storage::Cuda(_) => Ok((g, l)),
@@ -615,10 +617,10 @@ mod cuda {
             [r, l, h] => *r == b && *l == len && *h == d / 2,
             _ => false,
         };
-        if let Some((cos, sin, _)) = rope {
-            if !bf16_cuda(cos) || !bf16_cuda(sin) || !table(cos) || cos.dims() != sin.dims() {
-                return Ok(None);
-            }
+        if let Some((cos, sin, _)) = rope
+            && (!bf16_cuda(cos) || !bf16_cuda(sin) || !table(cos) || cos.dims() != sin.dims())
+        {
+            return Ok(None);
         }
         let op = Heads {
             heads,
