@@ -1,0 +1,420 @@
+//! The fused kernels' launches on CUDA (`kernels/fused.cu`): each takes contiguous BF16
+//! inputs and returns `None` to its caller in `super` for anything else.
+
+use crate::error::Result;
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::WrapErr;
+use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+use candle_core::{CpuStorage, CudaStorage, CustomOp2, DType, Layout, Shape, Tensor};
+use half::bf16;
+
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"));
+const MODULE: &str = "stereoscope_fused";
+
+/// The start of a tensor the kernels can read: contiguous, BF16 on CUDA, starting on a
+/// 16-byte boundary (their vector loads).
+fn start(t: &Tensor) -> Option<usize> {
+    if t.dtype() != DType::BF16 || !t.device().is_cuda() {
+        return None;
+    }
+    let (o, _) = t.layout().contiguous_offsets()?;
+    (o % 8 == 0).then_some(o)
+}
+
+fn gpu_only(name: &str) -> candle_core::Error {
+    candle_core::Error::Msg(format!("{name} runs on CUDA only"))
+}
+
+/// A grid of 256-thread blocks over `n` items, capped (the kernels stride over the rest).
+fn grid(n: usize) -> LaunchConfig {
+    let blocks = n.div_ceil(256).clamp(1, 65_535 * 8) as u32;
+    LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+#[derive(Clone, Copy)]
+pub enum Binary {
+    SiluMul,
+    Add,
+    AddRows,
+}
+
+impl CustomOp2 for Binary {
+    fn name(&self) -> &'static str {
+        match self {
+            Binary::SiluMul => "fused-silu-mul",
+            Binary::Add => "fused-add",
+            Binary::AddRows => "fused-add-rows",
+        }
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        Err(gpu_only(self.name()))
+    }
+
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        let dev = s1.device();
+        let a = view::<bf16>(s1, l1)?;
+        let b = view::<bf16>(s2, l2)?;
+        let n = l1.shape().elem_count();
+        let (kernel, cols) = match self {
+            Binary::SiluMul => ("silu_mul_bf16", None),
+            Binary::Add => ("add_bf16", Some(n)),
+            Binary::AddRows => ("add_bf16", Some(l2.shape().elem_count())),
+        };
+        let func = dev.get_or_load_custom_func(kernel, MODULE, PTX)?;
+        // SAFETY: the kernel writes every one of the `n` elements.
+        let out = unsafe { dev.alloc::<bf16>(n)? };
+        let mut builder = func.builder();
+        builder.arg(&a);
+        builder.arg(&b);
+        builder.arg(&out);
+        builder.arg(&n);
+        if let Some(cols) = &cols {
+            builder.arg(cols);
+        }
+        // SAFETY: `a` holds `n` elements, `b` `n` (or `cols` for a bias), both checked
+        // by the caller; the kernel strides over the grid.
+        unsafe { builder.launch(grid(n.div_ceil(8))) }.w()?;
+        Ok((
+            CudaStorage::wrap_cuda_slice(out, dev.clone()),
+            l1.shape().clone(),
+        ))
+    }
+}
+
+/// The fused kernel's result when both inputs suit it, else `None`.
+pub fn binary(a: &Tensor, b: &Tensor, op: Binary) -> Result<Option<Tensor>> {
+    if start(a).is_none() || start(b).is_none() {
+        return Ok(None);
+    }
+    let fits = match op {
+        Binary::SiluMul | Binary::Add => a.dims() == b.dims(),
+        Binary::AddRows => {
+            b.rank() == 1 && a.dims().last() == Some(&b.dims()[0]) && b.dims()[0] > 0
+        }
+    };
+    if !fits {
+        return Ok(None);
+    }
+    Ok(Some(a.apply_op2_no_bwd(b, &op)?))
+}
+
+struct Softmax {
+    scale: f32,
+    len: usize,
+    masked: bool,
+}
+
+impl CustomOp2 for Softmax {
+    fn name(&self) -> &'static str {
+        "fused-masked-softmax"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        Err(gpu_only(self.name()))
+    }
+
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        let dev = s1.device();
+        let (b, groups, rows, keys) = l1.shape().dims4()?;
+        let att = view::<bf16>(s1, l1)?;
+        let mask = view::<bf16>(s2, l2)?;
+        let mask_batched = u32::from(self.masked && l2.shape().dims()[0] == b && b > 1);
+        let n_rows = (b * groups * rows) as u32;
+        let func = dev.get_or_load_custom_func("masked_softmax_bf16", MODULE, PTX)?;
+        // SAFETY: one warp writes each row in full.
+        let out = unsafe { dev.alloc::<bf16>(l1.shape().elem_count())? };
+        let (keys, per_batch, len) = (keys as u32, (groups * rows) as u32, self.len as u32);
+        let masked = u32::from(self.masked);
+        let mut builder = func.builder();
+        builder.arg(&att);
+        builder.arg(&mask);
+        builder.arg(&out);
+        builder.arg(&n_rows);
+        builder.arg(&keys);
+        builder.arg(&per_batch);
+        builder.arg(&len);
+        builder.arg(&masked);
+        builder.arg(&mask_batched);
+        builder.arg(&self.scale);
+        let cfg = LaunchConfig {
+            grid_dim: (n_rows.div_ceil(8), 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: rows of `keys` elements in `att` and `out`; mask rows indexed within
+        // its `[1 or b, len, keys]` shape, checked by the caller.
+        unsafe { builder.launch(cfg) }.w()?;
+        Ok((
+            CudaStorage::wrap_cuda_slice(out, dev.clone()),
+            l1.shape().clone(),
+        ))
+    }
+}
+
+/// The projection-to-heads kernel; `y` is the op's input, the rest ride along.
+struct Heads {
+    heads: usize,
+    d: usize,
+    b: usize,
+    len: usize,
+    style: u32,
+    bias: Option<Tensor>,
+    cos_sin: Option<(Tensor, Tensor)>,
+    table: Option<Tensor>,
+}
+
+/// A contiguous storage of `T` from its layout's offset.
+fn view<'a, T: candle_core::cuda_backend::CudaDType>(
+    s: &'a CudaStorage,
+    l: &Layout,
+) -> candle_core::Result<candle_core::cuda_backend::cudarc::driver::CudaView<'a, T>> {
+    let (o, _) = l.contiguous_offsets().ok_or_else(|| gpu_only("strided"))?;
+    Ok(s.as_cuda_slice::<T>()?.slice(o..))
+}
+
+/// A tensor's storage, held for reading, and its layout.
+fn held(
+    t: &Tensor,
+) -> candle_core::Result<(
+    impl std::ops::Deref<Target = candle_core::Storage> + '_,
+    &Layout,
+)> {
+    let (g, l) = t.storage_and_layout();
+    match &*g {
+        candle_core::Storage::Cuda(_) => Ok((g, l)),
+        _ => Err(gpu_only("an input off the GPU")),
+    }
+}
+
+fn cuda_of(g: &candle_core::Storage) -> candle_core::Result<&CudaStorage> {
+    match g {
+        candle_core::Storage::Cuda(s) => Ok(s),
+        _ => Err(gpu_only("an input off the GPU")),
+    }
+}
+
+impl candle_core::CustomOp1 for Heads {
+    fn name(&self) -> &'static str {
+        "fused-heads"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        Err(gpu_only("fused-heads"))
+    }
+
+    fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        let dev = s1.device();
+        let input = view::<bf16>(s1, l1)?;
+        let bias = self.bias.as_ref().map(held).transpose()?;
+        let cos = self.cos_sin.as_ref().map(|(c, _)| held(c)).transpose()?;
+        let sin = self.cos_sin.as_ref().map(|(_, s)| held(s)).transpose()?;
+        let table = self.table.as_ref().map(held).transpose()?;
+        // Absent inputs are never read; the input stands in for them.
+        let bias_v = match &bias {
+            Some((g, l)) => view::<bf16>(cuda_of(g)?, l)?,
+            None => view::<bf16>(s1, l1)?,
+        };
+        let (cos_v, sin_v, cs_batched) = match (&cos, &sin) {
+            (Some((gc, lc)), Some((gs, ls))) => (
+                view::<bf16>(cuda_of(gc)?, lc)?,
+                view::<bf16>(cuda_of(gs)?, ls)?,
+                u32::from(lc.shape().rank() == 3),
+            ),
+            _ => (view::<bf16>(s1, l1)?, view::<bf16>(s1, l1)?, 0),
+        };
+        let dummy = dev.alloc_zeros::<u32>(1)?;
+        let table_v = match &table {
+            Some((g, l)) => view::<u32>(cuda_of(g)?, l)?,
+            None => dummy.slice(0..),
+        };
+        let func = dev.get_or_load_custom_func("heads_rope_bf16", MODULE, PTX)?;
+        let n = self.b * self.heads * self.len * self.d;
+        // SAFETY: every pair of every head is written once.
+        let out = unsafe { dev.alloc::<bf16>(n)? };
+        let dims = [self.b, self.len, self.heads, self.d].map(|x| x as u32);
+        let flags = [
+            u32::from(bias.is_some()),
+            self.style,
+            cs_batched,
+            u32::from(table.is_some()),
+        ];
+        let mut builder = func.builder();
+        builder.arg(&input);
+        builder.arg(&bias_v);
+        builder.arg(&cos_v);
+        builder.arg(&sin_v);
+        builder.arg(&out);
+        builder.arg(&table_v);
+        for x in &dims {
+            builder.arg(x);
+        }
+        for x in &flags {
+            builder.arg(x);
+        }
+        // SAFETY: shapes checked by `heads` below; the kernel strides over all pairs.
+        unsafe { builder.launch(grid(n / 2)) }.w()?;
+        Ok((
+            CudaStorage::wrap_cuda_slice(out, dev.clone()),
+            Shape::from((self.b, self.heads, self.len, self.d)),
+        ))
+    }
+}
+
+/// The fused projection-to-heads when the inputs suit it, else `None`.
+pub fn heads(
+    y: &Tensor,
+    bias: Option<&Tensor>,
+    rope: Option<(&Tensor, &Tensor, super::RopeStyle)>,
+    (heads, d): (usize, usize),
+    rows: Option<super::Rows>,
+) -> Result<Option<Tensor>> {
+    let bf16_cuda =
+        |t: &Tensor| t.dtype() == DType::BF16 && t.device().is_cuda() && t.is_contiguous();
+    let (b, len) = match (rows, y.dims()) {
+        (Some(r), [_, w]) if *w == heads * d => (r.b, r.len),
+        (None, [b, len, w]) if *w == heads * d => (*b, *len),
+        _ => return Ok(None),
+    };
+    if !bf16_cuda(y) || d % 2 != 0 {
+        return Ok(None);
+    }
+    if bias.is_some_and(|t| !bf16_cuda(t) || t.dims() != [heads * d]) {
+        return Ok(None);
+    }
+    let table = |t: &Tensor| match t.dims() {
+        [l, h] => *l == len && *h == d / 2,
+        [r, l, h] => *r == b && *l == len && *h == d / 2,
+        _ => false,
+    };
+    if let Some((cos, sin, _)) = rope
+        && (!bf16_cuda(cos) || !bf16_cuda(sin) || !table(cos) || cos.dims() != sin.dims())
+    {
+        return Ok(None);
+    }
+    let op = Heads {
+        heads,
+        d,
+        b,
+        len,
+        style: match rope {
+            None => 0,
+            Some((_, _, super::RopeStyle::Half)) => 1,
+            Some((_, _, super::RopeStyle::Interleaved)) => 2,
+        },
+        bias: bias.cloned(),
+        cos_sin: rope.map(|(c, s, _)| (c.clone(), s.clone())),
+        table: rows.map(|r| r.table.clone()),
+    };
+    Ok(Some(y.apply_op1_no_bwd(&op)?))
+}
+
+struct Merge {
+    table: Tensor,
+    tokens: usize,
+}
+
+impl candle_core::CustomOp1 for Merge {
+    fn name(&self) -> &'static str {
+        "fused-merge-heads"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        Err(gpu_only("fused-merge-heads"))
+    }
+
+    fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        let dev = s1.device();
+        let (b, heads, len, d) = l1.shape().dims4()?;
+        let input = view::<bf16>(s1, l1)?;
+        let (g, l) = held(&self.table)?;
+        let table = view::<u32>(cuda_of(&g)?, l)?;
+        let func = dev.get_or_load_custom_func("merge_heads_bf16", MODULE, PTX)?;
+        // SAFETY: the table's rows cover tokens 0..tokens, each exactly once.
+        let out = unsafe { dev.alloc::<bf16>(self.tokens * heads * d)? };
+        let dims = [b, len, heads, d].map(|x| x as u32);
+        let mut builder = func.builder();
+        builder.arg(&input);
+        builder.arg(&table);
+        builder.arg(&out);
+        for x in &dims {
+            builder.arg(x);
+        }
+        // SAFETY: `table` has 2·b entries whose rows stay within `tokens`.
+        unsafe { builder.launch(grid(l1.shape().elem_count())) }.w()?;
+        Ok((
+            CudaStorage::wrap_cuda_slice(out, dev.clone()),
+            Shape::from((self.tokens, heads * d)),
+        ))
+    }
+}
+
+/// Attention's output packed back to one row per real token.
+pub fn merge_heads(y: &Tensor, rows: super::Rows) -> Result<Option<Tensor>> {
+    if y.dtype() != DType::BF16 || !y.device().is_cuda() || !y.is_contiguous() {
+        return Ok(None);
+    }
+    let op = Merge {
+        table: rows.table.clone(),
+        tokens: rows.tokens,
+    };
+    Ok(Some(y.apply_op1_no_bwd(&op)?))
+}
+
+/// The fused softmax when `att` and `mask` suit it, else `None`.
+pub fn masked_softmax(
+    att: &Tensor,
+    mask: Option<&Tensor>,
+    scale: f64,
+    len: usize,
+) -> Result<Option<Tensor>> {
+    if start(att).is_none() || mask.is_some_and(|m| start(m).is_none()) {
+        return Ok(None);
+    }
+    let (b, _, rows, keys) = att.dims4()?;
+    if len == 0 || rows % len != 0 {
+        return Ok(None);
+    }
+    if let Some(m) = mask {
+        let (mb, one, mlen, mkeys) = m.dims4()?;
+        if (mb != 1 && mb != b) || one != 1 || mlen != len || mkeys != keys {
+            return Ok(None);
+        }
+    }
+    let op = Softmax {
+        scale: scale as f32,
+        len,
+        masked: mask.is_some(),
+    };
+    // Without a mask the kernel never reads its second input.
+    let y = att.apply_op2_no_bwd(mask.unwrap_or(att), &op)?;
+    Ok(Some(y))
+}

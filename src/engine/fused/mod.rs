@@ -1,0 +1,137 @@
+//! The elementwise steps of a block, fused where a kernel exists: on CUDA with BF16
+//! activations each is one pass of `kernels/fused.cu` (silu · up, additions, scaled and
+//! masked softmax); everywhere else, and for any layout the kernels do not take, the same
+//! step is candle's operations, exactly as the CPU records were made.
+
+use super::model::RopeStyle;
+use crate::error::Result;
+use candle_core::{DType, Tensor};
+
+/// `silu(gate) · up`, elementwise (same shapes).
+pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if let Some(y) = cuda::binary(gate, up, cuda::Binary::SiluMul)? {
+        return Ok(y);
+    }
+    Ok((candle_nn::ops::silu(gate)? * up)?)
+}
+
+/// `a + b` for two tensors of one shape.
+pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if let Some(y) = cuda::binary(a, b, cuda::Binary::Add)? {
+        return Ok(y);
+    }
+    Ok((a + b)?)
+}
+
+/// `x + bias`, the vector `bias` added along the last dimension of `x`.
+pub fn add_bias(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if let Some(y) = cuda::binary(x, bias, cuda::Binary::AddRows)? {
+        return Ok(y);
+    }
+    Ok(x.broadcast_add(bias)?)
+}
+
+/// A forward's rows packed one after another in the residual stream, `[tokens, hidden]`,
+/// instead of padded to the longest: `table` (u32 on the device, `[2·b]`) holds each row's
+/// first token, then each row's length; `len` is the longest. Only where the kernels run
+/// ([`packs`]).
+#[derive(Clone, Copy)]
+pub struct Rows<'a> {
+    pub table: &'a Tensor,
+    pub b: usize,
+    pub len: usize,
+    pub tokens: usize,
+}
+
+/// Whether a forward on `device` with activations of `dtype` packs its rows ([`Rows`]).
+pub fn packs(device: &candle_core::Device, dtype: DType) -> bool {
+    cfg!(feature = "cuda") && device.is_cuda() && dtype == DType::BF16
+}
+
+/// A projection's output `y` as attention reads it, `[b, heads, len, d]` contiguous: `bias`
+/// added, and for queries and keys the rotary embedding applied (`cos` and `sin`
+/// `[len, d/2]`, or `[b, len, d/2]` when rows start at different positions). `y` is
+/// `[b, len, heads·d]`, or packed `[tokens, heads·d]` with `rows`.
+pub fn heads(
+    y: &Tensor,
+    bias: Option<&Tensor>,
+    rope: Option<(&Tensor, &Tensor, RopeStyle)>,
+    (heads, d): (usize, usize),
+    rows: Option<Rows>,
+) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if let Some(out) = cuda::heads(y, bias, rope, (heads, d), rows)? {
+        return Ok(out);
+    }
+    if rows.is_some() {
+        return Err(no_kernel("packed rows"));
+    }
+    let (b, len, _) = y.dims3()?;
+    let y = match bias {
+        Some(bias) => add_bias(y, bias)?,
+        None => y.clone(),
+    };
+    let y = y
+        .reshape((b, len, heads, d))?
+        .transpose(1, 2)?
+        .contiguous()?;
+    Ok(match rope {
+        None => y,
+        Some((cos, sin, RopeStyle::Interleaved)) => candle_nn::rotary_emb::rope_i(&y, cos, sin)?,
+        Some((cos, sin, RopeStyle::Half)) => candle_nn::rotary_emb::rope(&y, cos, sin)?,
+    })
+}
+
+/// Attention's output `[b, heads, len, d]` as the next projection reads it: `[b, len,
+/// heads·d]`, or with `rows` packed `[tokens, heads·d]`.
+pub fn merge_heads(y: &Tensor, rows: Option<Rows>) -> Result<Tensor> {
+    let (b, heads, len, d) = y.dims4()?;
+    match rows {
+        None => Ok(y.transpose(1, 2)?.reshape((b, len, heads * d))?),
+        Some(_rows) => {
+            #[cfg(feature = "cuda")]
+            if let Some(out) = cuda::merge_heads(y, _rows)? {
+                return Ok(out);
+            }
+            Err(no_kernel("packed rows"))
+        }
+    }
+}
+
+fn no_kernel(what: &str) -> crate::Error {
+    crate::Error::Model(format!("{what} need the fused GPU kernels"))
+}
+
+/// Attention weights `softmax(scale · att + mask)` over the last dimension. `att` is
+/// `[b, groups, rep·len, keys]` (the `rep` query heads of a group stacked along the query
+/// axis), `mask` `[1 or b, 1, len, keys]`.
+pub fn masked_softmax(
+    att: &Tensor,
+    mask: Option<&Tensor>,
+    scale: f64,
+    rep: usize,
+    len: usize,
+) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if let Some(y) = cuda::masked_softmax(att, mask, scale, len)? {
+        return Ok(y);
+    }
+    let (b, groups, rows, keys) = att.dims4()?;
+    let mut att = (att * scale)?;
+    if let Some(m) = mask {
+        att = att
+            .reshape((b, groups, rep, len, keys))?
+            .broadcast_add(&m.unsqueeze(2)?)?
+            .reshape((b, groups, rows, keys))?;
+    }
+    Ok(candle_nn::ops::softmax_last_dim(&att)?)
+}
+
+mod agreement;
+#[cfg(feature = "cuda")]
+mod cuda;
+
+pub use agreement::agreement;
