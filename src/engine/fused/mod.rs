@@ -135,3 +135,50 @@ mod agreement;
 mod cuda;
 
 pub use agreement::agreement;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn on_the_cpu_rows_stay_padded_and_packed_rows_are_refused_by_name() -> Result<()> {
+        let dev = Device::Cpu;
+        assert!(!packs(&dev, DType::F32));
+        assert!(!packs(&dev, DType::BF16));
+        let y = Tensor::arange(0f32, 2.0 * 3.0 * 8.0, &dev)?.reshape((2, 3, 8))?;
+        // Without rows: [b, len, heads·d] → [b, heads, len, d], and back.
+        let h = heads(&y, None, None, (2, 4), None)?;
+        assert_eq!(h.dims(), [2, 2, 3, 4]);
+        let back = merge_heads(&h, None)?;
+        assert_eq!(back.to_vec3::<f32>()?, y.to_vec3::<f32>()?);
+        let table = Tensor::new(&[0u32, 3, 3, 2], &dev)?;
+        let rows = Rows {
+            table: &table,
+            b: 2,
+            len: 3,
+            tokens: 5,
+        };
+        let flat = y.reshape((6, 8))?.narrow(0, 0, 5)?;
+        let err = heads(&flat, None, None, (2, 4), Some(rows)).expect_err("no kernels here");
+        assert!(err.to_string().contains("fused GPU kernels"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn the_cpu_softmax_scales_then_masks_each_query_of_a_group() -> Result<()> {
+        let dev = Device::Cpu;
+        // One row, one group of 2 query heads × 2 queries over 2 keys; causal mask.
+        let att = Tensor::new(&[[[[1f32, 3.0], [2.0, 2.0], [0.0, 4.0], [1.0, 1.0]]]], &dev)?;
+        let mask = Tensor::new(&[[[[0f32, f32::NEG_INFINITY], [0.0, 0.0]]]], &dev)?;
+        let rows = masked_softmax(&att, Some(&mask), 0.5, 2, 2)?
+            .squeeze(0)?
+            .squeeze(0)?
+            .to_vec2::<f32>()?;
+        // Queries 0 of both heads see key 0 only; queries 1 see both keys (equal here).
+        assert_eq!(rows[0], vec![1.0, 0.0]);
+        assert_eq!(rows[2], vec![1.0, 0.0]);
+        assert!((rows[1][0] - 0.5).abs() < 1e-6 && (rows[3][1] - 0.5).abs() < 1e-6);
+        Ok(())
+    }
+}
