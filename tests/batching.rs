@@ -8,7 +8,7 @@ use candle_core::{DType, Device};
 use std::collections::HashMap;
 use std::path::Path;
 use stereoscope::engine::source::{self, ModelSpec, Resolved};
-use stereoscope::engine::{quant, KvCache, Precision, Scheme};
+use stereoscope::engine::{KvCache, Precision, Scheme, quant};
 use stereoscope::store;
 use stereoscope::vocab::Compute;
 

@@ -518,9 +518,10 @@ fn mlx_scheme_is_the_default_and_quantizes_every_linear_and_embedding() {
     );
     let r = run(&batch_args(m, b, o, "4"), &tmp);
     assert!(r.status.success(), "{}", stderr(&r));
-    assert!(out
-        .join("records/model=tiny-llama/scheme=mlx/precision=q3")
-        .is_dir());
+    assert!(
+        out.join("records/model=tiny-llama/scheme=mlx/precision=q3")
+            .is_dir()
+    );
     let manifest: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(out.join("manifest.json")).expect("manifest"),
     )
@@ -546,9 +547,11 @@ fn mlx_scheme_is_the_default_and_quantizes_every_linear_and_embedding() {
             types["blk.0.attn_norm.weight"], "f32",
             "norms stay unquantized"
         );
-        assert!(entry["precisions"][p]["compute"]
-            .as_str()
-            .is_some_and(|c| c.contains("mlx affine")));
+        assert!(
+            entry["precisions"][p]["compute"]
+                .as_str()
+                .is_some_and(|c| c.contains("mlx affine"))
+        );
     }
 }
 

@@ -167,9 +167,11 @@ fn smollm2_run_gets_every_figure_as_svg_and_png() {
         .filter(|t| t["precision"] != "bf16" && t["rate"].is_number())
         .count();
     assert!(rates > 0, "{transitions:?}");
-    assert!(transitions
-        .iter()
-        .any(|t| t["measured_noise_floor"].is_number()));
+    assert!(
+        transitions
+            .iter()
+            .any(|t| t["measured_noise_floor"].is_number())
+    );
     // Beside each rate the reverse (items biased at BF16 that became unbiased), when the
     // precision has items biased at BF16, and its legend's dot.
     let reverses = transitions
