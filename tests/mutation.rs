@@ -132,12 +132,18 @@ fn mutated_bbq_lines_give_items_or_an_error() {
     no_panics("bbq", seed.as_bytes(), 3000, &d.join("Age.jsonl"), read);
 }
 
-#[test]
-fn mutated_safetensors_give_tensors_or_an_error() {
+/// A safetensors file of three small tensors (F32, BF16, I64).
+fn small_safetensors() -> Vec<u8> {
     let header = br#"{"__metadata__":{"format":"pt"},"a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},"b":{"dtype":"BF16","shape":[4],"data_offsets":[24,32]},"c":{"dtype":"I64","shape":[1],"data_offsets":[32,40]}}"#;
     let mut seed = (header.len() as u64).to_le_bytes().to_vec();
     seed.extend_from_slice(header);
     seed.extend((0..40u8).map(|i| i.wrapping_mul(37)));
+    seed
+}
+
+#[test]
+fn mutated_safetensors_give_tensors_or_an_error() {
+    let seed = small_safetensors();
     let d = dir("safetensors");
     let p = d.join("seed.safetensors");
     std::fs::write(&p, &seed).expect("seed");
@@ -262,15 +268,53 @@ fn mutated_manifests_give_a_manifest_or_an_error() {
     });
 }
 
+/// [`small_gguf`] with the dimensions of `blk.0.attn_q.weight` set so that their product
+/// passes `usize::MAX` (2^40 × 2^40): the header the mutation test above once found.
+fn overflowing_gguf() -> Vec<u8> {
+    let mut b = small_gguf();
+    let name = b"blk.0.attn_q.weight";
+    let at = b
+        .windows(name.len())
+        .position(|w| w == name)
+        .expect("the tensor's name in the header")
+        + name.len();
+    // Tensor info: name, then n_dims (u32), then each dimension (u64).
+    assert_eq!(u32::from_le_bytes(b[at..at + 4].try_into().expect("u32")), 2);
+    for d in 0..2 {
+        let o = at + 4 + 8 * d;
+        b[o..o + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    }
+    b
+}
+
 #[test]
 fn a_gguf_whose_tensor_shape_overflows_is_an_error_naming_the_tensor() {
     // Found by the mutation test above: a header whose tensor dimensions multiply past
     // usize::MAX made the extent check panic (exit 101) instead of refusing the file.
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf-shape-overflow.gguf");
+    let p = dir("overflow").join("gguf-shape-overflow.gguf");
+    std::fs::write(&p, overflowing_gguf()).expect("write");
     let e = stereoscope::engine::gguf::validate(&p).expect_err("refused");
     let e = e.to_string();
     assert!(e.contains("gguf-shape-overflow.gguf"), "{e}");
+    assert!(e.contains("tensor `blk.0.attn_q.weight`"), "{e}");
     assert!(e.contains("does not fit any file"), "{e}");
+}
+
+/// The seed inputs of the fuzz targets in `fuzz/seeds/`: the text ones are kept in the
+/// repository, the binary ones (GGUF, safetensors) are written here, by `fuzz/run.sh`
+/// before it fuzzes (`cargo test --test mutation -- --ignored write_fuzz_seeds`).
+#[test]
+#[ignore = "writes the binary fuzz seeds into fuzz/seeds; run by fuzz/run.sh"]
+fn write_fuzz_seeds() {
+    let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+    let write = |rel: &str, bytes: &[u8]| {
+        let p = seeds.join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, bytes).expect("write seed");
+    };
+    write("gguf_header/small-llama.gguf", &small_gguf());
+    write("gguf_header/gguf-shape-overflow.gguf", &overflowing_gguf());
+    write("safetensors_header/three-tensors.safetensors", &small_safetensors());
 }
 
 #[test]
@@ -283,15 +327,19 @@ fn the_fuzz_seeds_are_valid_inputs_of_their_readers() {
     )
     .expect("BBQ seed");
     assert_eq!((items.len(), skipped.len()), (2, 0));
-    let g = seeds.join("gguf_header/small-llama.gguf");
+    stereoscope::store::manifest::read_manifest(&seeds.join("manifest/manifest.json"))
+        .expect("manifest seed");
+    // The binary seeds as write_fuzz_seeds writes them.
+    let d = dir("seeds");
+    let g = d.join("small-llama.gguf");
+    std::fs::write(&g, small_gguf()).expect("write");
     stereoscope::engine::gguf::load("seed", &g).expect("GGUF seed");
-    let s = seeds.join("safetensors_header/three-tensors.safetensors");
+    let s = d.join("three-tensors.safetensors");
+    std::fs::write(&s, small_safetensors()).expect("write");
     assert_eq!(
         stereoscope::engine::safetensors::load(&s)
             .expect("safetensors seed")
             .len(),
         3
     );
-    stereoscope::store::manifest::read_manifest(&seeds.join("manifest/manifest.json"))
-        .expect("manifest seed");
 }
