@@ -507,16 +507,24 @@ impl Transformer {
         if !packs {
             x = x.reshape((b, len, cfg.hidden_size))?;
         }
-        let mut table: Vec<u32> = Vec::with_capacity(2 * b);
-        let mut start = 0;
-        for r in rows {
-            table.push(start as u32);
-            start += r.len();
-        }
-        table.extend(rows.iter().map(|r| r.len() as u32));
-        let table = Tensor::from_vec(table, 2 * b, &self.device)?;
-        let packed = packs.then_some(fused::Rows {
-            table: &table,
+        // Each row's first token, then each row's length: only where rows are packed.
+        let table = match packs {
+            true => {
+                let mut table: Vec<u32> = rows
+                    .iter()
+                    .scan(0, |start, r| {
+                        let first = *start;
+                        *start += r.len();
+                        Some(first as u32)
+                    })
+                    .collect();
+                table.extend(rows.iter().map(|r| r.len() as u32));
+                Some(Tensor::from_vec(table, 2 * b, &self.device)?)
+            }
+            false => None,
+        };
+        let packed = table.as_ref().map(|table| fused::Rows {
+            table,
             b,
             len,
             tokens,
