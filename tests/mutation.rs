@@ -279,7 +279,10 @@ fn overflowing_gguf() -> Vec<u8> {
         .expect("the tensor's name in the header")
         + name.len();
     // Tensor info: name, then n_dims (u32), then each dimension (u64).
-    assert_eq!(u32::from_le_bytes(b[at..at + 4].try_into().expect("u32")), 2);
+    assert_eq!(
+        u32::from_le_bytes(b[at..at + 4].try_into().expect("u32")),
+        2
+    );
     for d in 0..2 {
         let o = at + 4 + 8 * d;
         b[o..o + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
@@ -314,7 +317,10 @@ fn write_fuzz_seeds() {
     };
     write("gguf_header/small-llama.gguf", &small_gguf());
     write("gguf_header/gguf-shape-overflow.gguf", &overflowing_gguf());
-    write("safetensors_header/three-tensors.safetensors", &small_safetensors());
+    write(
+        "safetensors_header/three-tensors.safetensors",
+        &small_safetensors(),
+    );
 }
 
 #[test]
