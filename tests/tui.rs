@@ -942,7 +942,29 @@ fn the_detail_names_roles_seeds_position_and_scrolls() {
         assert!(screen.contains(&head), "{head}\n{screen}");
     }
     assert!(screen.contains("seeds 42 123 456 789 1024"), "{screen}");
-    // Short of room, the context gives way (cut with …) and the options stay whole.
+    // Short of room, the sampled texts give way first, the options share lines, then the
+    // context is cut (with …, and the answers' title says how to see it all); every option
+    // stays whole with its role.
+    let short = text(&draw(&a, 80, 17));
+    for k in 0..3u8 {
+        let option = format!(
+            "{}) {} [{}]",
+            (b'A' + k) as char,
+            it.answers[k as usize],
+            role(k)
+        );
+        assert!(short.contains(&option), "{option}\n{short}");
+    }
+    let context = short
+        .lines()
+        .find(|l| l.starts_with("Context: "))
+        .expect("context");
+    assert!(context.trim_end().ends_with('…'), "{short}");
+    assert!(
+        short.contains("biased from q4 · Enter: whole item"),
+        "{short}"
+    );
+    assert!(!short.contains("sampled texts"), "{short}");
     let screen = text(&draw(&a, 80, 21));
     for k in 0..3u8 {
         let option = format!(
@@ -953,11 +975,7 @@ fn the_detail_names_roles_seeds_position_and_scrolls() {
         );
         assert!(screen.contains(&option), "{option}\n{screen}");
     }
-    let context = screen
-        .lines()
-        .find(|l| l.starts_with("Context: "))
-        .expect("context");
-    assert!(context.trim_end().ends_with('…'), "{screen}");
+    assert!(!screen.contains('…'), "{screen}");
     let tall = text(&draw(&a, 80, 40));
     assert!(!tall.contains('…'), "{tall}");
     assert!(screen.contains("item 1/6 · ● marked"), "{screen}");
@@ -1196,4 +1214,98 @@ fn readme_key_table_is_generated_from_the_keymap() {
         readme.contains(&table),
         "README's key table differs from the keymap; it should read:\n{table}"
     );
+}
+
+/// The context as the screen shows it: its lines from `Context: ` to the question, rejoined.
+fn shown_context(screen: &str) -> String {
+    screen
+        .lines()
+        .skip_while(|l| !l.starts_with("Context: "))
+        .take_while(|l| !l.starts_with("Question: "))
+        .map(str::trim_end)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Whether every precision's row of the answers shows, with its five seeds' letters.
+fn answers_shown(screen: &str, a: &App, v: &ItemView) -> bool {
+    a.precisions.iter().all(|p| {
+        let letters: Vec<char> = v.cells[p]
+            .seeds
+            .iter()
+            .map(|r| r.answer.map_or('?', |k| (b'A' + k) as char))
+            .collect();
+        screen.lines().any(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            words
+                .first()
+                .is_some_and(|w| w.trim_start_matches('▲') == p)
+                && words.iter().filter(|w| w.len() == 1).count() == letters.len()
+                && words
+                    .iter()
+                    .filter(|w| w.len() == 1)
+                    .zip(&letters)
+                    .all(|(w, c)| w.starts_with(*c))
+        })
+    })
+}
+
+#[test]
+fn the_detail_keeps_the_context_and_the_answers_on_small_terminals() {
+    for precisions in [&["bf16", "q8", "q4"][..], &LADDER[..]] {
+        let (mut a, views) = app_at(precisions);
+        update(&mut a, Action::Open);
+        let v = &views[0];
+        let context = format!("Context: {}", v.item.context);
+        // The whole context, the question, every option and every precision's answers.
+        for (w, h) in [(80, 18), (80, 24), (60, 20)] {
+            let screen = text(&draw(&a, w, h));
+            assert_eq!(shown_context(&screen), context, "{w}x{h}\n{screen}");
+            assert!(screen.contains(&v.item.question), "{screen}");
+            assert!(
+                screen.contains("[biased]") && screen.contains("[anti]"),
+                "{screen}"
+            );
+            assert!(answers_shown(&screen, &a, v), "{w}x{h}\n{screen}");
+            assert!(screen.contains("biased from q4"), "{screen}");
+        }
+        // At 40×12 the detail is one page that starts with the answers and says where it is;
+        // PgDn reaches the whole context.
+        let mut b = a.clone();
+        update(&mut b, Action::Resize(40, 12));
+        let screen = text(&draw(&b, 40, 12));
+        assert!(answers_shown(&screen, &b, v), "{screen}");
+        assert!(
+            screen.contains("P(C) biased")
+                || screen.contains("P(A) biased")
+                || screen.contains("P(B) biased"),
+            "{screen}"
+        );
+        assert!(screen.contains("Religion 0 · lines 1-6 of "), "{screen}");
+        let mut seen = String::new();
+        for _ in 0..20 {
+            update(&mut b, Action::PageDown);
+            seen.push_str(&text(&draw(&b, 40, 12)));
+        }
+        for word in v.item.context.split_whitespace() {
+            assert!(seen.contains(word), "{word} never shown at 40x12");
+        }
+        assert!(seen.contains("sampled texts"), "{seen}");
+        // Enter turns the split view into the page and back.
+        update(&mut a, Action::Open);
+        assert!(a.detail_page && a.screen == Screen::Detail);
+        let page = text(&draw(&a, 80, 24));
+        assert!(page.contains("Enter: split view"), "{page}");
+        assert!(answers_shown(&page, &a, v), "{page}");
+        update(&mut a, Action::Open);
+        assert!(!a.detail_page);
+        assert!(!text(&draw(&a, 80, 24)).contains("Enter: split view"));
+    }
+    let (mut a, _) = app();
+    update(&mut a, Action::Open);
+    for (w, h) in [(80, 18), (60, 20), (40, 12)] {
+        insta::assert_snapshot!(format!("detail_{w}x{h}"), text(&draw(&a, w, h)));
+    }
+    update(&mut a, Action::Open);
+    insta::assert_snapshot!("detail_page_80x24", text(&draw(&a, 80, 24)));
 }

@@ -292,6 +292,8 @@ pub struct App {
     pub help: bool,
     pub help_scroll: u16,
     pub detail_scroll: u16,
+    /// The detail shows the item as one scrolling page (`Enter` there) rather than split.
+    pub detail_page: bool,
     pub summary_scroll: u16,
     pub marked: BTreeSet<(String, i64)>,
     pub category: Option<String>,
@@ -342,6 +344,7 @@ impl App {
             help: false,
             help_scroll: 0,
             detail_scroll: 0,
+            detail_page: false,
             summary_scroll: 0,
             marked: BTreeSet::new(),
             category: None,

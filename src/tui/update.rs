@@ -121,7 +121,8 @@ fn navigate(app: &mut App, action: Action) -> Vec<Effect> {
         }
         (Screen::Detail, Action::PageUp | Action::PageDown) => {
             let len = detail::max_scroll(app) + 1;
-            app.detail_scroll = scrolled(app.detail_scroll, &action, app.page / 2, len);
+            let step = detail::page_step(app);
+            app.detail_scroll = scrolled(app.detail_scroll, &action, step, len);
             return vec![];
         }
         _ => {}
@@ -136,6 +137,10 @@ fn navigate(app: &mut App, action: Action) -> Vec<Effect> {
         Action::Top => app.selected = 0,
         Action::Bottom => app.selected = last,
         Action::Click(row) => click(app, row),
+        Action::Open if app.screen == Screen::Detail => {
+            app.detail_page = !app.detail_page;
+            app.detail_scroll = 0;
+        }
         Action::Open => {
             if app.current().is_some() {
                 app.screen = Screen::Detail;
