@@ -1309,3 +1309,47 @@ fn the_detail_keeps_the_context_and_the_answers_on_small_terminals() {
     update(&mut a, Action::Open);
     insta::assert_snapshot!("detail_page_80x24", text(&draw(&a, 80, 24)));
 }
+
+#[test]
+fn at_40_columns_the_strip_stays_whole_sorted_or_with_five_precisions() {
+    // Sorted: the sort value gives way (the header still names the order), the strip does not.
+    let (mut a, views) = app_at(&["bf16", "q8", "q4"]);
+    update(&mut a, Action::CycleSort);
+    let screen = text(&draw(&a, 40, 12));
+    assert!(screen.contains("sort Δ P(biased)"), "{screen}");
+    assert!(!screen.contains("ΔP(b)"), "{screen}");
+    let (_, l0) = row_line(&screen, &views[0]).unwrap_or_else(|| panic!("{screen}"));
+    assert!(l0.contains("uuuua uuuua▲BBBua"), "{l0}");
+    // At 70 columns the sort value is a column again.
+    assert!(text(&draw(&a, 70, 12)).contains("ΔP(b)↓"));
+    // Five precisions: the whole strip and the id; the per-precision progress as ✓ marks.
+    let (a, views) = app();
+    let screen = text(&draw(&a, 40, 12));
+    assert!(screen.contains("bf16 ✓ q8 ✓ q6 ✓ q4 ✓ q3◆✓"), "{screen}");
+    assert!(
+        screen.contains("   bf16  q8    q6    q4    q3    id"),
+        "{screen}"
+    );
+    let line = screen
+        .lines()
+        .find(|l| l.contains("▲BBBua BBBua"))
+        .unwrap_or_else(|| panic!("{screen}"));
+    assert!(
+        line.split_whitespace()
+            .any(|w| w == views[0].item.example_id.to_string()),
+        "{line}"
+    );
+    insta::assert_snapshot!("list_five_precisions_40x12", screen);
+    // An unfinished precision shows its share; one without records, 0%.
+    let (mut b, _) = app_at(&["bf16", "q8", "q4"]);
+    let mut half = b.views.clone();
+    for v in half.iter_mut().skip(3) {
+        v.cells.remove("q8");
+    }
+    for v in half.iter_mut() {
+        v.cells.remove("q4");
+    }
+    update(&mut b, Action::Data(half, None));
+    let screen = text(&draw(&b, 40, 12));
+    assert!(screen.contains("bf16 ✓ q8 50% q4◆0%"), "{screen}");
+}

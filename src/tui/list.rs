@@ -23,12 +23,14 @@ const MAX_SEED_GLYPHS: usize = 8;
 /// How wide the list's cells are for this data and which columns fit. The strip, the id and
 /// the question are always shown; as the width shrinks the others are given up in this
 /// order: `pol`, the category's width (10, then 6), `1st` (the strip's `▲` says the same),
-/// then `category` and `P(b)`.
+/// then `category` and `P(b)`, then the sort value (the header still names the order).
 struct Layout {
     /// Characters of a precision cell's seeds (without its leading marker).
     seeds: usize,
     /// Whether the seeds are shown one glyph each (else as `B2/9`).
     glyphs: bool,
+    /// Whether the sort value is a column (the header names the order either way).
+    show_sort: bool,
     show_pol: bool,
     /// The category column's width (0: not shown).
     category: u16,
@@ -51,13 +53,14 @@ impl Layout {
         let seeds = if glyphs { most.max(4) } else { 5 };
         let strip = (seeds + 1) * app.precisions.len();
         let spark = app.precisions.len().max(4) + 1;
-        let sort = if app.sort == Sort::Id { 0 } else { 7 };
         // Each column with the space after it: marker, strip, id; then the scrollbar.
-        let base = 2 + (strip + 1) + 6 + sort + 1;
+        let base = 2 + (strip + 1) + 6 + 1;
         let question = |extra: usize| (width as usize).saturating_sub(base + extra);
         let fits = |extra: usize| question(extra) >= MIN_QUESTION;
+        let show_sort = app.sort != Sort::Id && fits(7);
+        let sort = if show_sort { 7 } else { 0 };
         let (mut show_first, mut show_spark) = (true, true);
-        let mut extra = spark + 5;
+        let mut extra = sort + spark + 5;
         let category: u16 = if fits(extra + 11) {
             10
         } else if fits(extra + 7) {
@@ -80,6 +83,7 @@ impl Layout {
         Layout {
             seeds,
             glyphs,
+            show_sort,
             show_pol,
             category,
             show_first,
@@ -242,7 +246,7 @@ fn row<'a>(app: &App, lay: &Layout, pos: usize, v: &'a ItemView) -> Row<'a> {
             theme::role_style(app.no_color, Role::Biased),
         )));
     }
-    if app.sort != Sort::Id {
+    if lay.show_sort {
         cells.push(Cell::from(sort_value(app, v)));
     }
     if lay.category > 0 {
@@ -283,7 +287,7 @@ fn header<'a>(app: &App, lay: &Layout) -> (Row<'a>, Vec<Constraint>) {
         names.push("1st".into());
         widths.push(Constraint::Length(4));
     }
-    if app.sort != Sort::Id {
+    if lay.show_sort {
         names.push(format!(
             "{}{}",
             app.sort.column(),
@@ -302,7 +306,7 @@ fn header<'a>(app: &App, lay: &Layout) -> (Row<'a>, Vec<Constraint>) {
         widths.push(Constraint::Length(6));
     }
     names.push("question".into());
-    widths.push(Constraint::Min(8));
+    widths.push(Constraint::Fill(1));
     let row = Row::new(names).style(theme::styled(app.no_color, theme::bold()));
     (row, widths)
 }

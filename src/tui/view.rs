@@ -179,8 +179,18 @@ fn run_gauge(f: &mut Frame, app: &App, area: Rect) {
     );
 }
 
-/// Per precision of the run: a small gauge of its records (or of the items on disk).
-fn precision_progress<'a>(app: &App) -> Line<'a> {
+/// Per precision of the run: a small gauge of its records (or of the items on disk), or,
+/// where the gauges do not fit in `width`, the percentages alone.
+fn precision_progress<'a>(app: &App, width: usize) -> Line<'a> {
+    let line = precision_line(app, true);
+    if line.width() <= width {
+        line
+    } else {
+        precision_line(app, false)
+    }
+}
+
+fn precision_line<'a>(app: &App, bars: bool) -> Line<'a> {
     let mut spans = Vec::new();
     let from_run = app
         .progress
@@ -214,13 +224,18 @@ fn precision_progress<'a>(app: &App) -> Line<'a> {
         };
         spans.push(label);
         if done == 0 {
-            spans.push(Span::styled("pending ", theme::dim(app.no_color)));
-        } else {
+            let word = if bars { "pending " } else { "0% " };
+            spans.push(Span::styled(word, theme::dim(app.no_color)));
+        } else if bars {
             spans.push(Span::styled(
                 theme::bar(r, 5),
                 theme::styled(app.no_color, Style::default().fg(ACCENT)),
             ));
             spans.push(Span::raw(format!("{:>4.0}% ", 100.0 * r)));
+        } else if done >= total {
+            spans.push(Span::raw("✓ "));
+        } else {
+            spans.push(Span::raw(format!("{:.0}% ", 100.0 * r)));
         }
     }
     Line::from(spans)
@@ -266,7 +281,7 @@ fn render_header(f: &mut Frame, app: &App, area: Rect) {
         l1,
     );
     run_gauge(f, app, l2);
-    f.render_widget(Paragraph::new(precision_progress(app)), l_prec);
+    f.render_widget(Paragraph::new(precision_progress(app, width)), l_prec);
     f.render_widget(Paragraph::new(clip(&filters_line(app), width)), l3);
 }
 
