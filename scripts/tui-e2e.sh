@@ -7,7 +7,9 @@
 #   4. the same command resumes the run to the end; no q6 or q3 appears on the screen;
 #   5. two marked items are exported beside the results folder, and exporting again asks
 #      before replacing the file;
-#   6. `q` goes back from the detail to the list, and quits from the list;
+#   6. the detail at 40×12 is one page that starts with every precision's answers, and
+#      Enter switches the split view and that page; `q` goes back from the detail to the
+#      list, and quits from the list;
 # then checks the CSV (only the run's precisions) and that the terminal was restored.
 #
 # Usage: scripts/tui-e2e.sh BINARY MODEL.gguf BBQ_DIR
@@ -95,7 +97,21 @@ keys Enter
 wait_for "inside the results folder" 30
 [ -e "$out/inside.csv" ] && fail "an export was written inside the results folder"
 
-# 6. q goes back from the detail, then quits from the list (no run is going: no question).
+# 6. The detail: at 40×12 it is one page that starts with the answers and says where it is;
+#    back at 120×40 it is split again; Enter shows the page and returns. q goes back from the
+#    detail, then quits from the list (no run is going: no question).
+keys Enter
+wait_for "sampled texts" 10
+tmux -L "$sock" resize-window -t 0 -x 40 -y 12
+wait_for "P(" 10
+wait_for " · lines 1-6 of " 10
+for p in bf16 q8 q4; do
+  screen | grep -qE "^(▲| )$p +[^ ]+ [0-9.]+ +([A-C?] ){4}[A-C?]" || fail "no $p answers at 40x12"
+done
+tmux -L "$sock" resize-window -t 0 -x 120 -y 40
+wait_for "sampled texts" 10
+keys Enter
+wait_for "Enter: split view" 10
 keys Enter
 wait_for "sampled texts" 10
 keys q
