@@ -59,6 +59,7 @@ fn tiny_study(tag: &str) -> Study {
         plan,
         dir: ResultsDir::at(&tmp.join("out")),
         device: candle_core::Device::Cpu,
+        batch_size_given: true,
     }
 }
 

@@ -197,8 +197,10 @@ pub struct StudyArgs {
     /// allenai/tulu-3-sft-mixture) [default: the run's BBQ prompts through the chat template].
     #[arg(long)]
     pub ppl_corpus: Option<String>,
-    /// Prompts per forward pass, padded after their shared prefix [default: 1 on the CPU,
-    /// 32 on a GPU]. Lower it if the device runs out of memory.
+    /// Prompts per forward pass, padded after their shared prefix [default: 1 on the CPU; on
+    /// a GPU chosen from free memory once the model is loaded, at most 256, and printed; a
+    /// resumed run goes on at the batch size its finished parts recorded]. Lower it if the
+    /// device runs out of memory: the run resumes.
     #[arg(long, value_name = "N")]
     pub batch_size: Option<usize>,
     /// Run only shard I of N (such as 3/8): part k of every model and precision belongs to

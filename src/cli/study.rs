@@ -23,6 +23,7 @@ pub struct Prepared {
     rd: ResultsDir,
     device: candle_core::Device,
     device_name: String,
+    batch_size_given: bool,
 }
 
 /// The plan before the results folder is touched.
@@ -46,6 +47,7 @@ impl Prepared {
             plan: self.plan.clone(),
             dir: self.rd.clone(),
             device: self.device.clone(),
+            batch_size_given: self.batch_size_given,
         }
     }
 
@@ -103,7 +105,7 @@ fn prepare(a: &StudyArgs) -> Result<Option<Prepared>> {
     let p = plan(a, &config)?;
     let n_items = p.sel.items.len();
     let passes = n_items * p.spec.precisions.len() * p.models.len() * p.spec.option_orders.len();
-    print_plan(&p, passes);
+    print_plan(&p, passes, a.batch_size.is_some());
     if a.dry_run {
         dry_run(&p, passes / n_items.max(1))?;
         return Ok(None);
@@ -132,6 +134,7 @@ fn prepare(a: &StudyArgs) -> Result<Option<Prepared>> {
         rd,
         device: p.device,
         device_name: p.device_name,
+        batch_size_given: a.batch_size.is_some(),
     }))
 }
 
@@ -299,7 +302,7 @@ fn plan_models(
 }
 
 /// The plan's line on stderr: models, precisions, items, orders, seeds, records, passes.
-fn print_plan(p: &Planned, passes: usize) {
+fn print_plan(p: &Planned, passes: usize, batch_size_given: bool) {
     let spec = &p.spec;
     let n_items = p.sel.items.len();
     let orders = spec.option_orders.len();
@@ -312,8 +315,12 @@ fn print_plan(p: &Planned, passes: usize) {
     } else {
         String::new()
     };
+    let batch = match batch_size_given || p.device.is_cpu() {
+        true => format!("{} prompt(s) per pass", spec.batch_size),
+        false => "prompts per pass chosen from free device memory".into(),
+    };
     eprintln!(
-        "plan: {} model(s) × {} precision(s) × {} item(s){order_note} × {} seed(s) = {} records ({} forward passes) on {}, {} prompt(s) per pass (--batch-size), into {}",
+        "plan: {} model(s) × {} precision(s) × {} item(s){order_note} × {} seed(s) = {} records ({} forward passes) on {}, {batch} (--batch-size), into {}",
         p.models.len(),
         spec.precisions.len(),
         n_items,
@@ -321,7 +328,6 @@ fn print_plan(p: &Planned, passes: usize) {
         passes * spec.seeds.len() + noise,
         passes,
         p.device_name,
-        spec.batch_size,
         p.out.display()
     );
 }
@@ -504,6 +510,9 @@ fn run_with_bar(job: study::Study) -> (Result<study::Outcome>, Vec<study::Throug
         }
         Event::Progress { records, .. } => bar.inc(records),
         Event::StageDone(study::StageDone::Scored(t)) => measured.push(t),
+        Event::StageDone(study::StageDone::BatchSize {
+            note: Some(note), ..
+        }) => bar.suspend(|| eprintln!("{note}")),
         _ => {}
     });
     bar.finish_and_clear();

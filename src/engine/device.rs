@@ -1,6 +1,6 @@
 //! Choosing the compute device once: `auto` takes CUDA, then Metal, then the CPU.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, brief, is_out_of_memory};
 use candle_core::Device;
 
 /// The device for `spec` (`auto`, `cpu`, `cuda`, `cuda:N`, `metal`) and its name for users.
@@ -8,7 +8,7 @@ pub fn select_device(spec: &str) -> Result<(Device, String)> {
     let cuda = |ordinal: usize| {
         Device::new_cuda(ordinal)
             .map(|d| (d, format!("cuda:{ordinal}")))
-            .map_err(|e| Error::Input(format!("--device cuda:{ordinal} is not available: {e}")))
+            .map_err(|e| unavailable(&format!("cuda:{ordinal}"), &e))
     };
     match spec {
         "cpu" => Ok((Device::Cpu, cpu_name())),
@@ -26,7 +26,7 @@ pub fn select_device(spec: &str) -> Result<(Device, String)> {
         "cuda" => cuda(0),
         "metal" => Device::new_metal(0)
             .map(|d| (d, "metal".into()))
-            .map_err(|e| Error::Input(format!("--device metal is not available: {e}"))),
+            .map_err(|e| unavailable("metal", &e)),
         other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
             Some(n) => cuda(n),
             None => Err(Error::Input(format!(
@@ -36,11 +36,47 @@ pub fn select_device(spec: &str) -> Result<(Device, String)> {
     }
 }
 
-/// Prompts per forward pass when `--batch-size` is not given: 1 on the CPU (prompt by
-/// prompt, reusing each previous prompt's prefix, the fastest there), 32 on a GPU (a 7B
-/// model's activations for 32 study prompts take about 1.5 GB).
+/// A device that cannot be opened, in the device's words (without the backtrace candle
+/// attaches); one with no memory left for a new context says so.
+fn unavailable(name: &str, e: &candle_core::Error) -> Error {
+    let said = brief(e);
+    match is_out_of_memory(&said) {
+        true => Error::Input(format!(
+            "--device {name} is not available: it has no memory left for this program (other programs hold it; {said})"
+        )),
+        false => Error::Input(format!("--device {name} is not available: {said}")),
+    }
+}
+
+/// A fixed number of prompts per forward pass: 1 on the CPU (prompt by prompt, reusing
+/// each previous prompt's prefix, the fastest there), 32 on a GPU (a 7B model's activations
+/// for 32 study prompts take about 1.5 GB). `bench` uses it when `--batch-size` is not
+/// given, and a study on a GPU whose free memory cannot be read; a study otherwise chooses
+/// from the device's free memory (`engine::batch`).
 pub fn default_batch_size(device: &Device) -> usize {
     if device.is_cpu() { 1 } else { 32 }
+}
+
+/// Free device memory in bytes, for choosing a batch size: on CUDA the driver's
+/// `cuMemGetInfo` after the device's work has finished (what the stream-ordered pool
+/// released at that point counts as free); on Metal the recommended working set less what
+/// the device has allocated; `None` on the CPU and where it cannot be read.
+pub fn free_memory(device: &Device) -> Option<u64> {
+    match device {
+        #[cfg(feature = "cuda")]
+        Device::Cuda(d) => {
+            device.synchronize().ok()?;
+            let (free, _total) = d.cuda_stream().context().mem_get_info().ok()?;
+            Some(free as u64)
+        }
+        #[cfg(feature = "metal")]
+        Device::Metal(d) => {
+            let m = d.metal_device();
+            let budget = m.recommended_max_working_set_size() as u64;
+            Some(budget.saturating_sub(m.current_allocated_size() as u64))
+        }
+        _ => None,
+    }
 }
 
 fn cpu_name() -> String {
@@ -119,5 +155,52 @@ mod cuda_pool {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cpu_has_no_device_memory_to_read() {
+        assert_eq!(free_memory(&Device::Cpu), None);
+    }
+
+    #[test]
+    fn a_device_without_memory_for_a_context_says_so_without_a_backtrace() {
+        let e = candle_core::Error::Msg(
+            "DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")".into(),
+        );
+        let e = candle_core::Error::WithBacktrace {
+            inner: Box::new(e),
+            backtrace: Box::new(std::backtrace::Backtrace::force_capture()),
+        };
+        assert_eq!(
+            unavailable("cuda:0", &e).to_string(),
+            "--device cuda:0 is not available: it has no memory left for this program (other programs hold it; DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\"))"
+        );
+        let e = candle_core::Error::Msg("no CUDA-capable device is detected".into());
+        assert_eq!(
+            unavailable("cuda:1", &e).to_string(),
+            "--device cuda:1 is not available: no CUDA-capable device is detected"
+        );
+    }
+
+    /// Reads the driver's free memory around a 1 GiB allocation.
+    #[cfg(feature = "cuda")]
+    #[test]
+    #[ignore = "needs a CUDA GPU: cargo test --features cuda --lib free_memory -- --ignored"]
+    fn free_memory_on_cuda_falls_by_what_is_allocated() {
+        let device = Device::new_cuda(0).expect("cuda:0");
+        let before = free_memory(&device).expect("free memory read");
+        let t = candle_core::Tensor::zeros(1usize << 28, candle_core::DType::F32, &device)
+            .expect("1 GiB");
+        let during = free_memory(&device).expect("free memory read");
+        assert!(
+            before >= during + (1 << 30) * 9 / 10,
+            "{before} then {during}"
+        );
+        drop(t);
     }
 }

@@ -2,6 +2,7 @@
 //! tokenizers, one llama-family transformer, the precision ladder and the next-token
 //! distributions the study samples from.
 
+pub mod batch;
 pub mod catalog;
 pub mod convert;
 pub mod device;

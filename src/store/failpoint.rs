@@ -12,12 +12,17 @@
 //! - `table-tmp`: a derived table's temporary file (the perplexity rows) is written, not
 //!   yet renamed;
 //! - `final-manifest`: everything is written but the manifest's end-of-run stamp.
+//!
+//! One point does not abort but fails as the device would ([`device`]):
+//! - `device-oom`: a part's records are scored and about to be written; the N-th time, the
+//!   run gets the error candle gives when CUDA runs out of memory, through the same
+//!   conversion and message as a real one.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Every point name, for the parser and the documentation.
-pub const POINTS: [&str; 7] = [
+pub const POINTS: [&str; 8] = [
     "manifest-tmp",
     "items-tmp",
     "part-tmp",
@@ -25,6 +30,7 @@ pub const POINTS: [&str; 7] = [
     "perplexity",
     "table-tmp",
     "final-manifest",
+    "device-oom",
 ];
 
 static ARMED: AtomicBool = AtomicBool::new(false);
@@ -60,17 +66,53 @@ pub fn arm() {
 
 /// The run reached point `name`: abort if it is the armed point's N-th time.
 pub fn hit(name: &str) {
-    if !ARMED.load(Ordering::Relaxed) {
-        return;
-    }
-    let Some(Some((target, n))) = TARGET.get() else {
-        return;
-    };
-    if target == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == *n {
+    if let Some(n) = reached(name) {
         eprintln!("STEREOSCOPE_FAIL_AT: aborting at {name}:{n}");
         std::process::abort();
     }
 }
+
+/// The run reached point `name` where the device may fail: the armed point's N-th time,
+/// the error candle reports when CUDA runs out of memory (cudarc's `DriverError` in
+/// `candle_core::Error::Cuda`), converted as every candle error is.
+pub fn device(name: &str) -> crate::error::Result<()> {
+    match reached(name) {
+        Some(n) => {
+            eprintln!("STEREOSCOPE_FAIL_AT: the device fails at {name}:{n}");
+            Err(candle_core::Error::Cuda(Box::new(DriverOutOfMemory))
+                .bt()
+                .into())
+        }
+        None => Ok(()),
+    }
+}
+
+/// N when this is the armed point's N-th time.
+fn reached(name: &str) -> Option<u64> {
+    if !ARMED.load(Ordering::Relaxed) {
+        return None;
+    }
+    let Some(Some((target, n))) = TARGET.get() else {
+        return None;
+    };
+    (target == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == *n).then_some(*n)
+}
+
+/// What cudarc's `DriverError(CUDA_ERROR_OUT_OF_MEMORY)` says (its `Display` is its
+/// `Debug`, with the driver's error string).
+#[derive(Debug)]
+struct DriverOutOfMemory;
+
+impl std::fmt::Display for DriverOutOfMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")"
+        )
+    }
+}
+
+impl std::error::Error for DriverOutOfMemory {}
 
 #[cfg(test)]
 mod tests {
@@ -90,6 +132,7 @@ mod tests {
         // The unit-test process never arms the hook: every point returns.
         for p in POINTS {
             hit(p);
+            assert!(device(p).is_ok(), "{p}");
         }
     }
 }

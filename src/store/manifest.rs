@@ -110,6 +110,11 @@ impl Tool {
 pub struct PartEntry {
     pub rows: u64,
     pub sha256: String,
+    /// Prompts per forward pass the part was scored with (`None`: unknown, as in
+    /// manifests written before it was recorded). On a GPU a record's last bits depend on
+    /// which prompts share its batch, so a resumed run scores its remaining parts with this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<u64>,
 }
 
 /// A results folder's manifest.
@@ -269,6 +274,7 @@ mod tests {
             PartEntry {
                 rows: 4,
                 sha256: "ef".into(),
+                batch_size: Some(128),
             },
         );
         let p = d.join("manifest.json");
@@ -330,5 +336,27 @@ mod tests {
         std::fs::write(&p, v.to_string()).expect("write");
         let m = read_manifest(&p).expect("version 1 reads");
         assert!(!m.lists_parts());
+    }
+
+    #[test]
+    fn a_part_listed_without_its_batch_size_reads_as_unknown() {
+        let d = tmp("batch");
+        let p = d.join("manifest.json");
+        let mut v = serde_json::to_value(Manifest::new(plan(), None)).expect("json");
+        let rel = "model=m/scheme=mlx/precision=bf16/part-00000.parquet";
+        // As written before the batch size was recorded.
+        v["parts"] = serde_json::json!({ rel: {"rows": 4, "sha256": "ef"} });
+        std::fs::write(&p, v.to_string()).expect("write");
+        let m = read_manifest(&p).expect("read");
+        assert_eq!(m.parts[rel].batch_size, None);
+        // Written back, an unknown batch size stays absent; a known one is kept.
+        let text = serde_json::to_string(&m).expect("json");
+        assert!(!text.contains("batch_size"), "{text}");
+        v["parts"][rel]["batch_size"] = serde_json::json!(64);
+        std::fs::write(&p, v.to_string()).expect("write");
+        assert_eq!(
+            read_manifest(&p).expect("read").parts[rel].batch_size,
+            Some(64)
+        );
     }
 }

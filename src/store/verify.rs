@@ -216,6 +216,8 @@ pub fn read_part(
     let entry = PartEntry {
         rows: records.len() as u64,
         sha256,
+        // What the file cannot tell: the batch size the manifest recorded, if any.
+        batch_size: listed.and_then(|(e, _)| e.batch_size),
     };
     Ok((entry, records))
 }

@@ -42,36 +42,56 @@ pub fn overlong_items(
     src: &SourceModel,
     template: &ChatTemplate,
 ) -> Result<Vec<Overlong>> {
-    let max = src.cfg.max_positions;
-    let mut out = Vec::new();
+    let longest = longest_prompts(spec, items, src, template)?;
+    Ok(overlong_of(items, &longest, src.cfg.max_positions))
+}
+
+/// Each item's longest prompt over the spec's option orders, in tokens.
+fn longest_prompts(
+    spec: &StudySpec,
+    items: &[Item],
+    src: &SourceModel,
+    template: &ChatTemplate,
+) -> Result<Vec<usize>> {
+    let mut out = Vec::with_capacity(items.len());
     for item in items {
         let mut longest = 0;
         for order in &spec.option_orders {
             let text = spec.protocol.prompt(template, &order.shown(item))?;
             longest = longest.max(src.tok.encode(&text)?.len());
         }
-        if positions_needed(longest) > max {
-            out.push(Overlong {
-                category: item.category.clone(),
-                example_id: item.example_id,
-                prompt_tokens: longest,
-            });
-        }
+        out.push(longest);
     }
     Ok(out)
 }
 
-/// An error naming the items that do not fit (the first ten, and how many in all).
+/// The items whose longest prompt (`longest`, in item order) needs more than `max` positions.
+fn overlong_of(items: &[Item], longest: &[usize], max: usize) -> Vec<Overlong> {
+    items
+        .iter()
+        .zip(longest)
+        .filter(|(_, n)| positions_needed(**n) > max)
+        .map(|(item, &n)| Overlong {
+            category: item.category.clone(),
+            example_id: item.example_id,
+            prompt_tokens: n,
+        })
+        .collect()
+}
+
+/// The most positions an item of `items` needs (its prompt and the fed-back answer
+/// tokens); an error naming the items that do not fit (the first ten, and how many in all).
 pub fn check_fit(
     spec: &StudySpec,
     items: &[Item],
     model_id: &str,
     src: &SourceModel,
     template: &ChatTemplate,
-) -> Result<()> {
-    let bad = overlong_items(spec, items, src, template)?;
+) -> Result<usize> {
+    let longest = longest_prompts(spec, items, src, template)?;
+    let bad = overlong_of(items, &longest, src.cfg.max_positions);
     if bad.is_empty() {
-        return Ok(());
+        return Ok(positions_needed(longest.iter().copied().max().unwrap_or(0)));
     }
     let shown: Vec<String> = bad.iter().take(10).map(|o| o.to_string()).collect();
     let more = match bad.len() > shown.len() {

@@ -25,6 +25,10 @@ pub struct Study {
     pub plan: crate::store::Plan,
     pub dir: ResultsDir,
     pub device: candle_core::Device,
+    /// Whether `spec.batch_size` was given (`--batch-size`). When not, each model's batch
+    /// size is what its finished parts in the folder recorded, else 1 on the CPU, else
+    /// chosen from the device's free memory once the model's weights are resident.
+    pub batch_size_given: bool,
 }
 
 /// The finished study: where it is.
@@ -60,6 +64,14 @@ pub enum StageDone {
     Scored(Throughput),
     /// A model's perplexity rows are written (or were already there).
     Perplexity { model: String },
+    /// A model's batch size is settled when `--batch-size` was not given: taken from the
+    /// folder's finished parts or chosen from free device memory; `note` says which, for
+    /// the user (none on the CPU for a new run).
+    BatchSize {
+        model: String,
+        size: usize,
+        note: Option<String>,
+    },
 }
 
 /// What a running study reports, in order; the last event is `Finished` or `Failed`.

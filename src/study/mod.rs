@@ -11,6 +11,7 @@
 //! shards (part k of every model and precision goes to shard k mod N) together compute exactly
 //! what one run does.
 
+mod batch;
 mod decode;
 mod fit;
 mod job;

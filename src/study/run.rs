@@ -6,20 +6,20 @@
 use super::job::{Event, Events, Outcome, StageDone, Study, Throughput};
 use super::manifest::{model_entry, now, record_model, record_precision};
 use super::ppl::PplStage;
-use super::{PlannedModel, Scorer, build_precision, load_for_scoring};
+use super::{PlannedModel, Scorer, StudySpec, build_precision, load_for_scoring};
 use crate::bbq::Item;
 use crate::engine::quant::Built;
 use crate::engine::sample::Letters;
 use crate::engine::source::SourceModel;
 use crate::engine::{KvCache, Precision};
-use crate::error::{Error, Result};
+use crate::error::{DeviceWork, Error, MemoryContext, Result};
 use crate::prompt::{self, ChatTemplate};
 use crate::store::failpoint;
 use crate::store::lock::FolderLock;
 use crate::store::manifest::{FORMAT_VERSION, Manifest, PartEntry, Tool, read_manifest};
 use crate::store::{self, Record, verify};
 use serde_json::json;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -29,6 +29,8 @@ struct Loaded {
     src: SourceModel,
     template: ChatTemplate,
     letters: Letters,
+    /// The most positions an item needs (its prompt and the fed-back answer tokens).
+    positions: usize,
     /// Whether the manifest has its entry from this load.
     recorded: bool,
     /// Whether `StageDone::Loaded` was sent for this load.
@@ -57,6 +59,10 @@ struct Run<'a> {
     cancel: &'a AtomicBool,
     manifest: RefCell<Manifest>,
     loaded: Option<Loaded>,
+    /// Each model's batch size once settled (`batch::settle`), by model index.
+    batch: RefCell<std::collections::BTreeMap<usize, usize>>,
+    /// The batch size of the model-precision being scored, recorded with each part.
+    in_use: Cell<usize>,
     /// The folder's lock, held for the whole run.
     _lock: FolderLock,
 }
@@ -97,7 +103,7 @@ fn load_checked(study: &Study, mi: usize) -> Result<Loaded> {
             ppl.seq_len, m.resolved.id, src.cfg.max_positions, src.cfg.max_positions
         )));
     }
-    super::fit::check_fit(
+    let positions = super::fit::check_fit(
         &study.spec,
         &study.sel.items,
         &m.resolved.id,
@@ -109,6 +115,7 @@ fn load_checked(study: &Study, mi: usize) -> Result<Loaded> {
         src,
         template,
         letters,
+        positions,
         recorded: false,
         announced: false,
     })
@@ -129,8 +136,11 @@ pub(crate) fn run(study: &Study, events: &Events, cancel: &AtomicBool) -> Result
     for work in run.plan() {
         run.load(work.model, true)?;
         run.check_cancel()?;
-        let built = run.build(&study.models[work.model], work.precision)?;
-        run.score_parts(&work, &built)?;
+        let built = run
+            .build(&study.models[work.model], work.precision)
+            .map_err(|e| run.out_of_memory(e, &work, false))?;
+        run.score_parts(&work, &built)
+            .map_err(|e| run.out_of_memory(e, &work, true))?;
     }
     run.perplexity()?;
     run.finish()
@@ -183,6 +193,8 @@ impl<'a> Run<'a> {
             cancel,
             manifest: RefCell::new(manifest),
             loaded: None,
+            batch: RefCell::default(),
+            in_use: Cell::new(study.spec.batch_size),
             _lock: lock,
         })
     }
@@ -259,6 +271,7 @@ impl<'a> Run<'a> {
         let entry = PartEntry {
             rows: rows as u64,
             sha256: hex::encode(sha2::Sha256::digest(&data)),
+            batch_size: Some(self.in_use.get() as u64),
         };
         let mut manifest = self.manifest.borrow_mut();
         manifest.parts.insert(rel.to_string(), entry);
@@ -339,7 +352,8 @@ impl<'a> Run<'a> {
 
     /// Score and write every pending part of one model-precision.
     fn score_parts(&self, work: &Work, built: &Built) -> Result<()> {
-        let (spec, m) = (&self.study.spec, &self.study.models[work.model]);
+        let spec = &self.scoring_spec(work, built)?;
+        let m = &self.study.models[work.model];
         let precision = work.precision;
         self.events
             .stage(format!("{} {}: scoring", m.slug, precision.as_str()));
@@ -358,6 +372,7 @@ impl<'a> Run<'a> {
         let parts = self.parts();
         for &k in &work.parts {
             let records = self.score_part(&scorer, parts[k], &mut tally)?;
+            failpoint::device("device-oom")?;
             let path =
                 self.study
                     .dir
@@ -393,6 +408,67 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    /// The spec to score model-precision `work` with: the run's, at the model's batch size
+    /// (settled the first time, said to the user when it was not given).
+    fn scoring_spec(&self, work: &Work, built: &Built) -> Result<StudySpec> {
+        let known = self.batch.borrow().get(&work.model).copied();
+        let size = match known {
+            Some(size) => size,
+            None => {
+                let loaded = self.loaded()?;
+                let resident = super::batch::Resident {
+                    cfg: &loaded.src.cfg,
+                    positions: loaded.positions,
+                    act_bytes: built.model.dtype.size_in_bytes() as u64,
+                    precision: work.precision,
+                };
+                let manifest = self.manifest.borrow();
+                let s = super::batch::settle(self.study, &manifest, work.model, &resident);
+                self.events.send(Event::StageDone(StageDone::BatchSize {
+                    model: self.study.models[work.model].slug.clone(),
+                    size: s.size,
+                    note: s.note,
+                }));
+                self.batch.borrow_mut().insert(work.model, s.size);
+                s.size
+            }
+        };
+        self.in_use.set(size);
+        Ok(StudySpec {
+            batch_size: size,
+            ..self.study.spec.clone()
+        })
+    }
+
+    /// `e` as the one message for the device running out of memory while building or
+    /// scoring `work` (the part named is its first not yet written); other errors as they are.
+    fn out_of_memory(&self, e: Error, work: &Work, scoring: bool) -> Error {
+        let study = self.study;
+        let slug = &study.models[work.model].slug;
+        let manifest = self.manifest.borrow();
+        let part = work.parts.iter().copied().find(|&k| {
+            let rel = verify::part_rel(&study.plan, slug, work.precision, k, study.dir.shard);
+            !manifest.parts.contains_key(&rel)
+        });
+        let work_done = match scoring {
+            true => DeviceWork::Scoring {
+                part: part.or(work.parts.last().copied()).unwrap_or(0),
+                batch_size: self.in_use.get(),
+            },
+            false => DeviceWork::Building,
+        };
+        crate::error::out_of_memory(
+            e,
+            &MemoryContext {
+                device: &study.spec.device,
+                model: slug,
+                precision: work.precision.as_str(),
+                out: &study.dir.root,
+                work: work_done,
+            },
+        )
+    }
+
     /// One part's records. Each order goes through the part on its own, so the study's
     /// order computes exactly what it computes in a run without other orders.
     fn score_part(&self, scorer: &Scorer, part: &[Item], tally: &mut Tally) -> Result<Vec<Record>> {
@@ -413,7 +489,7 @@ impl<'a> Run<'a> {
                     prompt_tokens: tokens,
                 });
             };
-            if spec.batch_size > 1 {
+            if scorer.spec.batch_size > 1 {
                 for (recs, tokens, fresh) in scorer.score_part(part, order, self.cancel)? {
                     add(recs, tokens, fresh);
                 }
