@@ -1316,12 +1316,18 @@ fn at_40_columns_the_strip_stays_whole_sorted_or_with_five_precisions() {
     let (mut a, views) = app_at(&["bf16", "q8", "q4"]);
     update(&mut a, Action::CycleSort);
     let screen = text(&draw(&a, 40, 12));
-    assert!(screen.contains("sort Δ P(biased)"), "{screen}");
+    // The header line in short words: shown/all, the chosen precision, the order, marks.
+    assert!(screen.contains("6/6 · at q4 · ΔP↓ · 0 marked"), "{screen}");
     assert!(!screen.contains("ΔP(b)"), "{screen}");
     let (_, l0) = row_line(&screen, &views[0]).unwrap_or_else(|| panic!("{screen}"));
     assert!(l0.contains("uuuua uuuua▲BBBua"), "{l0}");
     // At 70 columns the sort value is a column again.
-    assert!(text(&draw(&a, 70, 12)).contains("ΔP(b)↓"));
+    let wide = text(&draw(&a, 70, 12));
+    assert!(wide.contains("ΔP(b)↓"), "{wide}");
+    assert!(
+        wide.contains("6/6 items · at q4 · sort Δ P(biased) ↓"),
+        "{wide}"
+    );
     // Five precisions: the whole strip and the id; the per-precision progress as ✓ marks.
     let (a, views) = app();
     let screen = text(&draw(&a, 40, 12));

@@ -366,9 +366,19 @@ fn text_lines<'a>(app: &App, v: &ItemView, width: usize, s: &Split) -> Vec<Line<
 /// sampled texts.
 fn page_lines<'a>(app: &App, v: &ItemView, width: usize) -> Vec<Line<'a>> {
     let mut lines = answers_lines(app, v, width);
-    lines.push(title(app, v));
-    lines.push(Line::from(verdict(v)));
+    let head: String = title(app, v)
+        .spans
+        .iter()
+        .map(|s| s.content.as_ref())
+        .collect();
+    let bold = theme::styled(app.no_color, theme::bold());
+    lines.extend(
+        wrap(&head, width)
+            .into_iter()
+            .map(|l| Line::styled(l, bold)),
+    );
     for t in [
+        verdict(v),
         format!("Context: {}", v.item.context),
         format!("Question: {}", v.item.question),
     ] {

@@ -241,8 +241,38 @@ fn precision_line<'a>(app: &App, bars: bool) -> Line<'a> {
     Line::from(spans)
 }
 
-/// Shown items, the chosen precision, the order, marks, then the filters that are active.
-fn filters_line(app: &App) -> String {
+/// Shown items, the chosen precision, the order, marks, then the filters that are active;
+/// where that does not fit in `width`, the same in short words.
+fn filters_line(app: &App, width: usize) -> String {
+    let long = filters_words(app);
+    if long.chars().count() <= width {
+        return long;
+    }
+    let sort = match app.sort {
+        super::app::Sort::Id => "id",
+        super::app::Sort::DeltaP => "ΔP",
+        super::app::Sort::Kld => "KLD",
+    };
+    let mut parts = vec![
+        format!("{}/{}", app.visible.len(), app.views.len()),
+        format!(
+            "{}{}",
+            if app.transitions_only { "▲" } else { "at " },
+            app.focus_precision()
+        ),
+        format!("{sort}{}", if app.reverse { "↑" } else { "↓" }),
+        format!("{} marked", app.marked.len()),
+    ];
+    parts.extend(
+        [&app.category, &app.polarity, &app.condition]
+            .into_iter()
+            .flatten()
+            .cloned(),
+    );
+    clip(&parts.join(" · "), width)
+}
+
+fn filters_words(app: &App) -> String {
     let mut parts = vec![
         format!("{}/{} items", app.visible.len(), app.views.len()),
         format!(
@@ -282,7 +312,7 @@ fn render_header(f: &mut Frame, app: &App, area: Rect) {
     );
     run_gauge(f, app, l2);
     f.render_widget(Paragraph::new(precision_progress(app, width)), l_prec);
-    f.render_widget(Paragraph::new(clip(&filters_line(app), width)), l3);
+    f.render_widget(Paragraph::new(filters_line(app, width)), l3);
 }
 
 /// The help's lines on a terminal `width` columns wide: each key with its text, wrapped
