@@ -1359,3 +1359,37 @@ fn at_40_columns_the_strip_stays_whole_sorted_or_with_five_precisions() {
     let screen = text(&draw(&b, 40, 12));
     assert!(screen.contains("bf16 ✓ q8 50% q4◆0%"), "{screen}");
 }
+
+#[test]
+fn narrow_column_headers_and_help_titles_are_whole_words() {
+    let (mut a, _) = app_at(&["bf16", "q8", "q4"]);
+    // 60 columns: the category column is 6 wide and its header a whole word.
+    let screen = text(&draw(&a, 60, 20));
+    let header = screen
+        .lines()
+        .find(|l| l.trim_start().starts_with("bf16  q8"))
+        .unwrap_or_else(|| panic!("{screen}"));
+    assert!(header.split_whitespace().any(|w| w == "cat"), "{header}");
+    assert!(!header.contains("catego"), "{header}");
+    // The help's title, scrolling, fits its box at every width.
+    update(&mut a, Action::Help);
+    for (w, h) in [(40, 12), (60, 20), (80, 12)] {
+        let screen = text(&draw(&a, w, h));
+        let top = screen.lines().find(|l| l.contains("help")).unwrap_or("");
+        assert!(
+            top.starts_with("┌ help ") && top.ends_with('┐'),
+            "{w}x{h}: {top}"
+        );
+        let title = top.trim_start_matches("┌").trim_end_matches(['─', '┐']);
+        let n = stereoscope::tui::view::help_lines(w).len();
+        assert!(title.contains(&format!(" of {n}")), "{w}x{h}: {top}");
+        // It ends as one of its forms ends, not cut inside one.
+        assert!(
+            ["other keys close ", "↑↓ scroll "]
+                .iter()
+                .any(|end| title.ends_with(end))
+                || title.ends_with(&format!(" of {n} ")),
+            "{w}x{h}: {top}"
+        );
+    }
+}

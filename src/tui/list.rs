@@ -296,7 +296,7 @@ fn header<'a>(app: &App, lay: &Layout) -> (Row<'a>, Vec<Constraint>) {
         widths.push(Constraint::Length(6));
     }
     if lay.category > 0 {
-        names.push("category".into());
+        names.push(if lay.category >= 8 { "category" } else { "cat" }.into());
         widths.push(Constraint::Length(lay.category));
     }
     names.push("id".into());

@@ -353,12 +353,20 @@ fn render_help(f: &mut Frame, app: &App) {
     let total = rows.len();
     let scroll = (app.help_scroll as usize).min(total.saturating_sub(inner));
     let title = if total > inner {
-        format!(
-            " help lines {}-{} of {} · ↑↓ PgUp PgDn scroll · other keys close ",
+        let lines = format!(
+            "{}-{} of {}",
             scroll + 1,
             (scroll + inner).min(total),
             total
-        )
+        );
+        [
+            format!(" help lines {lines} · ↑↓ PgUp PgDn scroll · other keys close "),
+            format!(" help {lines} · ↑↓ PgUp PgDn · other keys close "),
+            format!(" help {lines} · ↑↓ scroll "),
+        ]
+        .into_iter()
+        .find(|t| t.chars().count() + 2 <= w as usize)
+        .unwrap_or_else(|| format!(" help {lines} "))
     } else {
         " keys (any key closes) ".to_string()
     };
