@@ -11,7 +11,7 @@ use crate::engine::source::{Resolved, SourceModel};
 use crate::engine::{Compute, KvCache, Precision, Scheme};
 use crate::error::{Error, Result};
 use crate::prompt::{self, ChatTemplate};
-use crate::study::{Phases, Scorer, StudySpec};
+use crate::study::{Phases, Scorer, StudySpec, Unit};
 use candle_core::Tensor;
 use serde::Serialize;
 use std::path::Path;
@@ -58,8 +58,11 @@ pub struct BenchRow {
     /// Matmul FLOPs per computed token (2 × the parameters of the blocks' matrices).
     #[serde(default)]
     pub flop_per_token: f64,
-    /// Seconds in the prompts' forward passes (until their logits were on the host), in
-    /// the next-token distributions, and in sampling (decoding continuations included).
+    /// Seconds queuing the prompts' forward passes on the device (the host's share of a
+    /// forward), waiting for their logits, in the next-token distributions, and in sampling
+    /// (decoding continuations included).
+    #[serde(default)]
+    pub launch_secs: f64,
     #[serde(default)]
     pub forward_secs: f64,
     #[serde(default)]
@@ -308,16 +311,7 @@ impl Bench<'_> {
         let (mut tokens, mut computed, mut records) = (0, 0, 0);
         let (mut kept, mut kept_items) = (Vec::new(), 0);
         let phases = Phases::default();
-        for part in items.chunks(self.part_size.max(1)) {
-            let scored = if spec.batch_size > 1 {
-                scorer.score_part_timed(part, prompt::OptionOrder::STUDY, &never, &phases)?
-            } else {
-                let mut cache = KvCache::default();
-                let mut prev = Vec::new();
-                part.iter()
-                    .map(|it| scorer.score(it, prompt::OptionOrder::STUDY, &mut cache, &mut prev))
-                    .collect::<Result<Vec<_>>>()?
-            };
+        let mut tally = |scored: Vec<crate::study::Scored>| {
             for (recs, t, c) in scored {
                 records += recs.len();
                 tokens += t;
@@ -327,14 +321,40 @@ impl Bench<'_> {
                     kept.extend(recs);
                 }
             }
+        };
+        let parts: Vec<&[Item]> = items.chunks(self.part_size.max(1)).collect();
+        if spec.batch_size > 1 {
+            // As the study scores: every part one after another, the device running ahead.
+            let units: Vec<Unit> = parts
+                .iter()
+                .map(|&part| Unit {
+                    items: part,
+                    order: prompt::OptionOrder::STUDY,
+                })
+                .collect();
+            scorer.score_units(&units, &never, &phases, |_, scored| {
+                tally(scored);
+                Ok(())
+            })?;
+        } else {
+            for part in parts {
+                let mut cache = KvCache::default();
+                let mut prev = Vec::new();
+                let scored = part
+                    .iter()
+                    .map(|it| scorer.score(it, prompt::OptionOrder::STUDY, &mut cache, &mut prev))
+                    .collect::<Result<Vec<_>>>()?;
+                tally(scored);
+            }
         }
         let secs = t1.elapsed().as_secs_f64();
         let positions = built.model.positions_run() - positions_before;
         eprintln!(
-            "{} batch {}: {:.1} prompts/s (forward {:.2} s, distributions {:.2} s, sampling {:.2} s of {secs:.2} s; {:.2} positions run per token computed)",
+            "{} batch {}: {:.1} prompts/s (queuing forwards {:.2} s, waiting for them {:.2} s, distributions {:.2} s, sampling {:.2} s of {secs:.2} s; {:.2} positions run per token computed)",
             p.as_str(),
             spec.batch_size,
             items.len() as f64 / secs,
+            phases.launch.get(),
             phases.forward.get(),
             phases.dists.get(),
             phases.sample.get(),
@@ -366,6 +386,7 @@ impl Bench<'_> {
             started_unix,
             ended_unix: unix_now(),
             flop_per_token: flop_per_token(&src.cfg),
+            launch_secs: phases.launch.get(),
             forward_secs: phases.forward.get(),
             dist_secs: phases.dists.get(),
             sample_secs: phases.sample.get(),
@@ -397,6 +418,8 @@ pub fn raw_forward_tok_s(
         })
         .collect();
     let rows: Vec<&[u32]> = rows.iter().map(|r| r.as_slice()).collect();
+    // As scoring queues its forward passes (see `engine::upload`).
+    let _queue = crate::engine::upload::queue_ahead(model.device());
     let run = || -> Result<()> {
         let (logits, _) = model.forward_batch(&rows, &KvCache::default())?;
         logits.to_vec2::<f32>()?;
@@ -492,6 +515,7 @@ pub fn llamacpp_peer(
             started_unix: 0.0,
             ended_unix: 0.0,
             flop_per_token: 0.0,
+            launch_secs: 0.0,
             forward_secs: 0.0,
             dist_secs: 0.0,
             sample_secs: 0.0,
@@ -504,7 +528,7 @@ pub fn llamacpp_peer(
 /// over `ceiling` (TFLOP/s of a BF16 matmul timed in the same run), when given.
 pub fn table(rows: &[BenchRow], ceiling: Option<f64>) -> String {
     let mut s = String::from(
-        "| engine | precision | batch | items | prompts/s | records/s | prompt tok/s | computed tok/s | MFU | raw tok/s | forward s | dist s | sample s | load s | build s | weights GB | peak device GB | peak RSS GB |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| engine | precision | batch | items | prompts/s | records/s | prompt tok/s | computed tok/s | MFU | raw tok/s | queue s | wait s | dist s | sample s | load s | build s | weights GB | peak device GB | peak RSS GB |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let gb = |b: u64| {
         if b > 0 {
@@ -527,7 +551,7 @@ pub fn table(rows: &[BenchRow], ceiling: Option<f64>) -> String {
             _ => "-".into(),
         };
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {:.1} | {} | {:.0} | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {:.1} | {} | {:.0} | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {} | {} | {} |\n",
             r.engine,
             r.precision,
             r.batch_size,
@@ -542,6 +566,7 @@ pub fn table(rows: &[BenchRow], ceiling: Option<f64>) -> String {
             } else {
                 "-".into()
             },
+            r.launch_secs,
             r.forward_secs,
             r.dist_secs,
             r.sample_secs,
@@ -665,6 +690,7 @@ mod tests {
             started_unix: 0.0,
             ended_unix: 0.0,
             flop_per_token: 0.0,
+            launch_secs: 0.0,
             forward_secs: 0.0,
             dist_secs: 0.0,
             sample_secs: 0.0,

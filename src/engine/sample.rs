@@ -43,19 +43,59 @@ impl Letters {
 
     /// Sum of `probs` over each letter's tokens.
     pub fn mass(&self, probs: &[f64]) -> [f64; 3] {
+        self.mass_of(|i| probs.get(i).copied())
+    }
+
+    /// Sum over each letter's tokens of `prob(token)` (`None`, outside the vocabulary, counts
+    /// as 0).
+    pub fn mass_of(&self, prob: impl Fn(usize) -> Option<f64>) -> [f64; 3] {
         let m = |k: usize| {
             self.ids[k]
                 .iter()
-                .map(|&i| probs.get(i as usize).copied().unwrap_or(0.0))
+                .map(|&i| prob(i as usize).unwrap_or(0.0))
                 .sum()
         };
         [m(0), m(1), m(2)]
     }
 }
 
+/// The softmax of one set of logits at a temperature, without its vector: the maximum and
+/// the normaliser, from which each probability is computed when asked, with exactly the
+/// arithmetic of [`softmax`] (the same bits).
+#[derive(Debug, Clone, Copy)]
+pub struct Softmax {
+    max: f64,
+    temperature: f64,
+    sum: f64,
+}
+
+impl Softmax {
+    pub fn new(logits: &[f32], temperature: f64) -> Softmax {
+        let max = max_logit(logits);
+        let sum = logits
+            .iter()
+            .map(|&l| ((l as f64 - max) / temperature).exp())
+            .sum();
+        Softmax {
+            max,
+            temperature,
+            sum,
+        }
+    }
+
+    /// The probability of the token whose logit is `logit`.
+    pub fn p(&self, logit: f32) -> f64 {
+        ((logit as f64 - self.max) / self.temperature).exp() / self.sum
+    }
+}
+
+fn max_logit(logits: &[f32]) -> f64 {
+    logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64
+}
+
 /// Softmax of `logits / temperature` in f64.
 pub fn softmax(logits: &[f32], temperature: f64) -> Vec<f64> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let max = max_logit(logits);
     let mut p: Vec<f64> = logits
         .iter()
         .map(|&l| ((l as f64 - max) / temperature).exp())
@@ -110,10 +150,16 @@ impl Rng {
 
     /// Draw an index from a probability vector.
     pub fn sample(&mut self, probs: &[f64]) -> u32 {
+        self.sample_from(probs.iter().copied())
+    }
+
+    /// Draw an index from probabilities given in index order (the same draw as
+    /// [`Rng::sample`] on them collected; they are computed only up to the one drawn).
+    pub fn sample_from(&mut self, probs: impl Iterator<Item = f64>) -> u32 {
         let u = self.uniform();
         let mut acc = 0.0;
         let mut last = 0;
-        for (i, &p) in probs.iter().enumerate() {
+        for (i, p) in probs.enumerate() {
             if p > 0.0 {
                 last = i;
             }
@@ -129,6 +175,30 @@ impl Rng {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lazy_softmax_gives_the_bits_of_the_vector_and_the_same_draws() {
+        // Logits of mixed signs and scales, as a model's are, with a tie and a -inf.
+        let logits: Vec<f32> = (0..5000)
+            .map(|i| ((i as f32 * 0.7311).sin() * 9.0) - (i % 13) as f32)
+            .chain([f32::NEG_INFINITY, 8.9, 8.9])
+            .collect();
+        for t in [1.0, 0.7, 0.3] {
+            let full = softmax(&logits, t);
+            let lazy = Softmax::new(&logits, t);
+            for (&l, &p) in logits.iter().zip(&full) {
+                assert_eq!(lazy.p(l).to_bits(), p.to_bits());
+            }
+            for seed in 0..200u64 {
+                let mut a = Rng(seed);
+                let mut b = Rng(seed);
+                assert_eq!(
+                    a.sample(&full),
+                    b.sample_from(logits.iter().map(|&l| lazy.p(l)))
+                );
+            }
+        }
+    }
 
     #[test]
     fn softmax_sums_to_one_and_sharpens_with_low_temperature() {

@@ -21,7 +21,7 @@ mod run;
 mod score;
 pub use fit::{Overlong, overlong_items, positions_needed, skip_overlong};
 pub use job::{Event, Job, Outcome, StageDone, Study, Throughput};
-pub use score::{Phases, Scorer};
+pub use score::{Phases, Scored, Scorer, Unit};
 
 use crate::bbq::Selection;
 use crate::engine::quant::{self, Built};

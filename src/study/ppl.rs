@@ -49,22 +49,45 @@ impl PplStage<'_> {
         perplexity::chunk(&name, &tokens, self.ppl.seq_len, self.ppl.sequences)
     }
 
+    /// BF16 built from the model's source: what every precision is compared with.
+    pub(super) fn reference(&self) -> Result<Built> {
+        quant::build_cancellable(
+            self.src,
+            Precision::Bf16,
+            self.spec.scheme,
+            self.spec.compute,
+            self.device,
+            self.cancel,
+        )
+    }
+
     fn build(&self, p: Precision) -> Result<Built> {
         build_precision(self.spec, self.m, self.src, p, self.device, self.cancel)
     }
 
-    /// Compute and write the rows unless the same corpus was already scored; returns the
-    /// manifest's summary of what was done.
+    /// The corpus to measure, unless every precision already has rows for it.
+    pub(super) fn pending_corpus(
+        &self,
+        dir: &ResultsDir,
+        sel: &Selection,
+    ) -> Result<Option<Corpus>> {
+        let corpus = self.corpus(sel)?;
+        Ok((!self.already_scored(dir, &corpus)?).then_some(corpus))
+    }
+
+    /// Compute and write the rows unless the same corpus was already scored; `done` holds
+    /// the sums already measured in this run (while scoring, with what scoring built), which
+    /// are not measured again. Returns the manifest's summary of what was done.
     pub(super) fn run(
         &self,
         dir: &ResultsDir,
         sel: &Selection,
         events: &Events,
+        done: Vec<(Precision, Sums)>,
     ) -> Result<Option<serde_json::Value>> {
-        let corpus = self.corpus(sel)?;
-        if self.already_scored(dir, &corpus)? {
+        let Some(corpus) = self.pending_corpus(dir, sel)? else {
             return Ok(None);
-        }
+        };
         let n_tokens: usize = corpus.sequences.iter().map(|s| s.len() - 1).sum();
         events.send(Event::Stage(format!(
             "{}: perplexity over {} sequences ({n_tokens} tokens)",
@@ -72,18 +95,31 @@ impl PplStage<'_> {
             corpus.sequences.len()
         )));
         let t0 = Instant::now();
-        let sums = self.measure_all(&corpus, events)?;
+        let sums = self.measure_all(&corpus, events, done)?;
+        self.write(dir, &corpus, &sums, t0.elapsed().as_secs_f64())
+            .map(Some)
+    }
+
+    /// Write the rows of every precision's sums; returns the manifest's summary.
+    pub(super) fn write(
+        &self,
+        dir: &ResultsDir,
+        corpus: &Corpus,
+        sums: &[(Precision, Sums)],
+        secs: f64,
+    ) -> Result<serde_json::Value> {
         let scheme = self.spec.scheme.as_str();
-        store::perplexity::write(dir, &self.m.slug, scheme, &self.rows(&corpus, &sums))?;
-        Ok(Some(json!({
+        store::perplexity::write(dir, &self.m.slug, scheme, &self.rows(corpus, sums))?;
+        let n_tokens: usize = corpus.sequences.iter().map(|s| s.len() - 1).sum();
+        Ok(json!({
             "corpus": corpus.name,
             "corpus_sha256": corpus.sha256,
             "sequences": corpus.sequences.len(),
             "seq_len": self.ppl.seq_len,
             "tokens": n_tokens,
-            "secs": t0.elapsed().as_secs_f64(),
+            "secs": secs,
             "computed": "f32 log-softmax over the full vocabulary; KL(P_bf16 || P_precision) per position",
-        })))
+        }))
     }
 
     /// Whether every precision already has rows for this model, scheme and corpus.
@@ -100,18 +136,21 @@ impl PplStage<'_> {
         }))
     }
 
-    /// The sums of every precision against BF16, in plan order.
-    fn measure_all(&self, corpus: &Corpus, events: &Events) -> Result<Vec<(Precision, Sums)>> {
-        let bf16 = quant::build_cancellable(
-            self.src,
-            Precision::Bf16,
-            self.spec.scheme,
-            self.spec.compute,
-            self.device,
-            self.cancel,
-        )?;
+    /// The sums of every precision against BF16, in plan order: those in `done` as they
+    /// are, the others measured here (BF16 built once, each other precision built again).
+    fn measure_all(
+        &self,
+        corpus: &Corpus,
+        events: &Events,
+        done: Vec<(Precision, Sums)>,
+    ) -> Result<Vec<(Precision, Sums)>> {
+        let mut bf16: Option<Built> = None;
         let mut sums = Vec::new();
         for &p in &self.spec.precisions {
+            if let Some(&(_, s)) = done.iter().find(|(q, _)| *q == p) {
+                sums.push((p, s));
+                continue;
+            }
             if self.cancel.load(Ordering::Relaxed) {
                 return Err(Error::Cancelled);
             }
@@ -120,12 +159,17 @@ impl PplStage<'_> {
                 self.m.slug,
                 p.as_str()
             )));
+            let reference = match bf16.take() {
+                Some(b) => b,
+                None => self.reference()?,
+            };
             let s = if p == Precision::Bf16 {
-                perplexity::measure(&bf16.model, None, corpus)?
+                perplexity::measure(&reference.model, None, corpus)?
             } else {
                 let built = self.build(p)?;
-                perplexity::measure(&bf16.model, Some(&built.model), corpus)?
+                perplexity::measure(&reference.model, Some(&built.model), corpus)?
             };
+            bf16 = Some(reference);
             crate::store::failpoint::hit("perplexity");
             sums.push((p, s));
         }

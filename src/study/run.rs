@@ -6,8 +6,11 @@
 use super::job::{Event, Events, Outcome, StageDone, Study, Throughput};
 use super::manifest::{model_entry, now, record_model, record_precision};
 use super::ppl::PplStage;
-use super::{PlannedModel, Scorer, StudySpec, build_precision, load_for_scoring};
+use super::{
+    Phases, PlannedModel, Scored, Scorer, StudySpec, Unit, build_precision, load_for_scoring,
+};
 use crate::bbq::Item;
+use crate::engine::perplexity::{self, Corpus, Sums};
 use crate::engine::quant::Built;
 use crate::engine::sample::Letters;
 use crate::engine::source::SourceModel;
@@ -35,6 +38,20 @@ struct Loaded {
     recorded: bool,
     /// Whether `StageDone::Loaded` was sent for this load.
     announced: bool,
+    /// Perplexity measured while scoring this load.
+    ppl: ModelPpl,
+}
+
+/// A model's perplexity, measured precision by precision right after each is scored, with
+/// the model scoring built.
+#[derive(Default)]
+struct ModelPpl {
+    /// The corpus, once prepared (`Some(None)`: every precision already has rows).
+    corpus: Option<Option<Corpus>>,
+    /// BF16 built from the source, kept as every other precision's reference.
+    reference: Option<Built>,
+    sums: Vec<(Precision, Sums)>,
+    secs: f64,
 }
 
 /// Parts still to score for one model at one precision.
@@ -63,6 +80,8 @@ struct Run<'a> {
     batch: RefCell<std::collections::BTreeMap<usize, usize>>,
     /// The batch size of the model-precision being scored, recorded with each part.
     in_use: Cell<usize>,
+    /// Models whose perplexity rows this run wrote while scoring.
+    ppl_written: std::collections::BTreeSet<usize>,
     /// The folder's lock, held for the whole run.
     _lock: FolderLock,
 }
@@ -118,6 +137,7 @@ fn load_checked(study: &Study, mi: usize) -> Result<Loaded> {
         positions,
         recorded: false,
         announced: false,
+        ppl: ModelPpl::default(),
     })
 }
 
@@ -141,6 +161,7 @@ pub(crate) fn run(study: &Study, events: &Events, cancel: &AtomicBool) -> Result
             .map_err(|e| run.out_of_memory(e, &work, false))?;
         run.score_parts(&work, &built)
             .map_err(|e| run.out_of_memory(e, &work, true))?;
+        run.perplexity_at(&work, built)?;
     }
     run.perplexity()?;
     run.finish()
@@ -195,6 +216,7 @@ impl<'a> Run<'a> {
             loaded: None,
             batch: RefCell::default(),
             in_use: Cell::new(study.spec.batch_size),
+            ppl_written: Default::default(),
             _lock: lock,
         })
     }
@@ -370,8 +392,7 @@ impl<'a> Run<'a> {
         let started = Instant::now();
         let mut tally = Tally::default();
         let parts = self.parts();
-        for &k in &work.parts {
-            let records = self.score_part(&scorer, parts[k], &mut tally)?;
+        let mut write = |k: usize, records: Vec<Record>| -> Result<()> {
             failpoint::device("device-oom")?;
             let path =
                 self.study
@@ -395,6 +416,15 @@ impl<'a> Run<'a> {
                 precision,
                 part: k,
             });
+            Ok(())
+        };
+        if spec.batch_size > 1 {
+            self.score_batched(&scorer, work, &parts, &mut tally, &mut write)?;
+        } else {
+            for &k in &work.parts {
+                let records = self.score_part(&scorer, parts[k], &mut tally)?;
+                write(k, records)?;
+            }
         }
         self.events
             .send(Event::StageDone(StageDone::Scored(Throughput {
@@ -469,41 +499,161 @@ impl<'a> Run<'a> {
         )
     }
 
-    /// One part's records. Each order goes through the part on its own, so the study's
-    /// order computes exactly what it computes in a run without other orders.
+    /// Count one prompt's records and tokens and report the progress.
+    fn tally(
+        &self,
+        tally: &mut Tally,
+        precision: Precision,
+        order: prompt::OptionOrder,
+        (recs, tokens, fresh): &Scored,
+    ) {
+        if order == prompt::OptionOrder::STUDY {
+            tally.items += 1;
+        }
+        tally.prompt_tokens += tokens;
+        tally.computed += fresh;
+        self.events.send(Event::Progress {
+            precision,
+            records: recs.len() as u64,
+            prompt_tokens: *tokens,
+        });
+    }
+
+    /// Every pending part in every option order as one stream of batches (the device runs
+    /// ahead across parts); each part is written once all its orders are scored. Each order
+    /// goes through a part on its own, so the study's order computes exactly what it
+    /// computes in a run without other orders.
+    fn score_batched(
+        &self,
+        scorer: &Scorer,
+        work: &Work,
+        parts: &[&[Item]],
+        tally: &mut Tally,
+        write: &mut impl FnMut(usize, Vec<Record>) -> Result<()>,
+    ) -> Result<()> {
+        let orders = &self.study.spec.option_orders;
+        let units: Vec<Unit> = work
+            .parts
+            .iter()
+            .flat_map(|&k| {
+                orders.iter().map(move |&order| Unit {
+                    items: parts[k],
+                    order,
+                })
+            })
+            .collect();
+        let mut records: Vec<Record> = Vec::new();
+        let phases = Phases::default();
+        scorer.score_units(&units, self.cancel, &phases, |u, scored| {
+            let order = units[u].order;
+            for s in &scored {
+                self.tally(tally, scorer.precision, order, s);
+            }
+            records.extend(scored.into_iter().flat_map(|s| s.0));
+            if (u + 1) % orders.len() == 0 {
+                write(work.parts[u / orders.len()], std::mem::take(&mut records))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// One part's records, prompt by prompt (batch size 1), each prompt reusing the previous
+    /// one's cached prefix. Each order goes through the part on its own.
     fn score_part(&self, scorer: &Scorer, part: &[Item], tally: &mut Tally) -> Result<Vec<Record>> {
         let spec = &self.study.spec;
         let mut records = Vec::with_capacity(part.len() * self.seeds_at(scorer.precision));
         for &order in &spec.option_orders {
-            let mut add = |recs: Vec<Record>, tokens: u64, fresh: u64| {
-                let n_records = recs.len() as u64;
-                records.extend(recs);
-                if order == prompt::OptionOrder::STUDY {
-                    tally.items += 1;
-                }
-                tally.prompt_tokens += tokens;
-                tally.computed += fresh;
-                self.events.send(Event::Progress {
-                    precision: scorer.precision,
-                    records: n_records,
-                    prompt_tokens: tokens,
-                });
-            };
-            if scorer.spec.batch_size > 1 {
-                for (recs, tokens, fresh) in scorer.score_part(part, order, self.cancel)? {
-                    add(recs, tokens, fresh);
-                }
-                continue;
-            }
             let mut cache = KvCache::default();
             let mut prev: Vec<u32> = Vec::new();
             for item in part {
                 self.check_cancel()?;
-                let (recs, tokens, fresh) = scorer.score(item, order, &mut cache, &mut prev)?;
-                add(recs, tokens, fresh);
+                let scored = scorer.score(item, order, &mut cache, &mut prev)?;
+                self.tally(tally, scorer.precision, order, &scored);
+                records.extend(scored.0);
             }
         }
         Ok(records)
+    }
+
+    /// Perplexity at the precision just scored, with what scoring built: BF16's build stays
+    /// as the reference of the model's other precisions, so nothing is built twice. Once
+    /// every precision of the model is measured, its rows are written.
+    fn perplexity_at(&mut self, work: &Work, built: Built) -> Result<()> {
+        let study = self.study;
+        let (m, p) = (&study.models[work.model], work.precision);
+        let Some(ppl) = study
+            .spec
+            .ppl
+            .as_ref()
+            .filter(|_| study.dir.shard.is_none_or(|s| s.index == 1))
+        else {
+            return Ok(());
+        };
+        if m.holds.is_some() || self.ppl_written.contains(&work.model) {
+            return Ok(());
+        }
+        let loaded = self
+            .loaded
+            .as_mut()
+            .ok_or_else(|| Error::Model("model not loaded".into()))?;
+        let stage = PplStage {
+            spec: &study.spec,
+            ppl,
+            m,
+            src: &loaded.src,
+            template: &loaded.template,
+            device: &study.device,
+            cancel: self.cancel,
+        };
+        if loaded.ppl.corpus.is_none() {
+            loaded.ppl.corpus = Some(stage.pending_corpus(&study.dir, &study.sel)?);
+        }
+        let Some(Some(corpus)) = &loaded.ppl.corpus else {
+            return Ok(());
+        };
+        self.events
+            .stage(format!("{} {}: perplexity", m.slug, p.as_str()));
+        let t0 = Instant::now();
+        let sums = if p == Precision::Bf16 {
+            perplexity::measure(&built.model, None, corpus)?
+        } else {
+            if loaded.ppl.reference.is_none() {
+                loaded.ppl.reference = Some(stage.reference()?);
+            }
+            let reference = loaded
+                .ppl
+                .reference
+                .as_ref()
+                .ok_or_else(|| Error::Model("no BF16 reference".into()))?;
+            perplexity::measure(&reference.model, Some(&built.model), corpus)?
+        };
+        failpoint::hit("perplexity");
+        loaded.ppl.secs += t0.elapsed().as_secs_f64();
+        loaded.ppl.sums.retain(|(q, _)| *q != p);
+        loaded.ppl.sums.push((p, sums));
+        if p == Precision::Bf16 && m.checkpoint(p).is_none() {
+            loaded.ppl.reference = Some(built);
+        }
+        let sums: Vec<(Precision, Sums)> = study
+            .spec
+            .precisions
+            .iter()
+            .filter_map(|q| loaded.ppl.sums.iter().find(|(r, _)| r == q).copied())
+            .collect();
+        if sums.len() < study.spec.precisions.len() {
+            return Ok(());
+        }
+        let summary = stage.write(&study.dir, corpus, &sums, loaded.ppl.secs)?;
+        loaded.ppl.reference = None;
+        let mut manifest = self.manifest.borrow_mut();
+        model_entry(&mut manifest, &m.slug)["perplexity"] = summary;
+        store::write_manifest(&study.dir, &manifest)?;
+        drop(manifest);
+        self.ppl_written.insert(work.model);
+        self.events.send(Event::StageDone(StageDone::Perplexity {
+            model: m.slug.clone(),
+        }));
+        Ok(())
     }
 
     /// Perplexity and KLD against BF16 per model; of several shards, the first runs it.
@@ -525,7 +675,14 @@ impl<'a> Run<'a> {
                 ));
                 continue;
             }
+            if self.ppl_written.contains(&mi) {
+                continue;
+            }
             self.load(mi, false)?;
+            let done = match self.loaded.as_mut() {
+                Some(l) => std::mem::take(&mut l.ppl.sums),
+                None => Vec::new(),
+            };
             let loaded = self.loaded()?;
             let stage = PplStage {
                 spec: &study.spec,
@@ -536,7 +693,7 @@ impl<'a> Run<'a> {
                 device: &study.device,
                 cancel: self.cancel,
             };
-            if let Some(summary) = stage.run(dir, &study.sel, self.events)? {
+            if let Some(summary) = stage.run(dir, &study.sel, self.events, done)? {
                 let mut manifest = self.manifest.borrow_mut();
                 model_entry(&mut manifest, &m.slug)["perplexity"] = summary;
                 store::write_manifest(dir, &manifest)?;

@@ -6,7 +6,7 @@
 use super::{StudySpec, common_prefix};
 use crate::bbq::Item;
 use crate::engine::quant::Built;
-use crate::engine::sample::{Letters, Rng, softmax};
+use crate::engine::sample::{Letters, Rng, Softmax, softmax};
 use crate::engine::source::SourceModel;
 use crate::engine::{KvCache, Precision};
 use crate::error::{Error, Result};
@@ -18,11 +18,13 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-/// Where a scorer's time went, for benchmarks: the forward passes of the prompts (until
-/// their logits are on the host), the next-token distributions, and sampling (decoding
-/// continuations included). Seconds, summed over calls.
+/// Where a scorer's time went, for benchmarks: queuing the forward passes of the prompts on
+/// the device (the host's share of a forward; on the CPU the whole forward), waiting for
+/// their logits, the next-token distributions, and sampling (decoding continuations
+/// included). Seconds, summed over calls.
 #[derive(Debug, Default)]
 pub struct Phases {
+    pub launch: std::cell::Cell<f64>,
     pub forward: std::cell::Cell<f64>,
     pub dists: std::cell::Cell<f64>,
     pub sample: std::cell::Cell<f64>,
@@ -47,18 +49,33 @@ pub(super) struct Draw {
     pub(super) ms: f64,
 }
 
-/// A prompt's next-token distribution at T = 1 and at the sampling temperature.
+/// A prompt's next-token distribution at T = 1 and at the sampling temperature: its logits
+/// and the two softmaxes' normalisers, each probability computed when needed (the letters'
+/// and those a draw walks past), with the bits of the full softmax vectors.
 pub(super) struct Dist {
-    p1: Vec<f64>,
-    pub(super) pt: Vec<f64>,
+    logits: Vec<f32>,
+    s1: Softmax,
+    st: Softmax,
 }
 
 impl Dist {
-    pub(super) fn new(logits: &[f32]) -> Dist {
+    pub(super) fn new(logits: Vec<f32>) -> Dist {
         Dist {
-            p1: softmax(logits, 1.0),
-            pt: softmax(logits, prompt::TEMPERATURE),
+            s1: Softmax::new(&logits, 1.0),
+            st: Softmax::new(&logits, prompt::TEMPERATURE),
+            logits,
         }
+    }
+
+    /// The letters' probability mass at T = 1 and at the sampling temperature.
+    fn masses(&self, letters: &Letters) -> ([f64; 3], [f64; 3]) {
+        let at = |s: &Softmax| letters.mass_of(|i| self.logits.get(i).map(|&l| s.p(l)));
+        (at(&self.s1), at(&self.st))
+    }
+
+    /// One draw at the sampling temperature.
+    pub(super) fn sample(&self, rng: &mut Rng) -> u32 {
+        rng.sample_from(self.logits.iter().map(|&l| self.st.p(l)))
     }
 }
 
@@ -92,7 +109,7 @@ impl Scorer<'_> {
         let logits: Vec<f32> = logits.to_vec1()?;
         *cache = full.clone();
         *prev = tokens.clone();
-        let dist = Dist::new(&logits);
+        let dist = Dist::new(logits);
         let (out, forwards) = self.sample(item, order, &dist, &full, t0)?;
         Ok((
             out,
@@ -117,84 +134,137 @@ impl Scorer<'_> {
         Ok(tokens)
     }
 
-    /// Score a part's items in one option order, `batch_size` prompts per forward pass:
-    /// the part's common prefix computed once, prompts that share a context batched together
-    /// (see [`batches`]), groups ordered by length so each batch pads little. Batches depend
-    /// only on the part's items, so a resumed or sharded run computes the same ones. Results
-    /// are in item order.
+    /// Score a part's items in one option order (see [`Scorer::score_units`]). Results are
+    /// in item order.
     pub fn score_part(
         &self,
         part: &[Item],
         order: prompt::OptionOrder,
         cancel: &AtomicBool,
-    ) -> Result<Vec<(Vec<Record>, u64, u64)>> {
-        self.score_part_timed(part, order, cancel, &Phases::default())
+    ) -> Result<Vec<Scored>> {
+        let mut out = Vec::new();
+        let unit = Unit { items: part, order };
+        self.score_units(&[unit], cancel, &Phases::default(), |_, scored| {
+            out = scored;
+            Ok(())
+        })?;
+        Ok(out)
     }
 
-    /// [`Scorer::score_part`], adding where the time went to `phases`.
-    pub fn score_part_timed(
+    /// Score units (a part's items in one option order each), `batch_size` prompts per
+    /// forward pass, and hand each unit's results, in item order, to `done` as soon as its
+    /// last batch is finished, units in order. Within a unit, the common prefix is computed
+    /// once and prompts that share a context are batched together (see [`batches`]), groups
+    /// ordered by length so each batch pads little: batches depend only on the unit's items,
+    /// so a resumed or sharded run computes the same ones.
+    ///
+    /// The device is kept one batch ahead, across unit boundaries: batch i + 1's forward
+    /// passes are queued before the host waits for batch i's logits, and run while the host
+    /// turns batch i into distributions, samples and records (the work per record and its
+    /// RNG do not depend on this order, so neither do the records).
+    pub fn score_units(
         &self,
-        part: &[Item],
-        order: prompt::OptionOrder,
+        units: &[Unit],
         cancel: &AtomicBool,
         phases: &Phases,
-    ) -> Result<Vec<(Vec<Record>, u64, u64)>> {
-        let tokens = part
-            .iter()
-            .map(|item| self.tokens(item, order))
-            .collect::<Result<Vec<_>>>()?;
-        let mut out: Vec<Option<(Vec<Record>, u64, u64)>> = vec![None; part.len()];
-        let prefix = self.prefix(&tokens)?;
-        let batches = batches(&tokens, self.spec.batch_size.max(1));
-        let rows_of = |batch: &[usize]| -> Vec<&[u32]> {
-            batch.iter().map(|&i| tokens[i].as_slice()).collect()
-        };
-        // One batch ahead: the device runs batch i + 1's forward passes while the host
-        // turns batch i's logits into distributions and samples (the order of work per
-        // record is unchanged, so are the records).
-        let mut next = match batches.first() {
-            Some(b) => Some(self.forward_rows(&rows_of(b), &prefix)?),
+        mut done: impl FnMut(usize, Vec<Scored>) -> Result<()>,
+    ) -> Result<()> {
+        if let Some(u) = units.iter().position(|u| u.items.is_empty()) {
+            return Err(Error::Model(format!("scoring unit {u} has no items")));
+        }
+        // Queuing a batch must not wait for the device (see `engine::upload`).
+        let _queue = crate::engine::upload::queue_ahead(self.built.model.device());
+        let mut prepared: Vec<Option<Prepared>> = units.iter().map(|_| None).collect();
+        let mut step = self.step_after(units, &mut prepared, None)?;
+        let mut pending = match step {
+            Some(s) => Some(self.launch(&prepared, s, phases)?),
             None => None,
         };
-        for (k, batch) in batches.iter().enumerate() {
+        while let (Some((u, k)), Some(pass)) = (step, pending.take()) {
             if cancel.load(Ordering::Relaxed) {
                 return Err(Error::Cancelled);
             }
-            let t0 = Instant::now();
-            let Some((logits, cache, fresh)) = next.take() else {
-                break;
-            };
-            let logits: Vec<Vec<f32>> = logits.to_vec2()?;
-            if let Some(b) = batches.get(k + 1) {
-                next = Some(self.forward_rows(&rows_of(b), &prefix)?);
+            step = self.step_after(units, &mut prepared, Some((u, k)))?;
+            if let Some(s) = step {
+                pending = Some(self.launch(&prepared, s, phases)?);
             }
+            let t0 = Instant::now();
+            let (logits, cache, fresh) = pass;
+            let logits: Vec<Vec<f32>> = logits.to_vec2()?;
             Phases::add(&phases.forward, t0);
-            let items: Vec<&Item> = batch.iter().map(|&i| &part[i]).collect();
+            let unit = prepared[u]
+                .as_mut()
+                .ok_or_else(|| Error::Model("a scoring unit was not prepared".into()))?;
+            let batch = &unit.batches[k];
+            let items: Vec<&Item> = batch.iter().map(|&i| &units[u].items[i]).collect();
+            let rows = unit.rows(batch);
             let pass = Pass {
                 logits,
                 cache,
                 fresh,
                 started: t0,
             };
-            for (&i, r) in
-                batch
-                    .iter()
-                    .zip(self.finish_batch(&items, order, &rows_of(batch), pass, phases)?)
+            let scored = self.finish_batch(&items, units[u].order, &rows, pass, phases)?;
+            for (&i, r) in batch.iter().zip(scored) {
+                unit.out[i] = Some(r);
+            }
+            if k + 1 == unit.batches.len()
+                && let Some(unit) = prepared[u].take()
             {
-                out[i] = Some(r);
+                done(u, unit.finish()?)?;
             }
         }
-        // The part's common prefix was computed once: count it on its first prompt.
-        if let Some(Some(first)) = batches
-            .first()
-            .and_then(|b| b.first())
-            .map(|&i| out[i].as_mut())
-        {
-            first.2 += prefix.len as u64;
-        }
-        out.into_iter()
-            .map(|r| r.ok_or_else(|| Error::Model("a prompt of the part was not scored".into())))
-            .collect()
+        Ok(())
+    }
+
+    /// The batch after `step` (unit, batch): the unit's next batch, else the next unit's
+    /// first, preparing that unit (its tokens, batches and prefix) on the way.
+    fn step_after(
+        &self,
+        units: &[Unit],
+        prepared: &mut [Option<Prepared>],
+        step: Option<(usize, usize)>,
+    ) -> Result<Option<(usize, usize)>> {
+        let (u, k) = match step {
+            None => (0, 0),
+            Some((u, k)) => match &prepared[u] {
+                Some(p) if k + 1 < p.batches.len() => return Ok(Some((u, k + 1))),
+                _ => (u + 1, 0),
+            },
+        };
+        let Some(unit) = units.get(u) else {
+            return Ok(None);
+        };
+        let tokens = unit
+            .items
+            .iter()
+            .map(|item| self.tokens(item, unit.order))
+            .collect::<Result<Vec<_>>>()?;
+        let prefix = self.prefix(&tokens)?;
+        let batches = batches(&tokens, self.spec.batch_size.max(1));
+        prepared[u] = Some(Prepared {
+            out: vec![None; tokens.len()],
+            tokens,
+            batches,
+            prefix,
+        });
+        Ok(Some((u, k)))
+    }
+
+    /// Queue the forward passes of batch `k` of unit `u` on the device.
+    fn launch(
+        &self,
+        prepared: &[Option<Prepared>],
+        (u, k): (usize, usize),
+        phases: &Phases,
+    ) -> Result<(candle_core::Tensor, KvCache, Vec<u64>)> {
+        let t0 = Instant::now();
+        let unit = prepared[u]
+            .as_ref()
+            .ok_or_else(|| Error::Model("a scoring unit was not prepared".into()))?;
+        let pass = self.forward_rows(&unit.rows(&unit.batches[k]), &unit.prefix)?;
+        Phases::add(&phases.launch, t0);
+        Ok(pass)
     }
 
     /// A batch after its forward passes: each prompt's next-token distribution, then each
@@ -206,7 +276,7 @@ impl Scorer<'_> {
         rows: &[&[u32]],
         pass: Pass,
         phases: &Phases,
-    ) -> Result<Vec<(Vec<Record>, u64, u64)>> {
+    ) -> Result<Vec<Scored>> {
         use rayon::prelude::*;
         let Pass {
             logits,
@@ -215,7 +285,7 @@ impl Scorer<'_> {
             started: t0,
         } = pass;
         let t1 = Instant::now();
-        let dists: Vec<Dist> = logits.par_iter().map(|l| Dist::new(l)).collect();
+        let dists: Vec<Dist> = logits.into_par_iter().map(Dist::new).collect();
         Phases::add(&phases.dists, t1);
         let t2 = Instant::now();
         let pass_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -357,7 +427,7 @@ impl Scorer<'_> {
                     item.example_id,
                     &order.as_str(),
                 );
-                let first = rng.sample(&dist.pt);
+                let first = dist.sample(&mut rng);
                 Draw {
                     seed,
                     seed_set,
@@ -381,8 +451,9 @@ impl Scorer<'_> {
     ) -> Result<Vec<Record>> {
         let tok = &self.src.tok;
         // Letter probabilities, stored per dataset option (ans0, ans1, ans2).
-        let prob = order.to_dataset(self.letters.mass(&dist.p1));
-        let samp = order.to_dataset(self.letters.mass(&dist.pt));
+        let (p1, pt) = dist.masses(self.letters);
+        let prob = order.to_dataset(p1);
+        let samp = order.to_dataset(pt);
         draws
             .into_iter()
             .map(|d| {
@@ -452,6 +523,47 @@ impl Scorer<'_> {
             next = rng.sample(&p);
         }
         Ok(generated)
+    }
+}
+
+/// What [`Scorer::score_units`] scores: a part's items in one option order.
+pub struct Unit<'p> {
+    pub items: &'p [Item],
+    pub order: prompt::OptionOrder,
+}
+
+/// One prompt's records, its prompt tokens and the tokens computed for it.
+pub type Scored = (Vec<Record>, u64, u64);
+
+/// A unit being scored: its prompts' tokens, its batches, its common prefix and the
+/// results so far.
+struct Prepared {
+    tokens: Vec<Vec<u32>>,
+    batches: Vec<Vec<usize>>,
+    prefix: Prefix,
+    out: Vec<Option<Scored>>,
+}
+
+impl Prepared {
+    fn rows(&self, batch: &[usize]) -> Vec<&[u32]> {
+        batch.iter().map(|&i| self.tokens[i].as_slice()).collect()
+    }
+
+    /// The unit's results in item order, the common prefix counted as computed on the
+    /// first prompt of the first batch.
+    fn finish(self) -> Result<Vec<Scored>> {
+        let mut out = self.out;
+        if let Some(Some(first)) = self
+            .batches
+            .first()
+            .and_then(|b| b.first())
+            .map(|&i| out[i].as_mut())
+        {
+            first.2 += self.prefix.len as u64;
+        }
+        out.into_iter()
+            .map(|r| r.ok_or_else(|| Error::Model("a prompt of the part was not scored".into())))
+            .collect()
     }
 }
 
