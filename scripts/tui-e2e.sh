@@ -104,7 +104,7 @@ keys Enter
 wait_for "sampled texts" 10
 tmux -L "$sock" resize-window -t 0 -x 40 -y 12
 wait_for "P(" 10
-wait_for " · lines 1-6 of " 10
+wait_for " · lines 1-6/" 10
 for p in bf16 q8 q4; do
   screen | grep -qE "^(▲| )$p +[^ ]+ [0-9.]+ +([A-C?] ){4}[A-C?]" || fail "no $p answers at 40x12"
 done

@@ -1281,7 +1281,7 @@ fn the_detail_keeps_the_context_and_the_answers_on_small_terminals() {
                 || screen.contains("P(B) biased"),
             "{screen}"
         );
-        assert!(screen.contains("Religion 0 · lines 1-6 of "), "{screen}");
+        assert!(screen.contains("Religion 0 · lines 1-6/"), "{screen}");
         let mut seen = String::new();
         for _ in 0..20 {
             update(&mut b, Action::PageDown);
@@ -1290,6 +1290,10 @@ fn the_detail_keeps_the_context_and_the_answers_on_small_terminals() {
         for word in v.item.context.split_whitespace() {
             assert!(seen.contains(word), "{word} never shown at 40x12");
         }
+        // Past the first page the keys are still named.
+        let later = text(&draw(&b, 40, 12));
+        let hint = later.lines().rev().nth(1).unwrap_or_default();
+        assert!(hint.contains("/") && hint.contains("PgUp/PgDn"), "{later}");
         assert!(seen.contains("sampled texts"), "{seen}");
         // Enter turns the split view into the page and back.
         update(&mut a, Action::Open);

@@ -512,7 +512,7 @@ fn render_page(f: &mut Frame, app: &App, v: &ItemView, area: Rect) {
     let parts = [
         format!("{} {}", v.item.category, v.item.example_id),
         format!(
-            "lines {}-{} of {total}",
+            "lines {}-{}/{total}",
             (scroll + 1).min(total),
             (scroll + inner).min(total)
         ),
