@@ -55,13 +55,7 @@ pub(super) fn settle(study: &Study, manifest: &Manifest, mi: usize, r: &Resident
         });
         return Settled { size, note };
     };
-    let largest = spec
-        .precisions
-        .iter()
-        .map(|&p| weight_bytes(r.cfg, p))
-        .max()
-        .unwrap_or(0);
-    let to_come = largest.saturating_sub(weight_bytes(r.cfg, r.precision));
+    let to_come = weights_to_come(study, r);
     let size = batch_size_for(free, to_come, prompt_bytes(r.cfg, r.positions, r.act_bytes));
     let mut note = chosen_line(size, free, &spec.device);
     if study.dir.shard.is_some() {
@@ -73,6 +67,27 @@ pub(super) fn settle(study: &Study, manifest: &Manifest, mi: usize, r: &Resident
         size,
         note: Some(note),
     }
+}
+
+/// Device bytes of weights the model will hold beyond those resident now: its largest
+/// precision, plus BF16 beside each other precision where the perplexity stage keeps BF16
+/// as their reference (when the run measures perplexity: not on shards after the first).
+fn weights_to_come(study: &Study, r: &Resident) -> u64 {
+    let spec = &study.spec;
+    let w = |p: Precision| weight_bytes(r.cfg, p);
+    let keeps_bf16 = spec.ppl.is_some()
+        && spec.precisions.contains(&Precision::Bf16)
+        && study.dir.shard.is_none_or(|s| s.index == 1);
+    let peak = spec
+        .precisions
+        .iter()
+        .map(|&p| match keeps_bf16 && p != Precision::Bf16 {
+            true => w(p) + w(Precision::Bf16),
+            false => w(p),
+        })
+        .max()
+        .unwrap_or(0);
+    peak.saturating_sub(w(r.precision))
 }
 
 fn recorded_line(slug: &str, recorded: &BTreeSet<u64>) -> String {
