@@ -31,7 +31,7 @@ impl From<candle_core::Error> for Error {
         if is_out_of_memory(&msg) {
             Error::OutOfMemory {
                 message: format!(
-                    "the device ran out of memory ({msg}); run again with a smaller --batch-size: finished parts are kept and the run resumes"
+                    "the device ran out of memory ({msg}): lower --batch-size (or --ppl-seq-len in the perplexity stage); a study's finished parts are kept and the same command resumes"
                 ),
                 device: msg,
             }
