@@ -80,9 +80,11 @@ pub struct ScoringArgs {
     /// dequant (quantize, then run dense F32 matmuls on the exact quantized values) or kernels (candle's quantized matmuls).
     #[arg(long, value_enum, default_value_t = Compute::Dequant)]
     pub compute: Compute,
-    /// Items per part file (the unit of resume).
-    #[arg(long, default_value_t = 32)]
-    pub part_size: usize,
+    /// Items per part file, the unit of resume; a forward pass takes prompts of one part
+    /// only, so on a GPU parts are large [default: 32 on the CPU, 256 on a GPU; resuming
+    /// into --out without it: the folder's]
+    #[arg(long)]
+    pub part_size: Option<usize>,
 }
 
 /// `--limit`: a positive number of items, or `all` (`None`).

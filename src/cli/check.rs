@@ -25,8 +25,8 @@ pub struct Config {
     pub option_orders: Vec<OptionOrder>,
     pub seeds: Vec<u64>,
     pub noise_seeds: Vec<u64>,
-    /// At least 1.
-    pub part_size: usize,
+    /// At least 1; `None`: chosen with the device (see `engine::device::default_part_size`).
+    pub part_size: Option<usize>,
 }
 
 /// Check the study flags; no I/O.
@@ -57,7 +57,7 @@ pub fn check(a: &StudyArgs) -> Result<Config> {
         option_orders,
         seeds: a.seeds.clone(),
         noise_seeds: a.noise_seeds.clone(),
-        part_size: a.scoring.part_size.max(1),
+        part_size: a.scoring.part_size.map(|n| n.max(1)),
     })
 }
 
@@ -125,7 +125,7 @@ mod tests {
         assert_eq!(c.seeds, [42, 123, 456, 789, 1024]);
         assert!(c.noise_seeds.is_empty() && c.shard.is_none());
         assert_eq!(c.option_orders, [OptionOrder::STUDY]);
-        assert_eq!(c.part_size, 32);
+        assert_eq!(c.part_size, None);
     }
 
     #[test]
@@ -164,7 +164,7 @@ mod tests {
         assert_eq!(c.conditions, Conditions::Both);
         assert_eq!(c.shard, Some(Shard { index: 2, count: 3 }));
         assert_eq!(c.option_orders.len(), 3);
-        assert_eq!(c.part_size, 1);
+        assert_eq!(c.part_size, Some(1));
     }
 
     #[test]

@@ -138,6 +138,23 @@ fn prepare(a: &StudyArgs) -> Result<Option<Prepared>> {
     }))
 }
 
+/// Items per part: `--part-size`; else, resuming into an `--out` that holds a run, that
+/// run's; else the device's default.
+fn part_size(a: &StudyArgs, c: &Config, device: &candle_core::Device) -> usize {
+    if let Some(n) = c.part_size {
+        return n;
+    }
+    let folder = a.out.as_ref().and_then(|out| {
+        let dir = ResultsDir {
+            root: out.clone(),
+            shard: c.shard,
+        };
+        let manifest = crate::store::manifest::read_manifest(&dir.manifest_path()).ok()?;
+        Some(manifest.plan.part_size.max(1))
+    });
+    folder.unwrap_or_else(|| engine::device::default_part_size(device))
+}
+
 /// The plan of checked flags: prompt, corpus, device, items and models.
 fn plan(a: &StudyArgs, c: &Config) -> Result<Planned> {
     let protocol = protocol(a)?;
@@ -154,7 +171,7 @@ fn plan(a: &StudyArgs, c: &Config) -> Result<Planned> {
         noise_seeds: c.noise_seeds.clone(),
         compute: c.compute,
         device: device_name.clone(),
-        part_size: c.part_size,
+        part_size: part_size(a, c, &device),
         batch_size: a
             .batch_size
             .unwrap_or_else(|| engine::device::default_batch_size(&device))

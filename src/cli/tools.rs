@@ -110,7 +110,11 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         letters: &letters,
         scheme: s.scheme,
         compute: a.scoring.compute,
-        part_size: a.scoring.part_size,
+        part_size: a
+            .scoring
+            .part_size
+            .unwrap_or_else(|| engine::device::default_part_size(&device))
+            .max(1),
         batch_sizes: &batch_sizes,
         load_secs,
         device: &device,
@@ -130,7 +134,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         rows.extend(llamacpp_rows(
             resolved.as_ref(),
             &prompts,
-            a.scoring.part_size,
+            a.scoring.part_size.unwrap_or(32),
         )?);
     }
     print_bench(&rows, ceiling, precisions.len());

@@ -57,6 +57,14 @@ pub fn default_batch_size(device: &Device) -> usize {
     if device.is_cpu() { 1 } else { 32 }
 }
 
+/// Items per part when `--part-size` is not given: 32 on the CPU (a part of a 7B model
+/// there is minutes of work, lost at most on a stop), 256 on a GPU, whose forward passes
+/// take prompts of one part only and are fastest with 128-256 prompts (seconds of work
+/// per part).
+pub fn default_part_size(device: &Device) -> usize {
+    if device.is_cpu() { 32 } else { 256 }
+}
+
 /// Free device memory in bytes, for choosing a batch size: on CUDA the driver's
 /// `cuMemGetInfo` after the device's work has finished (what the stream-ordered pool
 /// released at that point counts as free); on Metal the recommended working set less what
