@@ -231,14 +231,12 @@ fn answers_lines<'a>(app: &App, v: &ItemView, width: usize) -> Vec<Line<'a>> {
             continue;
         };
         for &k in &letters {
+            let p = c.probs[k as usize];
+            // The biased letter alone keeps a small bar: its header is wider than the number.
             let value = match cols {
-                Cols::Bars(w) => {
-                    format!("{} {:.2}", bar(c.probs[k as usize], w), c.probs[k as usize])
-                }
-                Cols::Biased if width_of(k) >= 9 => {
-                    format!("{} {:.2}", bar(c.probs[k as usize], 4), c.probs[k as usize])
-                }
-                _ => format!("{:.2}", c.probs[k as usize]),
+                Cols::Bars(w) => format!("{} {p:.2}", bar(p, w)),
+                Cols::Biased => format!("{} {p:.2}", bar(p, 4)),
+                Cols::Numbers => format!("{p:.2}"),
             };
             let style = theme::role_style(app.no_color, it.role_of(Some(k)));
             spans.push(pad(value, width_of(k), style));
