@@ -14,6 +14,16 @@ use stereoscope::store::Record;
 
 /// 4 Age items in parts of 2 at bf16 and q8 (4 parts: bf16 0 and 1, then q8 0 and 1).
 fn study(model: &Path, out: &Path, batch_size: Option<&str>, fail_at: Option<&str>) -> Output {
+    study_with(model, out, batch_size, fail_at, &[])
+}
+
+fn study_with(
+    model: &Path,
+    out: &Path,
+    batch_size: Option<&str>,
+    fail_at: Option<&str>,
+    extra: &[&str],
+) -> Output {
     let bbq = common::bbq_dir();
     let mut cmd = Command::new(common::bin());
     cmd.args([
@@ -42,6 +52,7 @@ fn study(model: &Path, out: &Path, batch_size: Option<&str>, fail_at: Option<&st
     if let Some(b) = batch_size {
         cmd.args(["--batch-size", b]);
     }
+    cmd.args(extra);
     if let Some(f) = fail_at {
         cmd.env("STEREOSCOPE_FAIL_AT", f);
     }
@@ -56,9 +67,12 @@ fn tiny_model(tmp: &Path) -> PathBuf {
 
 /// Each listed part's batch size in the manifest, by path under `records/`.
 fn listed_batch_sizes(out: &Path) -> Vec<(String, Option<u64>)> {
+    listed_in(&out.join("manifest.json"))
+}
+
+fn listed_in(manifest: &Path) -> Vec<(String, Option<u64>)> {
     let m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).expect("manifest"))
-            .expect("json");
+        serde_json::from_slice(&std::fs::read(manifest).expect("manifest")).expect("json");
     m["parts"]
         .as_object()
         .expect("parts")
@@ -214,4 +228,32 @@ fn a_new_run_on_the_cpu_scores_prompt_by_prompt_and_records_it() {
     let sizes = listed_batch_sizes(&out);
     assert_eq!(sizes.len(), 4);
     assert!(sizes.iter().all(|(_, b)| *b == Some(1)), "{sizes:?}");
+}
+
+#[test]
+fn a_shard_goes_on_at_the_batch_size_another_shard_in_its_folder_recorded_and_merge_keeps_it() {
+    let tmp = tempdir("oom-shards");
+    let model = tiny_model(&tmp);
+    let out = tmp.join("out");
+    let r = study_with(&model, &out, Some("4"), None, &["--shard", "1/2"]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let r = study_with(&model, &out, None, None, &["--shard", "2/2"]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert!(
+        stderr(&r).contains("batch size 4, as the finished parts of tiny-llama in this folder"),
+        "{}",
+        stderr(&r)
+    );
+    let second = listed_in(&out.join("manifest-s2.json"));
+    assert_eq!(second.len(), 2, "{second:?}");
+    assert!(second.iter().all(|(_, b)| *b == Some(4)), "{second:?}");
+    let o = out.to_str().expect("utf8");
+    let r = Command::new(common::bin())
+        .args(["merge", o, o])
+        .output()
+        .expect("merge runs");
+    assert!(r.status.success(), "{}", stderr(&r));
+    let merged = listed_batch_sizes(&out);
+    assert_eq!(merged.len(), 4, "{merged:?}");
+    assert!(merged.iter().all(|(_, b)| *b == Some(4)), "{merged:?}");
 }
