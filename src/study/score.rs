@@ -49,33 +49,34 @@ pub(super) struct Draw {
     pub(super) ms: f64,
 }
 
-/// A prompt's next-token distribution at T = 1 and at the sampling temperature: its logits
-/// and the two softmaxes' normalisers, each probability computed when needed (the letters'
-/// and those a draw walks past), with the bits of the full softmax vectors.
+/// A prompt's next-token distribution: its logits with the normaliser of the softmax at
+/// T = 1 (only the letters' probabilities are needed there, computed when asked), and the
+/// whole distribution at the sampling temperature, which draws walk through. The bits are
+/// those of the full softmax vectors.
 pub(super) struct Dist {
     logits: Vec<f32>,
     s1: Softmax,
-    st: Softmax,
+    pub(super) pt: Vec<f64>,
 }
 
 impl Dist {
     pub(super) fn new(logits: Vec<f32>) -> Dist {
         Dist {
             s1: Softmax::new(&logits, 1.0),
-            st: Softmax::new(&logits, prompt::TEMPERATURE),
+            pt: softmax(&logits, prompt::TEMPERATURE),
             logits,
         }
     }
 
     /// The letters' probability mass at T = 1 and at the sampling temperature.
     fn masses(&self, letters: &Letters) -> ([f64; 3], [f64; 3]) {
-        let at = |s: &Softmax| letters.mass_of(|i| self.logits.get(i).map(|&l| s.p(l)));
-        (at(&self.s1), at(&self.st))
+        let p1 = letters.mass_of(|i| self.logits.get(i).map(|&l| self.s1.p(l)));
+        (p1, letters.mass(&self.pt))
     }
 
     /// One draw at the sampling temperature.
     pub(super) fn sample(&self, rng: &mut Rng) -> u32 {
-        rng.sample_from(self.logits.iter().map(|&l| self.st.p(l)))
+        rng.sample(&self.pt)
     }
 }
 
@@ -290,22 +291,25 @@ impl Scorer<'_> {
         let t2 = Instant::now();
         let pass_ms = t0.elapsed().as_secs_f64() * 1e3;
         let mut draws: Vec<Vec<Draw>> = items
-            .iter()
+            .par_iter()
             .zip(&dists)
             .map(|(item, dist)| self.draws(item, order, dist))
             .collect();
         let forwards = self.decode_batched(&mut draws, &cache)?;
         let ms = pass_ms + t2.elapsed().as_secs_f64() * 1e3;
-        let mut out = Vec::with_capacity(rows.len());
-        for (b, ((item, dist), mut ds)) in items.iter().zip(&dists).zip(draws).enumerate() {
-            for d in &mut ds {
-                d.ms = if d.letter.is_some() { pass_ms } else { ms };
-            }
-            let recs = self.records(item, order, dist, ds)?;
-            out.push((recs, rows[b].len() as u64, fresh[b] + forwards[b]));
-        }
+        let out = draws
+            .into_par_iter()
+            .enumerate()
+            .map(|(b, mut ds)| {
+                for d in &mut ds {
+                    d.ms = if d.letter.is_some() { pass_ms } else { ms };
+                }
+                let recs = self.records(items[b], order, &dists[b], ds)?;
+                Ok((recs, rows[b].len() as u64, fresh[b] + forwards[b]))
+            })
+            .collect::<Result<Vec<_>>>();
         Phases::add(&phases.sample, t2);
-        Ok(out)
+        out
     }
 
     /// The keys and values of the prefix all of a part's prompts share (the system message
