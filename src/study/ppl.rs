@@ -88,16 +88,21 @@ impl PplStage<'_> {
         let Some(corpus) = self.pending_corpus(dir, sel)? else {
             return Ok(None);
         };
-        let n_tokens: usize = corpus.sequences.iter().map(|s| s.len() - 1).sum();
-        events.send(Event::Stage(format!(
-            "{}: perplexity over {} sequences ({n_tokens} tokens)",
-            self.m.slug,
-            corpus.sequences.len()
-        )));
+        events.send(Event::Stage(self.announce(&corpus)));
         let t0 = Instant::now();
         let sums = self.measure_all(&corpus, events, done)?;
         self.write(dir, &corpus, &sums, t0.elapsed().as_secs_f64())
             .map(Some)
+    }
+
+    /// The line that announces the stage: the model, sequences and tokens.
+    pub(super) fn announce(&self, corpus: &Corpus) -> String {
+        let n_tokens: usize = corpus.sequences.iter().map(|s| s.len() - 1).sum();
+        format!(
+            "{}: perplexity over {} sequences ({n_tokens} tokens)",
+            self.m.slug,
+            corpus.sequences.len()
+        )
     }
 
     /// Write the rows of every precision's sums; returns the manifest's summary.

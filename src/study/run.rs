@@ -606,7 +606,11 @@ impl<'a> Run<'a> {
             cancel: self.cancel,
         };
         if loaded.ppl.corpus.is_none() {
-            loaded.ppl.corpus = Some(stage.pending_corpus(&study.dir, &study.sel)?);
+            let corpus = stage.pending_corpus(&study.dir, &study.sel)?;
+            if let Some(c) = &corpus {
+                self.events.stage(stage.announce(c));
+            }
+            loaded.ppl.corpus = Some(corpus);
         }
         let Some(Some(corpus)) = &loaded.ppl.corpus else {
             return Ok(());
