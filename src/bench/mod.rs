@@ -418,8 +418,6 @@ pub fn raw_forward_tok_s(
         })
         .collect();
     let rows: Vec<&[u32]> = rows.iter().map(|r| r.as_slice()).collect();
-    // As scoring queues its forward passes (see `engine::upload`).
-    let _queue = crate::engine::upload::queue_ahead(model.device());
     let run = || -> Result<()> {
         let (logits, _) = model.forward_batch(&rows, &KvCache::default())?;
         logits.to_vec2::<f32>()?;

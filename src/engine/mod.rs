@@ -23,7 +23,6 @@ pub mod source;
 pub mod source_model;
 pub mod synthetic;
 pub mod tokenizer;
-pub mod upload;
 
 pub use device::select_device;
 pub use model::{KvCache, ModelConfig, RopeStyle, Transformer};

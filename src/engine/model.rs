@@ -5,7 +5,6 @@
 
 use super::fused;
 use super::packed::Packed;
-use super::upload::upload;
 use crate::error::Result;
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Module, Tensor};
@@ -221,7 +220,7 @@ impl KvCache {
                 None => return Ok(self.clone()),
             };
             let ids: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
-            let ids = upload(ids, idx.len(), &dev)?;
+            let ids = Tensor::from_vec(ids, idx.len(), &dev)?;
             self.layers
                 .iter()
                 .map(|(k, v)| Ok((k.index_select(&ids, 0)?, v.index_select(&ids, 0)?)))
@@ -419,7 +418,7 @@ impl Transformer {
             return Ok((logits.unsqueeze(0)?, cache));
         }
         let (x, cache) = self.hidden(rows, cache)?;
-        let last = upload(self.last_tokens(rows), rows.len(), &self.device)?;
+        let last = Tensor::from_vec(self.last_tokens(rows), rows.len(), &self.device)?;
         let x = x.index_select(&last, 0)?.unsqueeze(1)?;
         let logits = self.head(&x)?.squeeze(1)?;
         Ok((logits, cache))
@@ -503,7 +502,7 @@ impl Transformer {
         let tokens = ids.len();
         self.positions_run
             .fetch_add(tokens as u64, std::sync::atomic::Ordering::Relaxed);
-        let ids = upload(ids, tokens, &self.device)?;
+        let ids = Tensor::from_vec(ids, tokens, &self.device)?;
         let mut x = self.embed.rows(&ids, self.dtype)?;
         if !packs {
             x = x.reshape((b, len, cfg.hidden_size))?;
@@ -520,7 +519,7 @@ impl Transformer {
                     })
                     .collect();
                 table.extend(rows.iter().map(|r| r.len() as u32));
-                Some(upload(table, 2 * b, &self.device)?)
+                Some(Tensor::from_vec(table, 2 * b, &self.device)?)
             }
             false => None,
         };
@@ -564,7 +563,7 @@ impl Transformer {
                     .iter()
                     .flat_map(|&s| (s..s + len).map(|p| p as u32))
                     .collect();
-                let ids = upload(ids, layout.starts.len() * len, &self.device)?;
+                let ids = Tensor::from_vec(ids, layout.starts.len() * len, &self.device)?;
                 let half = self.cfg.head_dim / 2;
                 let shape = (layout.starts.len(), len, half);
                 Ok((
@@ -706,7 +705,9 @@ impl Layout {
                     (0..keys).map(move |j| if j > cols + i { f32::NEG_INFINITY } else { 0.0 })
                 })
                 .collect();
-            return Ok(Some(upload(m, (1, 1, len, keys), device)?.to_dtype(dtype)?));
+            return Ok(Some(
+                Tensor::from_vec(m, (1, 1, len, keys), device)?.to_dtype(dtype)?,
+            ));
         };
         let b = real.len();
         let m: Vec<f32> = real
@@ -720,7 +721,9 @@ impl Layout {
                 })
             })
             .collect();
-        Ok(Some(upload(m, (b, 1, len, keys), device)?.to_dtype(dtype)?))
+        Ok(Some(
+            Tensor::from_vec(m, (b, 1, len, keys), device)?.to_dtype(dtype)?,
+        ))
     }
 
     /// The cache's row layout after the forward: `None` while every row is real throughout.

@@ -173,8 +173,6 @@ impl Scorer<'_> {
         if let Some(u) = units.iter().position(|u| u.items.is_empty()) {
             return Err(Error::Model(format!("scoring unit {u} has no items")));
         }
-        // Queuing a batch must not wait for the device (see `engine::upload`).
-        let _queue = crate::engine::upload::queue_ahead(self.built.model.device());
         let mut prepared: Vec<Option<Prepared>> = units.iter().map(|_| None).collect();
         let mut step = self.step_after(units, &mut prepared, None)?;
         let mut pending = match step {
