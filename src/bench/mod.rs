@@ -11,7 +11,7 @@ use crate::engine::source::{Resolved, SourceModel};
 use crate::engine::{Compute, KvCache, Precision, Scheme};
 use crate::error::{Error, Result};
 use crate::prompt::{self, ChatTemplate};
-use crate::study::{Phases, Scorer, StudySpec, Unit};
+use crate::study::{Phases, Scored, Scorer, StudySpec, Unit};
 use candle_core::Tensor;
 use serde::Serialize;
 use std::path::Path;
@@ -277,6 +277,37 @@ impl Bench<'_> {
             .collect()
     }
 
+    /// Score `items` in parts as the study does: at a batch size above 1 every part one
+    /// after another as one stream (the device running ahead), else prompt by prompt.
+    /// `tally` gets each part's results.
+    fn score_parts(
+        &self,
+        scorer: &Scorer,
+        items: &[Item],
+        phases: &Phases,
+        tally: &mut impl FnMut(Vec<Scored>),
+    ) -> Result<()> {
+        let never = AtomicBool::new(false);
+        let order = prompt::OptionOrder::STUDY;
+        let parts = items.chunks(self.part_size.max(1));
+        if scorer.spec.batch_size > 1 {
+            let units: Vec<Unit> = parts.map(|items| Unit { items, order }).collect();
+            return scorer.score_units(&units, &never, phases, |_, scored| {
+                tally(scored);
+                Ok(())
+            });
+        }
+        for part in parts {
+            let mut scored = Vec::with_capacity(part.len());
+            scorer.score_in_turn(part, order, &never, |s| {
+                scored.push(s);
+                Ok(())
+            })?;
+            tally(scored);
+        }
+        Ok(())
+    }
+
     /// Score `items` with one built precision at `spec.batch_size`.
     fn score(
         &self,
@@ -311,7 +342,7 @@ impl Bench<'_> {
         let (mut tokens, mut computed, mut records) = (0, 0, 0);
         let (mut kept, mut kept_items) = (Vec::new(), 0);
         let phases = Phases::default();
-        let mut tally = |scored: Vec<crate::study::Scored>| {
+        let mut tally = |scored: Vec<Scored>| {
             for (recs, t, c) in scored {
                 records += recs.len();
                 tokens += t;
@@ -322,31 +353,7 @@ impl Bench<'_> {
                 }
             }
         };
-        let parts: Vec<&[Item]> = items.chunks(self.part_size.max(1)).collect();
-        if spec.batch_size > 1 {
-            // As the study scores: every part one after another, the device running ahead.
-            let units: Vec<Unit> = parts
-                .iter()
-                .map(|&part| Unit {
-                    items: part,
-                    order: prompt::OptionOrder::STUDY,
-                })
-                .collect();
-            scorer.score_units(&units, &never, &phases, |_, scored| {
-                tally(scored);
-                Ok(())
-            })?;
-        } else {
-            for part in parts {
-                let mut cache = KvCache::default();
-                let mut prev = Vec::new();
-                let scored = part
-                    .iter()
-                    .map(|it| scorer.score(it, prompt::OptionOrder::STUDY, &mut cache, &mut prev))
-                    .collect::<Result<Vec<_>>>()?;
-                tally(scored);
-            }
-        }
+        self.score_parts(&scorer, items, &phases, &mut tally)?;
         let secs = t1.elapsed().as_secs_f64();
         let positions = built.model.positions_run() - positions_before;
         eprintln!(

@@ -10,11 +10,11 @@ use super::{
     Phases, PlannedModel, Scored, Scorer, StudySpec, Unit, build_precision, load_for_scoring,
 };
 use crate::bbq::Item;
+use crate::engine::Precision;
 use crate::engine::perplexity::{self, Corpus, Sums};
 use crate::engine::quant::Built;
 use crate::engine::sample::Letters;
 use crate::engine::source::SourceModel;
-use crate::engine::{KvCache, Precision};
 use crate::error::{DeviceWork, Error, MemoryContext, Result};
 use crate::prompt::{self, ChatTemplate};
 use crate::store::failpoint;
@@ -139,6 +139,31 @@ fn load_checked(study: &Study, mi: usize) -> Result<Loaded> {
         announced: false,
         ppl: ModelPpl::default(),
     })
+}
+
+/// The perplexity this run measures: the plan's, unless this is a shard after the first.
+fn measured_ppl(study: &Study) -> Option<&super::PplSpec> {
+    let ppl = study.spec.ppl.as_ref()?;
+    study.dir.shard.is_none_or(|s| s.index == 1).then_some(ppl)
+}
+
+/// The perplexity stage of model `m`, whose source and chat template are loaded.
+fn ppl_stage<'s>(
+    study: &'s Study,
+    ppl: &'s super::PplSpec,
+    m: &'s PlannedModel,
+    (src, template): (&'s SourceModel, &'s ChatTemplate),
+    cancel: &'s AtomicBool,
+) -> PplStage<'s> {
+    PplStage {
+        spec: &study.spec,
+        ppl,
+        m,
+        src,
+        template,
+        device: &study.device,
+        cancel,
+    }
 }
 
 /// Run (or resume) the study into its folder.
@@ -563,14 +588,11 @@ impl<'a> Run<'a> {
         let spec = &self.study.spec;
         let mut records = Vec::with_capacity(part.len() * self.seeds_at(scorer.precision));
         for &order in &spec.option_orders {
-            let mut cache = KvCache::default();
-            let mut prev: Vec<u32> = Vec::new();
-            for item in part {
-                self.check_cancel()?;
-                let scored = scorer.score(item, order, &mut cache, &mut prev)?;
+            scorer.score_in_turn(part, order, self.cancel, |scored| {
                 self.tally(tally, scorer.precision, order, &scored);
                 records.extend(scored.0);
-            }
+                Ok(())
+            })?;
         }
         Ok(records)
     }
@@ -581,12 +603,7 @@ impl<'a> Run<'a> {
     fn perplexity_at(&mut self, work: &Work, built: Built) -> Result<()> {
         let study = self.study;
         let (m, p) = (&study.models[work.model], work.precision);
-        let Some(ppl) = study
-            .spec
-            .ppl
-            .as_ref()
-            .filter(|_| study.dir.shard.is_none_or(|s| s.index == 1))
-        else {
+        let Some(ppl) = measured_ppl(study) else {
             return Ok(());
         };
         if m.holds.is_some() || self.ppl_written.contains(&work.model) {
@@ -596,15 +613,7 @@ impl<'a> Run<'a> {
             .loaded
             .as_mut()
             .ok_or_else(|| Error::Model("model not loaded".into()))?;
-        let stage = PplStage {
-            spec: &study.spec,
-            ppl,
-            m,
-            src: &loaded.src,
-            template: &loaded.template,
-            device: &study.device,
-            cancel: self.cancel,
-        };
+        let stage = ppl_stage(study, ppl, m, (&loaded.src, &loaded.template), self.cancel);
         if loaded.ppl.corpus.is_none() {
             let corpus = stage.pending_corpus(&study.dir, &study.sel)?;
             if let Some(c) = &corpus {
@@ -649,26 +658,14 @@ impl<'a> Run<'a> {
         }
         let summary = stage.write(&study.dir, corpus, &sums, loaded.ppl.secs)?;
         loaded.ppl.reference = None;
-        let mut manifest = self.manifest.borrow_mut();
-        model_entry(&mut manifest, &m.slug)["perplexity"] = summary;
-        store::write_manifest(&study.dir, &manifest)?;
-        drop(manifest);
         self.ppl_written.insert(work.model);
-        self.events.send(Event::StageDone(StageDone::Perplexity {
-            model: m.slug.clone(),
-        }));
-        Ok(())
+        self.ppl_done(m, Some(summary))
     }
 
     /// Perplexity and KLD against BF16 per model; of several shards, the first runs it.
     fn perplexity(&mut self) -> Result<()> {
         let (study, dir) = (self.study, &self.study.dir);
-        let Some(ppl) = study
-            .spec
-            .ppl
-            .as_ref()
-            .filter(|_| dir.shard.is_none_or(|s| s.index == 1))
-        else {
+        let Some(ppl) = measured_ppl(study) else {
             return Ok(());
         };
         for (mi, m) in study.models.iter().enumerate() {
@@ -688,24 +685,24 @@ impl<'a> Run<'a> {
                 None => Vec::new(),
             };
             let loaded = self.loaded()?;
-            let stage = PplStage {
-                spec: &study.spec,
-                ppl,
-                m,
-                src: &loaded.src,
-                template: &loaded.template,
-                device: &study.device,
-                cancel: self.cancel,
-            };
-            if let Some(summary) = stage.run(dir, &study.sel, self.events, done)? {
-                let mut manifest = self.manifest.borrow_mut();
-                model_entry(&mut manifest, &m.slug)["perplexity"] = summary;
-                store::write_manifest(dir, &manifest)?;
-            }
-            self.events.send(Event::StageDone(StageDone::Perplexity {
-                model: m.slug.clone(),
-            }));
+            let stage = ppl_stage(study, ppl, m, (&loaded.src, &loaded.template), self.cancel);
+            let summary = stage.run(dir, &study.sel, self.events, done)?;
+            self.ppl_done(m, summary)?;
         }
+        Ok(())
+    }
+
+    /// A model's perplexity is done: its summary (when rows were written) into the
+    /// manifest, and the event.
+    fn ppl_done(&self, m: &PlannedModel, summary: Option<serde_json::Value>) -> Result<()> {
+        if let Some(summary) = summary {
+            let mut manifest = self.manifest.borrow_mut();
+            model_entry(&mut manifest, &m.slug)["perplexity"] = summary;
+            store::write_manifest(&self.study.dir, &manifest)?;
+        }
+        self.events.send(Event::StageDone(StageDone::Perplexity {
+            model: m.slug.clone(),
+        }));
         Ok(())
     }
 

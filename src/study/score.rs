@@ -135,6 +135,27 @@ impl Scorer<'_> {
         Ok(tokens)
     }
 
+    /// Score a part's items in one option order one prompt at a time (batch size 1), each
+    /// prompt reusing the previous one's cached prefix; `each` gets every prompt's results,
+    /// in item order. Stops at the next prompt once `cancel` is set.
+    pub fn score_in_turn(
+        &self,
+        part: &[Item],
+        order: prompt::OptionOrder,
+        cancel: &AtomicBool,
+        mut each: impl FnMut(Scored) -> Result<()>,
+    ) -> Result<()> {
+        let mut cache = KvCache::default();
+        let mut prev: Vec<u32> = Vec::new();
+        for item in part {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Error::Cancelled);
+            }
+            each(self.score(item, order, &mut cache, &mut prev)?)?;
+        }
+        Ok(())
+    }
+
     /// Score a part's items in one option order (see [`Scorer::score_units`]). Results are
     /// in item order.
     pub fn score_part(
