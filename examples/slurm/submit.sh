@@ -3,7 +3,7 @@
 # and the merge (merge.sbatch) after all of them succeed. Extra arguments go to both
 # sbatch calls (such as --partition=gpu or --account=...).
 #   MODEL=Qwen/Qwen2.5-7B-Instruct OUT=results/qwen7b SHARDS=8 \
-#     STUDY_ARGS="--limit all --noise-seeds 7,8,9,10,11" scripts/slurm/submit.sh --partition=gpu
+#     STUDY_ARGS="--limit all --noise-seeds 7,8,9,10,11" examples/slurm/submit.sh --partition=gpu
 # On a cluster without GPUs: DEVICE=cpu and GRES=none.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
