@@ -427,7 +427,7 @@ pub fn raw_forward_tok_s(
     let rows: Vec<&[u32]> = rows.iter().map(|r| r.as_slice()).collect();
     let run = || -> Result<()> {
         let (logits, _) = model.forward_batch(&rows, &KvCache::default())?;
-        logits.to_vec2::<f32>()?;
+        crate::engine::download::Download::start(&logits)?.wait()?;
         Ok(())
     };
     run()?;

@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod convert;
 pub mod device;
 pub mod digest;
+pub mod download;
 pub mod fetch;
 pub mod fused;
 pub mod gguf;

@@ -7,6 +7,7 @@
 
 use super::score::{Draw, Scorer};
 use crate::engine::KvCache;
+use crate::engine::download::Download;
 use crate::engine::sample::softmax;
 use crate::error::Result;
 use crate::prompt;
@@ -61,7 +62,7 @@ impl Scorer<'_> {
                 .built
                 .model
                 .forward_batch(&tokens, &cache.select(&parent)?)?;
-            let probs = distributions(logits.to_vec2()?);
+            let probs = distributions(Download::start(&logits)?.wait()?);
             for (row, _) in &keys {
                 forwards[*row] += 1;
             }

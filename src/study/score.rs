@@ -5,6 +5,7 @@
 
 use super::{StudySpec, common_prefix};
 use crate::bbq::Item;
+use crate::engine::download::Download;
 use crate::engine::quant::Built;
 use crate::engine::sample::{Letters, Rng, Softmax, softmax};
 use crate::engine::source::SourceModel;
@@ -180,9 +181,10 @@ impl Scorer<'_> {
     /// ordered by length so each batch pads little: batches depend only on the unit's items,
     /// so a resumed or sharded run computes the same ones.
     ///
-    /// The device is kept one batch ahead, across unit boundaries: batch i + 1's forward
-    /// passes are queued before the host waits for batch i's logits, and run while the host
-    /// turns batch i into distributions, samples and records (the work per record and its
+    /// The device is kept one batch ahead, across unit boundaries: each batch's forward
+    /// passes are queued with the copy of its logits to the host right behind them, then
+    /// batch i + 1's before the host waits for batch i's logits, so the device runs batch
+    /// i + 1 while the host turns batch i into distributions, samples and records (the work per record and its
     /// RNG do not depend on this order, so neither do the records).
     pub fn score_units(
         &self,
@@ -210,7 +212,7 @@ impl Scorer<'_> {
             }
             let t0 = Instant::now();
             let (logits, cache, fresh) = pass;
-            let logits: Vec<Vec<f32>> = logits.to_vec2()?;
+            let logits = logits.wait()?;
             Phases::add(&phases.forward, t0);
             let unit = prepared[u]
                 .as_mut()
@@ -277,14 +279,16 @@ impl Scorer<'_> {
         prepared: &[Option<Prepared>],
         (u, k): (usize, usize),
         phases: &Phases,
-    ) -> Result<(candle_core::Tensor, KvCache, Vec<u64>)> {
+    ) -> Result<(Download, KvCache, Vec<u64>)> {
         let t0 = Instant::now();
         let unit = prepared[u]
             .as_ref()
             .ok_or_else(|| Error::Model("a scoring unit was not prepared".into()))?;
-        let pass = self.forward_rows(&unit.rows(&unit.batches[k]), &unit.prefix)?;
+        let (logits, cache, fresh) =
+            self.forward_rows(&unit.rows(&unit.batches[k]), &unit.prefix)?;
+        let logits = Download::start(&logits)?;
         Phases::add(&phases.launch, t0);
-        Ok(pass)
+        Ok((logits, cache, fresh))
     }
 
     /// A batch after its forward passes: each prompt's next-token distribution, then each
