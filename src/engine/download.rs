@@ -19,20 +19,16 @@ enum Inner {
     /// Read when waited for (the CPU, Metal, or anything the page-locked path cannot take).
     Direct(Tensor),
     #[cfg(feature = "cuda")]
-    Pinned {
-        buf: pinned::Buffer,
-        rows: usize,
-        cols: usize,
-    },
+    Pinned { buf: pinned::Buffer, cols: usize },
 }
 
 impl Download {
     /// Start bringing the 2-D F32 `logits` to the host.
     pub fn start(logits: &Tensor) -> Result<Download> {
         #[cfg(feature = "cuda")]
-        if let Some((buf, rows, cols)) = pinned::queue(logits)? {
+        if let Some((buf, cols)) = pinned::queue(logits)? {
             return Ok(Download {
-                inner: Inner::Pinned { buf, rows, cols },
+                inner: Inner::Pinned { buf, cols },
             });
         }
         Ok(Download {
@@ -45,7 +41,7 @@ impl Download {
         match self.inner {
             Inner::Direct(t) => Ok(t.to_vec2()?),
             #[cfg(feature = "cuda")]
-            Inner::Pinned { buf, rows, cols } => buf.rows(rows, cols),
+            Inner::Pinned { buf, cols } => buf.rows(cols),
         }
     }
 }
@@ -54,7 +50,9 @@ impl Download {
 mod pinned {
     use crate::error::{Error, Result};
     use candle_core::backend::BackendStorage;
-    use candle_core::cuda_backend::cudarc::driver::{CudaContext, PinnedHostSlice, sys};
+    use candle_core::cuda_backend::cudarc::driver::{
+        CudaContext, CudaEvent, DevicePtr, PinnedHostSlice, result, sys,
+    };
     use candle_core::{DType, Storage, Tensor};
     use std::sync::{Arc, Mutex};
 
@@ -62,27 +60,36 @@ mod pinned {
     /// batch's logits costs more than copying into one.
     static POOL: Mutex<Vec<PinnedHostSlice<f32>>> = Mutex::new(Vec::new());
 
-    /// A page-locked buffer taken from the pool; it goes back when dropped.
-    pub struct Buffer(Option<PinnedHostSlice<f32>>);
+    /// A page-locked buffer taken from the pool, `len` values of it being filled by a copy
+    /// that `done` marks; it goes back to the pool when dropped.
+    pub struct Buffer {
+        pinned: Option<PinnedHostSlice<f32>>,
+        len: usize,
+        done: CudaEvent,
+    }
 
     impl Drop for Buffer {
         fn drop(&mut self) {
-            if let (Some(b), Ok(mut pool)) = (self.0.take(), POOL.lock()) {
+            // A buffer whose copy cannot be waited for is not reused.
+            if self.done.synchronize().is_ok()
+                && let (Some(b), Ok(mut pool)) = (self.pinned.take(), POOL.lock())
+            {
                 pool.push(b);
             }
         }
     }
 
     impl Buffer {
-        /// Wait for the copy, then the first `rows × cols` values as rows.
-        pub fn rows(&self, rows: usize, cols: usize) -> Result<Vec<Vec<f32>>> {
+        /// Wait for the copy, then its values as rows of `cols`.
+        pub fn rows(&self, cols: usize) -> Result<Vec<Vec<f32>>> {
             use rayon::prelude::*;
             let b = self
-                .0
+                .pinned
                 .as_ref()
-                .ok_or_else(|| Error::Model("a download without its buffer".into()))?;
+                .ok_or_else(|| driver("a download without its buffer"))?;
+            self.done.synchronize().map_err(driver)?;
             let all = b.as_slice().map_err(driver)?;
-            Ok(all[..rows * cols]
+            Ok(all[..self.len]
                 .par_chunks(cols)
                 .map(<[f32]>::to_vec)
                 .collect())
@@ -95,7 +102,7 @@ mod pinned {
 
     /// A buffer of at least `len` values in `ctx`: the smallest pooled one that fits, else a
     /// new one (plain page-locked memory, not write-combined: the host reads it).
-    fn take(ctx: &Arc<CudaContext>, len: usize) -> Result<Buffer> {
+    fn take(ctx: &Arc<CudaContext>, len: usize) -> Result<PinnedHostSlice<f32>> {
         let mut pool = POOL.lock().map_err(|_| driver("pool poisoned"))?;
         let fits = pool
             .iter()
@@ -104,23 +111,21 @@ mod pinned {
             .min_by_key(|(_, b)| b.len())
             .map(|(i, _)| i);
         if let Some(i) = fits {
-            return Ok(Buffer(Some(pool.swap_remove(i))));
+            return Ok(pool.swap_remove(i));
         }
         drop(pool);
-        // SAFETY: the buffer is only read through `as_slice`, which waits for the copies
-        // queued into it.
-        let b = unsafe { ctx.alloc_pinned_with_flags::<f32>(len, sys::CU_MEMHOSTALLOC_PORTABLE) }
-            .map_err(driver)?;
-        Ok(Buffer(Some(b)))
+        // SAFETY: the buffer is read only after the event recorded behind the copy into it.
+        unsafe { ctx.alloc_pinned_with_flags::<f32>(len, sys::CU_MEMHOSTALLOC_PORTABLE) }
+            .map_err(driver)
     }
 
     /// Queue the copy of contiguous 2-D F32 CUDA `t` into a pooled buffer; `None` for any
     /// other tensor.
-    pub fn queue(t: &Tensor) -> Result<Option<(Buffer, usize, usize)>> {
+    pub fn queue(t: &Tensor) -> Result<Option<(Buffer, usize)>> {
         if t.dtype() != DType::F32 || !t.device().is_cuda() {
             return Ok(None);
         }
-        let Ok((rows, cols)) = t.dims2() else {
+        let Ok((_, cols)) = t.dims2() else {
             return Ok(None);
         };
         let (storage, layout) = t.storage_and_layout();
@@ -129,10 +134,21 @@ mod pinned {
             return Ok(None);
         };
         let stream = s.device().cuda_stream();
-        let mut buf = take(stream.context(), rows * cols)?;
+        let len = end - start;
+        let mut pinned = take(stream.context(), len)?;
         let src = s.as_cuda_slice::<f32>()?.slice(start..end);
-        let dst = buf.0.as_mut().ok_or_else(|| driver("no buffer"))?;
-        stream.memcpy_dtoh(&src, dst).map_err(driver)?;
-        Ok(Some((buf, rows, cols)))
+        stream.context().bind_to_thread().map_err(driver)?;
+        let dst = pinned.as_mut_slice().map_err(driver)?;
+        let (ptr, _read) = src.device_ptr(&stream);
+        // SAFETY: `dst` holds `len` values, the size of `src`; it is read only after `done`.
+        unsafe { result::memcpy_dtoh_async(&mut dst[..len], ptr, stream.cu_stream()) }
+            .map_err(driver)?;
+        let done = stream.record_event(None).map_err(driver)?;
+        let buf = Buffer {
+            pinned: Some(pinned),
+            len,
+            done,
+        };
+        Ok(Some((buf, cols)))
     }
 }
