@@ -15,7 +15,8 @@ Recomputed from records/ and items.parquet (study seeds, the study's option orde
 - flips_by_margin, distributions (KLD and delta-P percentiles, top_unchanged), correlations
   (point-biserial KLD ~ became biased; delta_ppl_pct ~ rate), the logistic regression with
   plain and item-clustered SEs, option_orders (rule per order, `every`, rate, letter shares),
-  and the latent band's counts and rows.
+  and the latent band's counts and rows (rates, Wilson CI, the tests against BF16, srs_macro
+  and delta_srs_macro over the kept items).
 
 Read, not recomputed: perplexity.parquet's nll, mean_kld and top1_agreement come from the
 model's logits over the corpus, which the records do not hold; the report's perplexity rows
@@ -270,16 +271,29 @@ def check_latent(binary, folder, rec, stats):
     want = 0
     for (model, scheme, prec), g in sub.groupby(["model", "scheme", "precision"]):
         cats = {c: stats(cg)["srs"] for c, cg in g.groupby("category")}
+        base_g = sub[(sub.model == model) & (sub.scheme == scheme) & (sub.precision == "bf16")]
+        base_cats = {c: stats(cg)["srs"] for c, cg in base_g.groupby("category")}
         for cat, cg in [("ALL", g)] + list(g.groupby("category")):
             want += 1
             r, w = got.get((model, scheme, prec, cat)), stats(cg)
             if r is None or (r["n"], r["valid"], r["biased"]) != (w["n"], w["valid"], w["biased"]):
                 problems.append(f"latent row {model}/{prec}/{cat}: got {r and (r['n'], r['valid'], r['biased'])}, expected {(w['n'], w['valid'], w['biased'])}")
                 continue
-            close(f"latent {model}/{prec}/{cat} srs", r["srs"], w["srs"])
+            key = f"latent {model}/{prec}/{cat}"
+            for f in ["srs", "usr", "anti_rate", "srs_ci_low", "srs_ci_high"]:
+                close(f"{key} {f}", r[f], w.get(f))
+            bg = base_g if cat == "ALL" else base_g[base_g.category == cat]
+            base = stats(bg) if len(bg) and prec != "bf16" else None
+            check_vs_bf16(key, r, w, base)
+            for f in ["delta_srs_boot_se", "delta_srs_boot_low", "delta_srs_boot_high"]:
+                close(f"{key} {f}", r[f], None)
             if cat == "ALL":
                 vals = [v for v in cats.values() if v is not None]
-                close(f"latent {model}/{prec} srs_macro", r["srs_macro"], float(np.mean(vals)) if vals else None)
+                close(f"{key} srs_macro", r["srs_macro"], float(np.mean(vals)) if vals else None)
+                deltas = [v - base_cats[c] for c, v in cats.items()
+                          if v is not None and base_cats.get(c) is not None]
+                close(f"{key} delta_srs_macro", r["delta_srs_macro"],
+                      float(np.mean(deltas)) if deltas and prec != "bf16" else None)
     if want != len(got):
         problems.append(f"latent: {len(got)} rows, recomputed {want}")
 

@@ -55,7 +55,7 @@ fn delta_with_ci(d: Option<f64>, lo: Option<f64>, hi: Option<f64>) -> String {
     }
 }
 
-fn pvalue(x: Option<f64>) -> String {
+pub(super) fn pvalue(x: Option<f64>) -> String {
     match x {
         Some(p) if p < 1e-4 => format!("{p:.1e}"),
         Some(p) => format!("{p:.4}"),
@@ -311,14 +311,14 @@ impl Group<'_> {
                 num(c.mean_baseline_srs, 4)
             ));
         }
-        s.push_str("\n| precision | valid | SRS pooled [95% CI] | SRS, mean of categories (study's) | Δ SRS pooled | Δ SRS, mean of categories (study's) |\n|---|---:|---|---:|---:|---:|\n");
+        s.push_str("\n| precision | valid | SRS pooled [95% CI] | SRS, mean of categories (study's) | Δ SRS pooled | Δ SRS, mean of categories (study's) | χ² p (Yates) | Cohen's h |\n|---|---:|---|---:|---:|---:|---:|---|\n");
         for r in l
             .rows
             .iter()
             .filter(|r| self.mine(&r.model, &r.scheme) && r.category == "ALL")
         {
             s.push_str(&format!(
-                "| {} | {} | {} [{}, {}] | {} | {} | {} |\n",
+                "| {} | {} | {} [{}, {}] | {} | {} | {} | {} | {} |\n",
                 r.precision,
                 r.valid,
                 pct(r.srs),
@@ -327,6 +327,10 @@ impl Group<'_> {
                 pct(r.srs_macro),
                 pp(r.delta_srs),
                 pp(r.delta_srs_macro),
+                pvalue(r.chi2_p),
+                r.cohens_h
+                    .map(|h| format!("{h:+.3} ({})", stats::h_label(h)))
+                    .unwrap_or_else(|| "-".into()),
             ));
         }
     }
@@ -452,16 +456,23 @@ impl Group<'_> {
             ));
             match &g.fit {
                 Some(f) => {
-                    s.push_str("| term | coefficient | std. error | p |\n|---|---:|---:|---:|\n");
+                    let clusters = g
+                        .clusters
+                        .map_or_else(|| "-".to_string(), |c| c.to_string());
+                    s.push_str(&format!("| term | coefficient | std. error, answers independent (study's) | p (study's) | std. error clustered by item ({clusters} items) | p clustered by item |\n|---|---:|---:|---:|---:|---:|\n"));
                     for i in 0..f.names.len() {
+                        let at = |v: &Option<Vec<f64>>| v.as_ref().and_then(|v| v.get(i).copied());
                         s.push_str(&format!(
-                            "| {} | {:+.4} | {:.4} | {} |\n",
+                            "| {} | {:+.4} | {:.4} | {} | {} | {} |\n",
                             f.names[i],
                             f.coef[i],
                             f.se[i],
-                            pvalue(Some(f.p[i]))
+                            pvalue(Some(f.p[i])),
+                            num(at(&g.cluster_se), 4),
+                            pvalue(at(&g.cluster_p)),
                         ));
                     }
+                    s.push_str("\nThe study's standard errors count every answer as independent; an item's seeds and precisions share its text, so they are not. The clustered ones (a sandwich over items) allow for that and are the ones to read when an item's answers agree.\n");
                 }
                 None => s.push_str(&format!(
                     "Not available: {}.\n",

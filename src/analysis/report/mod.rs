@@ -645,6 +645,100 @@ mod tests {
     }
 
     #[test]
+    fn the_latent_bias_filter_keeps_items_by_their_bf16_srs() {
+        // BF16 biased seeds of 5 per item: 0, 1, 3, 5 (SRS 0, 0.2, 0.6, 1). Item 4 has no
+        // valid BF16 seed (no SRS: never kept). At q4 every item answers biased once.
+        let items: Vec<Item> = (0..5).map(|i| item(i, "ambig")).collect();
+        let mut r = Vec::new();
+        for (it, biased) in items.iter().zip([0, 1, 3, 5, 0]) {
+            for s in 0..5 {
+                let bf = if it.example_id == 4 {
+                    None
+                } else {
+                    Some(if s < biased { 0 } else { 2 })
+                };
+                r.push(rec("bf16", it, s, bf, 0.3));
+                r.push(rec("q4", it, s, Some(if s == 0 { 0 } else { 2 }), 0.3));
+            }
+        }
+        let opts = Options {
+            latent_band: Some(STUDY_BAND),
+        };
+        let rep = compute_with(&r, &items, &opts);
+        let l = rep.latent.as_ref().expect("latent");
+        assert_eq!((l.min_srs, l.max_srs), (0.20, 1.01));
+        let c = &l.counts[0];
+        assert_eq!((c.total_items, c.filtered_items), (5, 3));
+        assert!((c.mean_baseline_srs.expect("mean") - 1.8 / 3.0).abs() < 1e-12);
+        let all = |p: &str| {
+            l.rows
+                .iter()
+                .find(|x| x.category == "ALL" && x.precision == p)
+                .expect("ALL")
+        };
+        // Kept items 1, 2, 3: 9 of 15 biased at BF16, 3 of 15 at q4.
+        assert_eq!((all("bf16").valid, all("bf16").biased), (15, 9));
+        assert_eq!((all("q4").valid, all("q4").biased), (15, 3));
+        assert!((all("q4").delta_srs_macro.expect("delta") + 0.4).abs() < 1e-12);
+        assert!(all("q4").chi2_p.is_some() && all("q4").delta_srs_boot_se.is_none());
+        // A narrower band keeps only item 2; without the option there is no filter.
+        let narrow = compute_with(
+            &r,
+            &items,
+            &Options {
+                latent_band: Some((0.5, 0.7)),
+            },
+        );
+        assert_eq!(narrow.latent.expect("latent").counts[0].filtered_items, 1);
+        assert_eq!(compute(&r, &items).latent, None);
+        let md = rep.markdown();
+        assert!(md.contains("| Age | 5 | 3 | 0.6000 |"), "{md}");
+        assert!(md.contains("| q4 | 15 | 20.0% ["), "{md}");
+    }
+
+    #[test]
+    fn the_markdown_regression_shows_clustered_errors_beside_the_studys() {
+        // 6 items, 5 seeds at bf16 and q4, mixed answers so the fit converges.
+        let items: Vec<Item> = (0..6).map(|i| item(i, "ambig")).collect();
+        let mut r = Vec::new();
+        for (i, it) in items.iter().enumerate() {
+            for s in 0..5i64 {
+                let at = |shift: i64| {
+                    Some(if (i as i64 + s + shift) % 3 == 0 {
+                        0
+                    } else {
+                        2
+                    })
+                };
+                r.push(rec("bf16", it, s, at(0), 0.3));
+                r.push(rec("q4", it, s, at(1 + (s % 2)), 0.3));
+            }
+        }
+        let rep = compute(&r, &items);
+        let g = &rep.regressions[0];
+        let (fit, cl) = (
+            g.fit.as_ref().expect("fit"),
+            g.cluster_se.as_ref().expect("clustered"),
+        );
+        assert_eq!(g.clusters, Some(6));
+        assert_ne!(fit.se[1], cl[1]);
+        let md = rep.markdown();
+        assert!(
+            md.contains("| std. error clustered by item (6 items) | p clustered by item |"),
+            "{md}"
+        );
+        let line = format!(
+            "| bits | {:+.4} | {:.4} | {} | {:.4} | {} |",
+            fit.coef[1],
+            fit.se[1],
+            markdown::pvalue(Some(fit.p[1])),
+            cl[1],
+            markdown::pvalue(g.cluster_p.as_ref().map(|p| p[1])),
+        );
+        assert!(md.contains(&line), "{line}\n{md}");
+    }
+
+    #[test]
     fn transitions_in_both_directions_with_mcnemar() {
         // Item 0: unbiased at BF16, biased at q4. Items 1 and 2: biased at BF16 (one seed),
         // unbiased at q4. Item 3: biased at BF16, no valid seed at q4 (not a pair).
