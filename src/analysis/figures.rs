@@ -9,7 +9,7 @@
 //! usual system locations. Without one the SVGs are still written and the PNGs fail with
 //! one error that says so.
 
-use super::report::Report;
+use super::report::{DistributionRow, Report, Row};
 use super::stats;
 use crate::error::{Error, Result};
 use crate::store::StoredRecord;
@@ -138,6 +138,8 @@ struct Facet {
     pooled: bool,
     /// (precision index, SRS, Wilson low, Wilson high).
     points: Vec<(usize, f64, f64, f64)>,
+    /// The pooled panel only: (precision index, the study's model-level SRS, `srs_macro`).
+    macro_points: Vec<(usize, f64)>,
 }
 
 #[derive(Clone)]
@@ -214,7 +216,12 @@ fn plan(
             let f = perplexity_figure(ppl, rates, model, scheme, &label);
             candidates.push((KINDS[2], f));
         }
-        candidates.push((KINDS[3], kld_figure(&klds, model, scheme, &label)));
+        let dists: Vec<&DistributionRow> = report
+            .distributions
+            .iter()
+            .filter(|d| d.model == model && d.scheme == scheme)
+            .collect();
+        candidates.push((KINDS[3], kld_figure(&klds, &dists, (model, scheme), &label)));
         for (kind, f) in candidates {
             match f {
                 Ok(f) => figures.push((format!("{kind}-{}-{}", slug(model), slug(scheme)), f)),
@@ -259,12 +266,17 @@ fn srs_figure(
             .iter()
             .position(|p| *p == r.precision)
             .unwrap_or(0);
+        let macro_point: Vec<(usize, f64)> = r.srs_macro.map(|m| (x, m)).into_iter().collect();
         match facets.iter_mut().find(|f| f.name == r.category) {
-            Some(f) => f.points.push((x, srs, lo, hi)),
+            Some(f) => {
+                f.points.push((x, srs, lo, hi));
+                f.macro_points.extend(macro_point);
+            }
             None => facets.push(Facet {
                 name: r.category.clone(),
                 pooled: r.category == "ALL",
                 points: vec![(x, srs, lo, hi)],
+                macro_points: macro_point,
             }),
         }
     }
@@ -274,22 +286,62 @@ fn srs_figure(
     facets.sort_by_key(|f| !f.pooled);
     for f in &mut facets {
         f.points.sort_by_key(|p| p.0);
+        f.macro_points.sort_by_key(|p| p.0);
     }
-    let max = facets.iter().flat_map(|f| f.points.iter().map(|p| p.3));
+    let max = facets.iter().flat_map(|f| {
+        let macros = f.macro_points.iter().map(|p| p.1);
+        f.points.iter().map(|p| p.3).chain(macros)
+    });
     let top = nice_top(max.fold(0.0, f64::max));
     let (cols, rows_n) = grid(facets.len());
+    let mut subtitle = vec![
+        "Dots: stereotype rate (biased / valid answers); bars: Wilson 95% interval; dashed: the BF16 rate.".to_string(),
+    ];
+    if facets.iter().any(|f| !f.macro_points.is_empty()) {
+        subtitle.push("Pooled panel, vermilion triangles: the study's model-level SRS, the unweighted mean of the categories' rates.".into());
+    }
+    subtitle.extend(bootstrap_lines(&rows));
     Ok(Figure {
         title: format!("Stereotype rate by precision: {label}"),
-        subtitle: vec![
-            "Dots: stereotype rate (biased / valid answers); bars: Wilson 95% interval; dashed: the BF16 rate.".into(),
-        ],
-        size: ((44 + 280 * cols as u32).max(820), 120 + 250 * rows_n as u32),
+        size: (
+            (44 + 280 * cols as u32).max(820),
+            103 + 17 * subtitle.len() as u32 + 250 * rows_n as u32,
+        ),
+        subtitle,
         body: Body::Srs {
             precisions,
             facets,
             top,
         },
     })
+}
+
+/// The pooled SRS difference against BF16 with its bootstrap interval over items, per
+/// precision, when the rows have one.
+fn bootstrap_lines(rows: &[&Row]) -> Vec<String> {
+    let mut all: Vec<&&Row> = rows.iter().filter(|r| r.category == "ALL").collect();
+    all.sort_by_key(|r| order(&r.precision));
+    let pp = |v: f64| format!("{:+.1}", 100.0 * v);
+    let cells: Vec<String> = all
+        .iter()
+        .filter_map(|r| {
+            let (d, lo, hi) = (r.delta_srs?, r.delta_srs_boot_low?, r.delta_srs_boot_high?);
+            Some(format!(
+                "{} {} [{}, {}]",
+                r.precision,
+                pp(d),
+                pp(lo),
+                pp(hi)
+            ))
+        })
+        .collect();
+    if cells.is_empty() {
+        return Vec::new();
+    }
+    vec![
+        "Pooled SRS − BF16 in points, with its bootstrap 95% interval over items:".into(),
+        format!("{}.", cells.join(", ")),
+    ]
 }
 
 /// Transition rates below BF16 with their Wilson intervals, expectation and noise floors.
@@ -424,8 +476,8 @@ fn perplexity_figure(
 /// The distribution of per-item KL divergences from BF16, per precision.
 fn kld_figure(
     klds: &BTreeMap<(String, String, String), Vec<f64>>,
-    model: &str,
-    scheme: &str,
+    dists: &[&DistributionRow],
+    (model, scheme): (&str, &str),
     label: &str,
 ) -> std::result::Result<Figure, String> {
     let mut dist: Vec<(String, Vec<f64>)> = klds
@@ -454,12 +506,50 @@ fn kld_figure(
             pow10_label(&floor)
         ));
     }
+    subtitle.extend(distribution_lines(dists));
     Ok(Figure {
         title: format!("Per-item KL divergence from BF16: {label}"),
+        size: (900, (486 + 17 * subtitle.len() as u32).max(520)),
         subtitle,
-        size: (900, 520),
         body: Body::Kld { dist, floor, top },
     })
+}
+
+/// The report's per-item distribution statistics in words, per precision: the share of
+/// items whose top letter is unchanged with its standard error, the 99th percentile of the
+/// KLD, and the median and 5th and 95th percentiles of ΔP(biased).
+fn distribution_lines(dists: &[&DistributionRow]) -> Vec<String> {
+    let mut rows: Vec<&&DistributionRow> = dists.iter().collect();
+    rows.sort_by_key(|d| order(&d.precision));
+    let pct = |v: f64| format!("{:.1}%", 100.0 * v);
+    let cells = |f: &dyn Fn(&DistributionRow) -> Option<String>| -> Option<String> {
+        let c: Vec<String> = rows
+            .iter()
+            .filter_map(|d| f(d).map(|v| format!("{} {v}", d.precision)))
+            .collect();
+        (!c.is_empty()).then(|| c.join(", "))
+    };
+    let mut lines = Vec::new();
+    if let Some(c) = cells(&|d| {
+        Some(format!(
+            "{} ± {}",
+            pct(d.top_unchanged?),
+            pct(d.top_unchanged_se?)
+        ))
+    }) {
+        lines.push(format!("Top letter unchanged (± SE): {c}."));
+    }
+    if let Some(c) = cells(&|d| d.kld.as_ref().map(|q| format!("{:.4}", q.p99))) {
+        lines.push(format!("99th percentile of the KLD: {c}."));
+    }
+    if let Some(c) = cells(&|d| {
+        let q = d.dp_biased.as_ref()?;
+        Some(format!("{:+.3} [{:+.3}, {:+.3}]", q.median, q.p5, q.p95))
+    }) {
+        lines.push("ΔP(biased letter), precision − BF16, median [5th, 95th percentile]:".into());
+        lines.push(format!("{c}."));
+    }
+    lines
 }
 
 #[cfg(test)]
@@ -542,7 +632,16 @@ mod tests {
                 ("q4", 0.38),
                 ("q3", 0.45),
             ] {
-                rows.push(row(cat, p, s));
+                let mut r = row(cat, p, s);
+                if cat == "ALL" {
+                    // The study's model-level SRS below the pooled rate.
+                    r.srs_macro = Some(s - 0.02);
+                }
+                if (cat, p) == ("ALL", "q4") {
+                    (r.delta_srs, r.delta_srs_boot_low, r.delta_srs_boot_high) =
+                        (Some(0.08), Some(0.02), Some(0.145));
+                }
+                rows.push(r);
             }
         }
         Report {
@@ -618,9 +717,15 @@ mod tests {
             "SES",
             "stereotype rate (biased / valid answers)",
             "q3",
+            "the study&apos;s model-level SRS, the unweighted mean of the categories&apos; rates",
+            "Pooled SRS − BF16 in points, with its bootstrap 95% interval over items:",
+            "q4 +8.0 [+2.0, +14.5].",
         ] {
             assert!(srs.contains(t), "{t}");
         }
+        // The study's model-level SRS: one vermilion triangle per precision, pooled panel only.
+        assert_eq!(srs.matches("<polygon").count(), 5, "{srs}");
+        assert_eq!(srs.matches("fill=\"#D55E00\"").count(), 5);
         // q6 has no rate and bf16 is the baseline: three points, in precision order.
         let tr = svg("transitions");
         assert_eq!(
@@ -646,6 +751,42 @@ mod tests {
             assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_kld_figure_states_the_reports_distribution_statistics() {
+        use crate::analysis::report::Quantiles;
+        let q = |median: f64| Quantiles {
+            median,
+            p99: 0.25,
+            p5: -0.1,
+            p95: 0.125,
+            ..Default::default()
+        };
+        let d = |precision: &str, top: Option<f64>| DistributionRow {
+            model: "m".into(),
+            scheme: "mlx".into(),
+            precision: precision.into(),
+            items: 40,
+            kld: Some(q(0.0)),
+            dp_biased: Some(q(0.02)),
+            dp_items: 40,
+            top_unchanged: top,
+            top_unchanged_se: top.map(|p| (p * (1.0 - p) / 40.0).sqrt()),
+        };
+        let (q3, q8) = (d("q3", Some(0.75)), d("q8", Some(1.0)));
+        // Rows come in precision order whatever their order in the report.
+        let lines = distribution_lines(&[&q3, &q8]);
+        assert_eq!(
+            lines,
+            [
+                "Top letter unchanged (± SE): q8 100.0% ± 0.0%, q3 75.0% ± 6.8%.",
+                "99th percentile of the KLD: q8 0.2500, q3 0.2500.",
+                "ΔP(biased letter), precision − BF16, median [5th, 95th percentile]:",
+                "q8 +0.020 [-0.100, +0.125], q3 +0.020 [-0.100, +0.125].",
+            ]
+        );
+        assert!(distribution_lines(&[]).is_empty());
     }
 
     #[test]

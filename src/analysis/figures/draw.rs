@@ -239,6 +239,28 @@ fn draw_srs<DB: DrawingBackend>(
             let r = if f.pooled { 5.0 } else { 4.0 };
             area.draw(&Circle::new((x as f64, srs), px(k, r), color.filled()))?;
         }
+        draw_macro(&chart, k, &f.macro_points)?;
+    }
+    Ok(())
+}
+
+/// The study's model-level SRS (the mean of the categories' rates) beside the pooled rate:
+/// vermilion triangles joined by a dashed line, set right of each precision's dot.
+fn draw_macro<DB: DrawingBackend>(
+    chart: &Chart<DB>,
+    k: f64,
+    points: &[(usize, f64)],
+) -> DResult<DB> {
+    let area = chart.plotting_area();
+    let at: Vec<(f64, f64)> = points.iter().map(|&(x, m)| (x as f64 + 0.2, m)).collect();
+    area.draw(&DashedPathElement::new(
+        at.clone(),
+        px(k, 4.0),
+        px(k, 3.0),
+        stroke(VERMILION, k, 1.2),
+    ))?;
+    for p in at {
+        area.draw(&TriangleMarker::new(p, px(k, 5.5), VERMILION.filled()))?;
     }
     Ok(())
 }
