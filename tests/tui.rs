@@ -472,7 +472,7 @@ fn no_row_wraps_and_no_key_hint_is_cut() {
                 .trim_end()
                 .to_string();
             assert!(footer.starts_with("? help"), "{footer}");
-            let hints = keymap::hints(screen_kind);
+            let hints = keymap::hints_now(&b);
             for hint in footer.split("  ") {
                 assert!(
                     hints.contains(&hint),
@@ -1312,6 +1312,70 @@ fn the_detail_keeps_the_context_and_the_answers_on_small_terminals() {
     }
     update(&mut a, Action::Open);
     insta::assert_snapshot!("detail_page_80x24", text(&draw(&a, 80, 24)));
+}
+
+/// The footer of the app as drawn at `w`×`h` (its last line, trimmed).
+fn footer_at(a: &App, w: u16, h: u16) -> String {
+    text(&draw(a, w, h))
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim_end()
+        .to_string()
+}
+
+#[test]
+fn the_detail_footer_names_the_view_enter_switches_to() {
+    let (mut a, _) = app_at(&["bf16", "q8", "q4"]);
+    update(&mut a, Action::Resize(80, 24));
+    update(&mut a, Action::Open);
+    // The split view: Enter shows the page.
+    let foot = footer_at(&a, 80, 24);
+    assert!(foot.contains("Enter page"), "{foot}");
+    assert!(!foot.contains("Enter split"), "{foot}");
+    // The page: Enter goes back to the split view.
+    update(&mut a, Action::Open);
+    assert!(a.detail_page);
+    let foot = footer_at(&a, 80, 24);
+    assert!(foot.contains("Enter split"), "{foot}");
+    assert!(!foot.contains("Enter page"), "{foot}");
+    update(&mut a, Action::Open);
+    assert!(!a.detail_page);
+    // At 40×12 the page is all there is: no Enter hint, Enter changes nothing, and the
+    // page's last line does not offer a split view.
+    let mut b = a.clone();
+    update(&mut b, Action::Resize(40, 12));
+    let screen = text(&draw(&b, 40, 12));
+    let foot = screen.lines().last().unwrap_or_default();
+    assert!(
+        foot.starts_with("? help") && !foot.contains("Enter"),
+        "{screen}"
+    );
+    assert!(!screen.contains("Enter: split view"), "{screen}");
+    update(&mut b, Action::Open);
+    assert!(!b.detail_page && b.screen == Screen::Detail);
+    assert_eq!(text(&draw(&b, 40, 12)), screen);
+    // The page chosen at 80×24 and then shrunk to 40×12 does not offer the split view either.
+    update(&mut a, Action::Open);
+    update(&mut a, Action::Resize(40, 12));
+    let screen = text(&draw(&a, 40, 12));
+    assert!(!screen.contains("Enter"), "{screen}");
+}
+
+#[test]
+fn the_glyph_legend_fits_at_40_columns() {
+    for precisions in [&["bf16", "q8", "q4"][..], &LADDER[..]] {
+        let (a, _) = app_at(precisions);
+        let screen = text(&draw(&a, 40, 12));
+        let title = screen
+            .lines()
+            .find(|l| l.ends_with(" 1/6 "))
+            .unwrap_or_else(|| panic!("{screen}"));
+        assert!(title.starts_with(" B bias"), "{title}");
+        for word in ["a anti", "u unk", "▲1st"] {
+            assert!(title.contains(word), "{word}: {title}");
+        }
+    }
 }
 
 #[test]

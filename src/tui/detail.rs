@@ -404,6 +404,18 @@ fn body(app: &App) -> Rect {
     )
 }
 
+/// Whether the split view fits the terminal; where it does not, the detail is the one-page
+/// view whatever `Enter` chose.
+pub fn split_fits(app: &App) -> bool {
+    app.current()
+        .is_some_and(|v| split(app, v, body(app)).is_some())
+}
+
+/// Whether the detail shows the one-page view (chosen with `Enter`, or for want of room).
+pub fn page_shown(app: &App) -> bool {
+    app.detail_page || !split_fits(app)
+}
+
 /// The split view's layout on `area`, unless the one-page view is shown there.
 fn split_of(app: &App, v: &ItemView, area: Rect) -> Option<Split> {
     if app.detail_page {
@@ -502,7 +514,7 @@ fn render_page(f: &mut Frame, app: &App, v: &ItemView, area: Rect) {
     let scroll = (app.detail_scroll as usize).min(lines.len().saturating_sub(inner));
     let total = lines.len();
     f.render_widget(Paragraph::new(lines).scroll((scroll as u16, 0)), page);
-    let leave = if app.detail_page {
+    let leave = if split(app, v, area).is_some() {
         "Enter: split view".to_string()
     } else {
         format!("split view from {} rows", needed_rows(app, v, area))

@@ -1,7 +1,8 @@
 //! The one table of keys: it drives key handling, the help overlay, the footer hints and
 //! the README's key table.
 
-use super::app::{Action, Screen};
+use super::app::{Action, App, Screen};
+use super::detail;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 /// One binding.
@@ -120,6 +121,14 @@ pub const KEYMAP: &[Binding] = &[
         help: "whole item as one page, and back",
         screens: &[Screen::Detail],
         hint: "Enter page",
+    },
+    Binding {
+        keys: "",
+        codes: &[KeyCode::Enter],
+        action: Action::Open,
+        help: "back to the split view",
+        screens: &[Screen::Detail],
+        hint: "Enter split",
     },
     Binding {
         keys: "Esc",
@@ -292,25 +301,40 @@ pub fn help_rows() -> Vec<(String, String)> {
     rows
 }
 
-/// The footer hints of `screen` that fit in `width` columns: whole hints only, `? help`
-/// first.
-pub fn footer(screen: Screen, width: usize) -> String {
+/// The footer hints that fit in `width` columns: whole hints only, in `hints_now`'s order
+/// (`? help` first).
+pub fn footer(app: &App, width: usize) -> String {
     let mut out = String::new();
-    for b in KEYMAP
-        .iter()
-        .filter(|b| !b.hint.is_empty() && (b.screens.is_empty() || b.screens.contains(&screen)))
-    {
+    for hint in hints_now(app) {
         let sep = if out.is_empty() { "" } else { "  " };
-        if out.chars().count() + sep.len() + b.hint.chars().count() > width {
+        if out.chars().count() + sep.len() + hint.chars().count() > width {
             break;
         }
         out.push_str(sep);
-        out.push_str(b.hint);
+        out.push_str(hint);
     }
     out
 }
 
-/// Every footer hint of `screen`, for checks that none is cut.
+/// The hints of the app's screen that apply now: the detail's `Enter` names the view it
+/// switches to, and has none where the split view does not fit (the page is all there is).
+pub fn hints_now(app: &App) -> Vec<&'static str> {
+    let (page, fits) = if app.screen == Screen::Detail {
+        (detail::page_shown(app), detail::split_fits(app))
+    } else {
+        (false, true)
+    };
+    hints(app.screen)
+        .into_iter()
+        .filter(|h| match *h {
+            "Enter page" => !page,
+            "Enter split" => page && fits,
+            _ => true,
+        })
+        .collect()
+}
+
+/// Every footer hint of `screen` (whatever the state).
 pub fn hints(screen: Screen) -> Vec<&'static str> {
     KEYMAP
         .iter()

@@ -317,13 +317,15 @@ fn titles<'a>(app: &App, width: u16) -> (Line<'a>, Line<'a>) {
     let short =
         " seeds: B biased a anti u unknown ? invalid · ▲ first biased · dim: biased at bf16 ";
     let tiny = " B biased a anti u unknown · ▲ first biased ";
+    let narrow = " B biased a anti u unknown ▲1st ";
+    let least = " B bias a anti u unk ▲1st ";
     let pos = if app.visible.is_empty() {
         " 0/0 ".to_string()
     } else {
         format!(" {}/{} ", app.selected + 1, app.visible.len())
     };
     let room = (width as usize).saturating_sub(pos.chars().count() + 2);
-    let legend = [long, short, tiny]
+    let legend = [long, short, tiny, narrow, least]
         .into_iter()
         .find(|l| l.chars().count() <= room)
         .unwrap_or("");

@@ -298,7 +298,12 @@ fn export(
     let precisions: Vec<&str> = precisions.iter().map(String::as_str).collect();
     Action::Status(
         match store::export::write_csv_for(&path, &items, &precisions) {
-            Ok(()) => format!("exported {} items to {}", items.len(), path.display()),
+            Ok(()) => format!(
+                "exported {} item{} to {}",
+                items.len(),
+                if items.len() == 1 { "" } else { "s" },
+                path.display()
+            ),
             Err(e) => format!("export failed: {e}"),
         },
     )

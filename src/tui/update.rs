@@ -138,6 +138,10 @@ fn navigate(app: &mut App, action: Action) -> Vec<Effect> {
         Action::Bottom => app.selected = last,
         Action::Click(row) => click(app, row),
         Action::Open if app.screen == Screen::Detail => {
+            // Where the split view does not fit, the page is all there is.
+            if !detail::split_fits(app) {
+                return vec![];
+            }
             app.detail_page = !app.detail_page;
             app.detail_scroll = 0;
         }

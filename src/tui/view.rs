@@ -80,7 +80,7 @@ fn render_footer(f: &mut Frame, app: &App, area: Rect) {
             format!("{label}{shown:<room$}{keys}")
         }
         (None, Prompt::None) if !app.status.is_empty() => clip(&app.status, width),
-        (None, Prompt::None) => keymap::footer(app.screen, width),
+        (None, Prompt::None) => keymap::footer(app, width),
     };
     f.render_widget(Paragraph::new(text).style(style), area);
 }
