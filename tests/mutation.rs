@@ -321,6 +321,96 @@ fn write_fuzz_seeds() {
         "safetensors_header/three-tensors.safetensors",
         &small_safetensors(),
     );
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/fixtures");
+    write_config_fixtures(&fixtures);
+}
+
+/// The folders the `hf_config` fuzz target writes each input into as `config.json`: `hf`,
+/// [`small_gguf`] converted to a Hugging Face folder (BF16, hidden 8, one layer), and `mlx`,
+/// a folder of the same tokenizer whose weights (hidden 32, one layer, the embedding tied)
+/// are packed as MLX 4-bit, group 32. Neither holds a `config.json`: the seeds in
+/// `fuzz/seeds/hf_config/` are the configs that load them.
+fn write_config_fixtures(fixtures: &Path) {
+    let hf = fixtures.join("hf");
+    let _ = std::fs::remove_dir_all(&hf);
+    let g = dir("fixtures").join("small-llama.gguf");
+    std::fs::write(&g, small_gguf()).expect("write");
+    stereoscope::engine::convert::convert_gguf(&g, &hf).expect("convert");
+    std::fs::remove_file(hf.join("config.json")).expect("rm config");
+    let mlx = fixtures.join("mlx");
+    let _ = std::fs::remove_dir_all(&mlx);
+    std::fs::create_dir_all(&mlx).expect("mkdir");
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(hf.join(f), mlx.join(f)).expect("copy tokenizer");
+    }
+    candle_core::safetensors::save(&mlx_tensors(), mlx.join("model.safetensors"))
+        .expect("write safetensors");
+}
+
+/// The `mlx` fixture's tensors: every matrix packed (weight, scales, biases), norms F32.
+fn mlx_tensors() -> std::collections::HashMap<String, Tensor> {
+    use half::bf16;
+    let (vocab, hidden, ffn, kv) = (258, 32, 64, 16);
+    let mut out = std::collections::HashMap::new();
+    let mut pack = |name: &str, rows: usize, cols: usize| {
+        let w: Vec<bf16> = (0..rows * cols)
+            .map(|i| bf16::from_f32(((i * 7919) % 13) as f32 * 0.01 - 0.06))
+            .collect();
+        let q = stereoscope::engine::mlx::quantize(&w, rows, cols, 4, 32).expect("quantize");
+        let words = Tensor::from_vec(q.words, (rows, cols * 4 / 32), &Device::Cpu);
+        let groups = (rows, cols / 32);
+        let scales = Tensor::from_vec(q.scales, groups, &Device::Cpu);
+        let biases = Tensor::from_vec(q.biases, groups, &Device::Cpu);
+        out.insert(format!("{name}.weight"), words.expect("words"));
+        out.insert(format!("{name}.scales"), scales.expect("scales"));
+        out.insert(format!("{name}.biases"), biases.expect("biases"));
+    };
+    pack("model.embed_tokens", vocab, hidden);
+    let l = "model.layers.0";
+    pack(&format!("{l}.self_attn.q_proj"), hidden, hidden);
+    pack(&format!("{l}.self_attn.k_proj"), kv, hidden);
+    pack(&format!("{l}.self_attn.v_proj"), kv, hidden);
+    pack(&format!("{l}.self_attn.o_proj"), hidden, hidden);
+    pack(&format!("{l}.mlp.gate_proj"), ffn, hidden);
+    pack(&format!("{l}.mlp.up_proj"), ffn, hidden);
+    pack(&format!("{l}.mlp.down_proj"), hidden, ffn);
+    for n in [
+        "model.norm",
+        "model.layers.0.input_layernorm",
+        "model.layers.0.post_attention_layernorm",
+    ] {
+        let ones = Tensor::ones(hidden, candle_core::DType::F32, &Device::Cpu).expect("ones");
+        out.insert(format!("{n}.weight"), ones);
+    }
+    out
+}
+
+/// Load `fixture` (a folder of [`write_config_fixtures`]) with `config` as its config.json,
+/// as the `hf_config` fuzz target does, and build it at the precision it holds.
+fn load_with_config(fixture: &Path, config: &Path) -> stereoscope::Result<String> {
+    let d = dir(&format!(
+        "config-{}",
+        config.file_stem().and_then(|s| s.to_str()).unwrap_or("x")
+    ));
+    for e in std::fs::read_dir(fixture).expect("fixture") {
+        let e = e.expect("entry");
+        std::fs::copy(e.path(), d.join(e.file_name())).expect("copy");
+    }
+    std::fs::copy(config, d.join("config.json")).expect("copy config");
+    let held = stereoscope::engine::hf::held_precision(&d)?;
+    let src = stereoscope::engine::hf::load("seed", &d)?;
+    let p = held.unwrap_or(stereoscope::engine::Precision::Bf16);
+    let built = stereoscope::engine::quant::build(
+        &src,
+        p,
+        stereoscope::engine::Scheme::Mlx,
+        stereoscope::engine::Compute::Dequant,
+        &Device::Cpu,
+    )?;
+    built
+        .model
+        .forward(&[1, 2, 3], &Default::default())
+        .map(|_| format!("{} {p}", src.cfg.architecture))
 }
 
 #[test]
@@ -347,5 +437,89 @@ fn the_fuzz_seeds_are_valid_inputs_of_their_readers() {
             .expect("safetensors seed")
             .len(),
         3
+    );
+    // Each config seed loads its fixture folder and runs, but the one with zero heads.
+    let fixtures = dir("config-fixtures");
+    write_config_fixtures(&fixtures);
+    let configs = seeds.join("hf_config");
+    for (seed, folder, want) in [
+        ("llama", "hf", "llama bf16"),
+        ("qwen2-linear-rope", "hf", "qwen2 bf16"),
+        ("llama3-rope", "hf", "llama bf16"),
+        ("phi3-longrope", "hf", "phi3 bf16"),
+        ("mistral-mlx-q4", "mlx", "mistral q4"),
+    ] {
+        let config = configs.join(format!("{seed}.json"));
+        let got = load_with_config(&fixtures.join(folder), &config);
+        assert_eq!(got.expect(seed), want);
+    }
+    let e = load_with_config(&fixtures.join("hf"), &configs.join("zero-heads.json"))
+        .expect_err("zero heads are refused");
+    assert!(
+        e.to_string()
+            .contains("config.json: model shapes: the attention head count is 0"),
+        "{e}"
+    );
+}
+
+/// The `llama` config seed with `from` replaced by `to`, loaded into the `hf` fixture.
+fn load_edited_config(tag: &str, from: &str, to: &str) -> stereoscope::Result<String> {
+    let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/hf_config");
+    let text = std::fs::read_to_string(seeds.join("llama.json")).expect("seed");
+    assert!(text.contains(from), "{from}");
+    let d = dir(&format!("edited-{tag}"));
+    write_config_fixtures(&d);
+    let config = d.join(format!("{tag}.json"));
+    std::fs::write(&config, text.replace(from, to)).expect("write");
+    load_with_config(&d.join("hf"), &config)
+}
+
+#[test]
+fn a_config_whose_sizes_the_weights_do_not_have_is_an_error_naming_the_field() {
+    // Before: a layer count of 10^11 made the build reserve 32 TB for the layer list (the
+    // process aborted: "memory allocation of 32000000000000 bytes failed"); a head dimension
+    // of 2^62 made the rotary tables panic ("capacity overflow"). Neither looked at the
+    // weights. The sizes are now checked against them before anything is sized from them.
+    let layers = "\"num_hidden_layers\": 1";
+    let e = load_edited_config("layers", layers, "\"num_hidden_layers\": 100000000000")
+        .expect_err("refused")
+        .to_string();
+    assert!(e.contains("config.json: model shapes: num_hidden_layers is 100000000000, but the weights hold 1 layer(s)"), "{e}");
+    let heads = "\"num_attention_heads\": 2";
+    for (tag, extra) in [
+        ("head-dim", ""),
+        (
+            "head-dim-rope",
+            ", \"rope_scaling\": {\"type\": \"linear\", \"factor\": 2.0}",
+        ),
+    ] {
+        let e = load_edited_config(
+            tag,
+            heads,
+            &format!("{heads}, \"head_dim\": 4611686018427387904{extra}"),
+        )
+        .expect_err("refused")
+        .to_string();
+        assert!(e.contains("config.json: model shapes: num_attention_heads × head_dim is 9223372036854775808, but model.layers.0.self_attn.q_proj.weight has shape [8, 8]"), "{e}");
+    }
+    let e = load_edited_config(
+        "ffn",
+        "\"intermediate_size\": 16",
+        "\"intermediate_size\": 17",
+    )
+    .expect_err("refused")
+    .to_string();
+    assert!(
+        e.contains(
+            "intermediate_size is 17, but model.layers.0.mlp.gate_proj.weight has shape [16, 8]"
+        ),
+        "{e}"
+    );
+    let e = load_edited_config("hidden", "\"hidden_size\": 8", "\"hidden_size\": 16")
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        e.contains("hidden_size is 16, but model.embed_tokens.weight has shape [258, 8]"),
+        "{e}"
     );
 }

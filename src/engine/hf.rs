@@ -409,25 +409,34 @@ fn split_fused(name: &str, t: &Tensor, cfg: &ModelConfig) -> Result<Option<Vec<(
     let Some((n, part)) = rest.split_once('.') else {
         return Ok(None);
     };
+    // Sizes from the config, with overflow checked: a config is untrusted.
+    let (hd, ffn) = (cfg.head_dim, cfg.intermediate_size);
     let (q, kv) = (
-        cfg.num_heads * cfg.head_dim,
-        cfg.num_kv_heads * cfg.head_dim,
+        cfg.num_heads.checked_mul(hd),
+        cfg.num_kv_heads.checked_mul(hd),
     );
-    let pieces: Vec<(&str, usize)> = match part {
+    let pieces: Vec<(&str, Option<usize>)> = match part {
         "self_attn.qkv_proj.weight" => vec![("attn_q", q), ("attn_k", kv), ("attn_v", kv)],
-        "mlp.gate_up_proj.weight" => vec![
-            ("ffn_gate", cfg.intermediate_size),
-            ("ffn_up", cfg.intermediate_size),
-        ],
+        "mlp.gate_up_proj.weight" => vec![("ffn_gate", Some(ffn)), ("ffn_up", Some(ffn))],
         _ => return Ok(None),
     };
-    let total: usize = pieces.iter().map(|p| p.1).sum();
-    if t.dims()[0] != total {
+    let total = pieces.iter().try_fold(0usize, |a, p| a.checked_add(p.1?));
+    let have = t.dims().first().copied();
+    let (Some(total), Some(have)) = (total, have) else {
         return Err(Error::Model(format!(
-            "`{name}` has {} rows; the config implies {total}",
-            t.dims()[0]
+            "`{name}` has shape {:?}; the config's head and feed-forward sizes do not give its rows",
+            t.dims()
+        )));
+    };
+    if have != total {
+        return Err(Error::Model(format!(
+            "`{name}` has {have} rows; the config implies {total}"
         )));
     }
+    let pieces: Vec<(&str, usize)> = pieces
+        .into_iter()
+        .map(|(g, r)| (g, r.unwrap_or(0)))
+        .collect();
     let mut at = 0;
     let mut out = Vec::new();
     for (g, rows) in pieces {
@@ -468,7 +477,7 @@ fn model_config(config: &Value, cfg_path: &str, vocab: usize, tie: bool) -> Resu
     }
     let hidden = u("hidden_size")?;
     let heads = u("num_attention_heads")?;
-    let mut cfg = ModelConfig {
+    let cfg = ModelConfig {
         architecture: arch,
         hidden_size: hidden,
         intermediate_size: u("intermediate_size")?,
@@ -488,10 +497,78 @@ fn model_config(config: &Value, cfg_path: &str, vocab: usize, tie: bool) -> Resu
     if let Some(why) = cfg.inconsistency() {
         return Err(field_err(cfg_path, format!("model shapes: {why}")));
     }
-    let (freqs, mscale) = rope_scaling(config, &cfg, cfg_path)?;
-    cfg.rope_freqs = freqs;
-    cfg.rope_mscale = mscale;
     Ok(cfg)
+}
+
+/// The config's sizes against the weights (engine names): the layer count, the hidden size,
+/// the query and key-value heads times the head dimension, the feed-forward size. A config
+/// that disagrees is refused here, before anything is sized from it (rotary tables, the
+/// layer list).
+fn check_shapes(
+    cfg: &ModelConfig,
+    tensors: &BTreeMap<String, Tensor>,
+    cfg_path: &str,
+) -> Result<()> {
+    let bad = |what: String| Err(field_err(cfg_path, format!("model shapes: {what}")));
+    let layers = tensors
+        .keys()
+        .filter_map(|n| {
+            n.strip_prefix("blk.")?
+                .split_once('.')?
+                .0
+                .parse::<usize>()
+                .ok()
+        })
+        .max()
+        .map_or(0, |n| n + 1);
+    if cfg.num_layers != layers {
+        return bad(format!(
+            "num_hidden_layers is {}, but the weights hold {layers} layer(s)",
+            cfg.num_layers
+        ));
+    }
+    let rows = |name: &str| tensors.get(name).map(|t| t.dims().to_vec());
+    if let Some(d) = rows("token_embd.weight")
+        && d.get(1) != Some(&cfg.hidden_size)
+    {
+        return bad(format!(
+            "hidden_size is {}, but model.embed_tokens.weight has shape {d:?}",
+            cfg.hidden_size
+        ));
+    }
+    let heads = |n: usize| n.checked_mul(cfg.head_dim);
+    for i in 0..layers {
+        for (tensor, field, want) in [
+            (
+                "attn_q.weight",
+                "num_attention_heads × head_dim",
+                heads(cfg.num_heads),
+            ),
+            (
+                "attn_k.weight",
+                "num_key_value_heads × head_dim",
+                heads(cfg.num_kv_heads),
+            ),
+            (
+                "ffn_gate.weight",
+                "intermediate_size",
+                Some(cfg.intermediate_size),
+            ),
+        ] {
+            let name = format!("blk.{i}.{tensor}");
+            let Some(d) = rows(&name) else {
+                return bad(format!("layer {i} has no {name}"));
+            };
+            if d.first().copied() != want {
+                let want = want.map_or("past usize::MAX".into(), |w| w.to_string());
+                return bad(format!(
+                    "{field} is {want}, but {} has shape {d:?}",
+                    hf_name(&name).unwrap_or(name)
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Load a Hugging Face or MLX folder. Packed MLX modules are dequantized exactly as
@@ -563,6 +640,10 @@ pub fn load(id: &str, dir: &Path) -> Result<SourceModel> {
         types.remove("output.weight");
     }
     cfg.tie_embeddings = !tensors.contains_key("output.weight");
+    check_shapes(&cfg, &tensors, &cfg_path)?;
+    let (freqs, mscale) = rope_scaling(&config, &cfg, &cfg_path)?;
+    cfg.rope_freqs = freqs;
+    cfg.rope_mscale = mscale;
     let tok_cfg = read_json(&dir.join("tokenizer_config.json"))?;
     let tok = tokenizer::from_hf_files(&dir.join("tokenizer.json"), &tok_cfg)?;
     let chat_template = match tok_cfg.get("chat_template") {
