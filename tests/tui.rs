@@ -1379,6 +1379,30 @@ fn the_glyph_legend_fits_at_40_columns() {
 }
 
 #[test]
+fn the_summary_s_chart_titles_wrap_at_40_columns() {
+    let (mut a, _) = app_at(&["bf16", "q8", "q4"]);
+    update(&mut a, Action::Resize(40, 12));
+    update(&mut a, Action::Summary);
+    // Scrolled through, every word of both chart titles is on the screen, none cut.
+    let mut seen = String::new();
+    for _ in 0..40 {
+        seen.push_str(&text(&draw(&a, 40, 12)));
+        update(&mut a, Action::Down);
+    }
+    for title in [
+        "SRS by precision (█ rate, ├─┤ 95% interval)",
+        "Became biased (█ rate, ├─┤ 95% interval) against its noise floor (░)",
+    ] {
+        for word in title.split_whitespace() {
+            let whole = seen
+                .lines()
+                .any(|l| l.split_whitespace().any(|w| w == word));
+            assert!(whole, "{word:?} of {title:?} never whole at 40x12:\n{seen}");
+        }
+    }
+}
+
+#[test]
 fn at_40_columns_the_strip_stays_whole_sorted_or_with_five_precisions() {
     // Sorted: the sort value gives way (the header still names the order), the strip does not.
     let (mut a, views) = app_at(&["bf16", "q8", "q4"]);

@@ -306,10 +306,13 @@ fn charts<'a>(app: &App, rows: &[PrecisionRow], width: usize) -> Vec<Line<'a>> {
     let w = width.saturating_sub(24).clamp(10, 60);
     let bar = theme::role_style(app.no_color, Role::Biased);
     let axis = |max: f64| format!("{:>5}  0{:>w$}", "", format!("{:.0}%", 100.0 * max), w = w);
-    let mut out = vec![Line::from(Span::styled(
-        "SRS by precision (█ rate, ├─┤ 95% interval)",
-        theme::styled(app.no_color, theme::bold()),
-    ))];
+    let title = |t: &str| {
+        super::detail::wrap(t, width)
+            .into_iter()
+            .map(|l| Line::styled(l, theme::styled(app.no_color, theme::bold())))
+            .collect::<Vec<_>>()
+    };
+    let mut out = title("SRS by precision (█ rate, ├─┤ 95% interval)");
     let max = rows
         .iter()
         .filter_map(|r| r.srs_ci().map(|c| c.1))
@@ -323,10 +326,9 @@ fn charts<'a>(app: &App, rows: &[PrecisionRow], width: usize) -> Vec<Line<'a>> {
     }
     out.push(Line::from(axis(max)));
     out.push(Line::from(""));
-    out.push(Line::from(Span::styled(
+    out.extend(title(
         "Became biased (█ rate, ├─┤ 95% interval) against its noise floor (░)",
-        theme::styled(app.no_color, theme::bold()),
-    )));
+    ));
     let q: Vec<&PrecisionRow> = rows.iter().filter(|r| !r.is_bf16()).collect();
     let max = q
         .iter()
