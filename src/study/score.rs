@@ -181,11 +181,13 @@ impl Scorer<'_> {
     /// ordered by length so each batch pads little: batches depend only on the unit's items,
     /// so a resumed or sharded run computes the same ones.
     ///
-    /// The device is kept one batch ahead, across unit boundaries: each batch's forward
-    /// passes are queued with the copy of its logits to the host right behind them, then
-    /// batch i + 1's before the host waits for batch i's logits, so the device runs batch
-    /// i + 1 while the host turns batch i into distributions, samples and records (the work per record and its
-    /// RNG do not depend on this order, so neither do the records).
+    /// Batches run as a stream across unit boundaries: each batch's forward passes are
+    /// queued with the copy of its logits to the host right behind them; once batch i's
+    /// logits are in, batch i + 1 is queued on this thread while other cores turn batch i's
+    /// logits into distributions, and the device runs batch i + 1 while the host samples
+    /// batch i and builds its records. All device work is issued from this thread (the
+    /// device's stream is per thread). The work per record and its RNG do not depend on
+    /// this order, so neither do the records.
     pub fn score_units(
         &self,
         units: &[Unit],
@@ -207,13 +209,19 @@ impl Scorer<'_> {
                 return Err(Error::Cancelled);
             }
             step = self.step_after(units, &mut prepared, Some((u, k)))?;
-            if let Some(s) = step {
-                pending = Some(self.launch(&prepared, s, phases)?);
-            }
             let t0 = Instant::now();
             let (logits, cache, fresh) = pass;
             let logits = logits.wait()?;
             Phases::add(&phases.forward, t0);
+            let (dists, next) = std::thread::scope(|scope| {
+                let dists = scope.spawn(|| distributions(logits));
+                let next = step.map(|s| self.launch(&prepared, s, phases)).transpose();
+                (dists.join(), next)
+            });
+            let (dists, secs) =
+                dists.map_err(|_| Error::Model("computing distributions failed".into()))?;
+            phases.dists.set(phases.dists.get() + secs);
+            pending = next?;
             let unit = prepared[u]
                 .as_mut()
                 .ok_or_else(|| Error::Model("a scoring unit was not prepared".into()))?;
@@ -221,7 +229,7 @@ impl Scorer<'_> {
             let items: Vec<&Item> = batch.iter().map(|&i| &units[u].items[i]).collect();
             let rows = unit.rows(batch);
             let pass = Pass {
-                logits,
+                dists,
                 cache,
                 fresh,
                 started: t0,
@@ -257,11 +265,13 @@ impl Scorer<'_> {
         let Some(unit) = units.get(u) else {
             return Ok(None);
         };
-        let tokens = unit
-            .items
-            .iter()
-            .map(|item| self.tokens(item, unit.order))
-            .collect::<Result<Vec<_>>>()?;
+        let tokens = {
+            use rayon::prelude::*;
+            unit.items
+                .par_iter()
+                .map(|item| self.tokens(item, unit.order))
+                .collect::<Result<Vec<_>>>()?
+        };
         let prefix = self.prefix(&tokens)?;
         let batches = batches(&tokens, self.spec.batch_size.max(1));
         prepared[u] = Some(Prepared {
@@ -303,14 +313,11 @@ impl Scorer<'_> {
     ) -> Result<Vec<Scored>> {
         use rayon::prelude::*;
         let Pass {
-            logits,
+            dists,
             cache,
             fresh,
             started: t0,
         } = pass;
-        let t1 = Instant::now();
-        let dists: Vec<Dist> = logits.into_par_iter().map(Dist::new).collect();
-        Phases::add(&phases.dists, t1);
         let t2 = Instant::now();
         let pass_ms = t0.elapsed().as_secs_f64() * 1e3;
         let mut draws: Vec<Vec<Draw>> = items
@@ -608,10 +615,18 @@ const MIN_CONTEXT: usize = 8;
 /// A batch's forward passes, run: the next-token logits per prompt, the batch's cache, the
 /// tokens computed per prompt, and when the batch's turn began (for latencies).
 struct Pass {
-    logits: Vec<Vec<f32>>,
+    dists: Vec<Dist>,
     cache: KvCache,
     fresh: Vec<u64>,
     started: Instant,
+}
+
+/// Each row's next-token distribution, on all cores, and the seconds it took.
+fn distributions(logits: Vec<Vec<f32>>) -> (Vec<Dist>, f64) {
+    use rayon::prelude::*;
+    let t0 = Instant::now();
+    let dists = logits.into_par_iter().map(Dist::new).collect();
+    (dists, t0.elapsed().as_secs_f64())
 }
 
 /// Prompts of a batch that share a context: the rows and the length of the shared tokens
