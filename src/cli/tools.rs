@@ -104,6 +104,11 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
     for (kernel, diff) in engine::fused::agreement(&device)? {
         eprintln!("fused {kernel} against candle's operations: max |Δ| {diff:e}");
     }
+    if let Some((values, differ)) = engine::download::agreement(&device)? {
+        eprintln!(
+            "logits through page-locked memory against candle's copy: {differ} of {values} values differ"
+        );
+    }
     let bench = crate::bench::Bench {
         src: &src,
         template: &template,

@@ -46,6 +46,47 @@ impl Download {
     }
 }
 
+/// The check a benchmark prints before trusting the page-locked path on `device`: logits of
+/// several shapes (a view into a larger tensor among them, and a copy into a pooled buffer
+/// larger than it) brought to the host this way and by candle's own copy. Returns the values
+/// compared and how many differ; `None` where the path is not used (CPU, Metal).
+pub fn agreement(device: &candle_core::Device) -> Result<Option<(usize, usize)>> {
+    if !device.is_cuda() {
+        return Ok(None);
+    }
+    let all = Tensor::randn(0f32, 3f32, (9, 1_001), device)?;
+    let shapes = [all.narrow(0, 0, 7)?, all.clone(), all.narrow(0, 2, 3)?];
+    let (mut values, mut differ) = (0, 0);
+    for t in &shapes {
+        let plain: Vec<Vec<f32>> = t.to_vec2()?;
+        let pinned = Download::start(t)?.wait()?;
+        values += plain.iter().map(Vec::len).sum::<usize>();
+        differ += plain
+            .iter()
+            .flatten()
+            .zip(pinned.iter().flatten())
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        differ += plain.len().abs_diff(pinned.len());
+    }
+    Ok(Some((values, differ)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logits_arrive_as_candle_reads_them() -> Result<()> {
+        let t = Tensor::randn(0f32, 1f32, (4, 33), &candle_core::Device::Cpu)?;
+        let rows = Download::start(&t.narrow(0, 1, 2)?)?.wait()?;
+        let plain: Vec<Vec<f32>> = t.narrow(0, 1, 2)?.to_vec2()?;
+        assert_eq!(rows, plain);
+        assert_eq!(rows.len(), 2);
+        Ok(())
+    }
+}
+
 #[cfg(feature = "cuda")]
 mod pinned {
     use crate::error::{Error, Result};
