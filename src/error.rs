@@ -77,6 +77,9 @@ pub enum DeviceWork {
     Scoring { part: usize, batch_size: usize },
     /// Building the precision: its weights going onto the device.
     Building,
+    /// Measuring perplexity over sequences of `seq_len` tokens (BF16 held beside the
+    /// precision as its reference).
+    Perplexity { seq_len: usize },
 }
 
 /// Where a study ran out of device memory: the device's name, the model and precision, the
@@ -107,6 +110,9 @@ pub fn out_of_memory(e: Error, at: &MemoryContext) -> Error {
         ),
         DeviceWork::Scoring { part, .. } => format!(
             "{dev} ran out of memory scoring {label} part {part} at batch size 1, the smallest: finished parts are kept in {out}; free memory on {dev} (other programs using it), then rerun the same command to resume (the device said: {device_text})"
+        ),
+        DeviceWork::Perplexity { seq_len } => format!(
+            "{dev} ran out of memory measuring the perplexity of {label} over sequences of {seq_len} tokens (BF16 is held beside it as the reference): its records are kept in {out}; rerun the same command with a smaller --ppl-seq-len, or with --ppl-sequences 0 to skip perplexity, to finish (the device said: {device_text})"
         ),
         DeviceWork::Building => format!(
             "{dev} ran out of memory building {label} (its weights do not fit): finished parts are kept in {out}; free memory on {dev} (other programs using it), then rerun the same command to resume (the device said: {device_text})"
@@ -196,6 +202,18 @@ mod tests {
         .to_string();
         assert!(
             text.starts_with("cuda:0 ran out of memory building qwen bf16"),
+            "{text}"
+        );
+        let text = out_of_memory(
+            Error::Candle(candle_core::Error::Cuda(Box::new(DriverOom))),
+            &at(DeviceWork::Perplexity { seq_len: 512 }),
+        )
+        .to_string();
+        assert!(
+            text.starts_with(
+                "cuda:0 ran out of memory measuring the perplexity of qwen bf16 over sequences of 512 tokens"
+            ) && text.contains("--ppl-seq-len")
+                && text.contains("--ppl-sequences 0"),
             "{text}"
         );
     }

@@ -167,6 +167,14 @@ fn ppl_stage<'s>(
 }
 
 /// Run (or resume) the study into its folder.
+/// What a model-precision's device work was doing when it failed.
+#[derive(Clone, Copy)]
+enum Stage {
+    Building,
+    Scoring,
+    Perplexity,
+}
+
 pub(crate) fn run(study: &Study, events: &Events, cancel: &AtomicBool) -> Result<Outcome> {
     failpoint::arm();
     // Into a new folder, the first model is loaded and checked before anything is written,
@@ -183,10 +191,11 @@ pub(crate) fn run(study: &Study, events: &Events, cancel: &AtomicBool) -> Result
         run.check_cancel()?;
         let built = run
             .build(&study.models[work.model], work.precision)
-            .map_err(|e| run.out_of_memory(e, &work, false))?;
+            .map_err(|e| run.out_of_memory(e, &work, Stage::Building))?;
         run.score_parts(&work, &built)
-            .map_err(|e| run.out_of_memory(e, &work, true))?;
-        run.perplexity_at(&work, built)?;
+            .map_err(|e| run.out_of_memory(e, &work, Stage::Scoring))?;
+        run.perplexity_at(&work, built)
+            .map_err(|e| run.out_of_memory(e, &work, Stage::Perplexity))?;
     }
     run.perplexity()?;
     run.finish()
@@ -495,9 +504,10 @@ impl<'a> Run<'a> {
         })
     }
 
-    /// `e` as the one message for the device running out of memory while building or
-    /// scoring `work` (the part named is its first not yet written); other errors as they are.
-    fn out_of_memory(&self, e: Error, work: &Work, scoring: bool) -> Error {
+    /// `e` as the one message for the device running out of memory while building,
+    /// scoring (the part named is its first not yet written) or measuring the perplexity of
+    /// `work`; other errors as they are.
+    fn out_of_memory(&self, e: Error, work: &Work, stage: Stage) -> Error {
         let study = self.study;
         let slug = &study.models[work.model].slug;
         let manifest = self.manifest.borrow();
@@ -505,12 +515,15 @@ impl<'a> Run<'a> {
             let rel = verify::part_rel(&study.plan, slug, work.precision, k, study.dir.shard);
             !manifest.parts.contains_key(&rel)
         });
-        let work_done = match scoring {
-            true => DeviceWork::Scoring {
+        let work_done = match stage {
+            Stage::Scoring => DeviceWork::Scoring {
                 part: part.or(work.parts.last().copied()).unwrap_or(0),
                 batch_size: self.in_use.get(),
             },
-            false => DeviceWork::Building,
+            Stage::Building => DeviceWork::Building,
+            Stage::Perplexity => DeviceWork::Perplexity {
+                seq_len: study.spec.ppl.as_ref().map_or(0, |p| p.seq_len),
+            },
         };
         crate::error::out_of_memory(
             e,
