@@ -303,6 +303,30 @@ fn a_gguf_whose_tensor_shape_overflows_is_an_error_naming_the_tensor() {
     assert!(e.contains("does not fit any file"), "{e}");
 }
 
+#[test]
+fn a_gguf_tensor_of_no_values_is_an_error_naming_the_tensor() {
+    // Found by the gguf_header fuzz target: a tensor whose shape holds no values (or less
+    // than one block) reached candle's tensor reader as an empty buffer, whose pointer is not
+    // aligned for the tensor's type (`slice::from_raw_parts` precondition violated: the
+    // process aborted). The header check now refuses it.
+    let mut b = small_gguf();
+    let name = b"blk.0.attn_q.weight";
+    let at = b
+        .windows(name.len())
+        .position(|w| w == name)
+        .expect("the tensor's name in the header")
+        + name.len();
+    b[at + 4..at + 12].copy_from_slice(&0u64.to_le_bytes());
+    let p = dir("empty-tensor").join("empty-tensor.gguf");
+    std::fs::write(&p, b).expect("write");
+    let e = stereoscope::engine::gguf::validate(&p).expect_err("refused");
+    let e = e.to_string();
+    assert!(
+        e.contains("empty-tensor.gguf: tensor `blk.0.attn_q.weight`: shape [8, 0] holds 0 values"),
+        "{e}"
+    );
+}
+
 /// The seed inputs of the fuzz targets in `fuzz/seeds/`: the text ones are kept in the
 /// repository, the binary ones (GGUF, safetensors) are written here, by `fuzz/run.sh`
 /// before it fuzzes (`cargo test --test mutation -- --ignored write_fuzz_seeds`).

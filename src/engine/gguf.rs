@@ -23,8 +23,22 @@ fn check_extents(ct: &gguf_file::Content, path: &Path, file_len: u64) -> Result<
     let mut ends = Vec::with_capacity(infos.len());
     for (name, info) in infos {
         let (block, size) = (info.ggml_dtype.block_size(), info.ggml_dtype.type_size());
-        let end = (info.shape.dims().iter())
-            .try_fold(1usize, |n, &d| n.checked_mul(d))
+        let elems = (info.shape.dims().iter()).try_fold(1usize, |n, &d| n.checked_mul(d));
+        if let Some(n) = elems
+            && (n == 0 || !n.is_multiple_of(block))
+        {
+            // An empty tensor (or a part of a block) reads as no data at all: refused here
+            // rather than handed to the tensor reader.
+            return Err(gguf_err(
+                path,
+                format!(
+                    "tensor `{name}`: shape {:?} holds {n} values, not a whole number of {:?} blocks of {block}",
+                    info.shape.dims(),
+                    info.ggml_dtype
+                ),
+            ));
+        }
+        let end = elems
             .and_then(|n| (n / block).checked_mul(size))
             .and_then(|bytes| {
                 (ct.tensor_data_offset.checked_add(info.offset)?).checked_add(bytes as u64)
