@@ -139,6 +139,33 @@ fn run_out_of_memory(model: &Path, out: &Path) {
 }
 
 #[test]
+fn running_out_of_memory_measuring_perplexity_names_its_flags_and_keeps_the_records() {
+    let tmp = tempdir("oom-ppl");
+    let model = tiny_model(&tmp);
+    let out = tmp.join("out");
+    let ppl = ["--ppl-sequences", "2", "--ppl-seq-len", "16"];
+    let r = study_with(&model, &out, Some("2"), Some("device-oom-ppl"), &ppl);
+    assert_eq!(r.status.code(), Some(2), "{}", stderr(&r));
+    let err = stderr(&r);
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "one message: {err}");
+    let want = format!(
+        "ran out of memory measuring the perplexity of tiny-llama bf16 over sequences of 16 tokens (BF16 is held beside it as the reference): its records are kept in {}; rerun the same command with a smaller --ppl-seq-len, or with --ppl-sequences 0 to skip perplexity, to finish (the device said: DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\"))",
+        out.display()
+    );
+    assert!(errors[0].ends_with(&want), "{}", errors[0]);
+    assert_eq!(
+        listed_batch_sizes(&out),
+        [(bf16_part(0), Some(2)), (bf16_part(1), Some(2))],
+        "bf16's parts are kept"
+    );
+    // What the message offers works: the same command without perplexity finishes.
+    let r = study_with(&model, &out, Some("2"), None, &["--ppl-sequences", "0"]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert_eq!(part_files(&out).len(), 4);
+}
+
+#[test]
 fn a_device_out_of_memory_is_one_message_and_a_smaller_batch_size_resumes() {
     let tmp = tempdir("oom-smaller");
     let model = tiny_model(&tmp);

@@ -13,16 +13,17 @@
 //!   yet renamed;
 //! - `final-manifest`: everything is written but the manifest's end-of-run stamp.
 //!
-//! One point does not abort but fails as the device would ([`device`]):
-//! - `device-oom`: a part's records are scored and about to be written; the N-th time, the
-//!   run gets the error candle gives when CUDA runs out of memory, through the same
-//!   conversion and message as a real one.
+//! Two points do not abort but fail as the device would ([`device`]): the N-th time, the
+//! run gets the error candle gives when CUDA runs out of memory, through the same
+//! conversion and message as a real one.
+//! - `device-oom`: a part's records are scored and about to be written;
+//! - `device-oom-ppl`: a precision's perplexity is about to be measured.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Every point name, for the parser and the documentation.
-pub const POINTS: [&str; 8] = [
+pub const POINTS: [&str; 9] = [
     "manifest-tmp",
     "items-tmp",
     "part-tmp",
@@ -31,6 +32,7 @@ pub const POINTS: [&str; 8] = [
     "table-tmp",
     "final-manifest",
     "device-oom",
+    "device-oom-ppl",
 ];
 
 static ARMED: AtomicBool = AtomicBool::new(false);

@@ -639,6 +639,7 @@ impl<'a> Run<'a> {
         };
         self.events
             .stage(format!("{} {}: perplexity", m.slug, p.as_str()));
+        failpoint::device("device-oom-ppl")?;
         let t0 = Instant::now();
         let sums = if p == Precision::Bf16 {
             perplexity::measure(&built.model, None, corpus)?
