@@ -247,3 +247,15 @@ fn a_crash_before_the_final_manifest_resumes_to_the_same_records() {
         );
     });
 }
+
+/// The model `scripts/crash-random.sh` runs: the tiny answering llama GGUF of
+/// `tests/common`, written to `STEREOSCOPE_CRASH_MODEL`.
+#[test]
+#[ignore = "writes the model of scripts/crash-random.sh to STEREOSCOPE_CRASH_MODEL; run by it"]
+fn write_the_random_kill_model() {
+    let path = std::env::var_os("STEREOSCOPE_CRASH_MODEL")
+        .map(PathBuf::from)
+        .expect("STEREOSCOPE_CRASH_MODEL names the file to write");
+    common::write_answering_gguf(&path);
+    stereoscope::engine::gguf::validate(&path).expect("the model reads");
+}
