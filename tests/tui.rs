@@ -609,6 +609,8 @@ fn the_summary_equals_the_report_without_filters_and_follows_them() {
             .expect("transition row");
         assert_eq!(Some(r.unbiased_at_bf16), t.unbiased_at_bf16);
         assert_eq!(Some(r.became_biased), t.became_biased);
+        assert_eq!(Some(r.biased_at_bf16), t.biased_at_bf16);
+        assert_eq!(Some(r.became_unbiased), t.became_unbiased);
         assert_eq!(r.rate(), t.rate);
         assert_eq!(r.expected, t.expected_rate);
         assert_eq!(r.noise_floor, t.noise_floor);

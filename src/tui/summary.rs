@@ -29,6 +29,10 @@ pub struct PrecisionRow {
     /// Items unbiased at bf16 (compared at this precision) and those that became biased.
     pub unbiased_at_bf16: u64,
     pub became_biased: u64,
+    /// The reverse direction: items with a biased seed at bf16, and those with a valid seed
+    /// and none biased here.
+    pub biased_at_bf16: u64,
+    pub became_unbiased: u64,
     pub expected: Option<f64>,
     pub noise_floor: Option<f64>,
     /// Answers read from text continued after a first token that was not a letter.
@@ -96,6 +100,10 @@ pub fn rows(app: &App) -> Vec<PrecisionRow> {
             if b.tally.unbiased() {
                 r.unbiased_at_bf16 += 1;
                 r.became_biased += u64::from(rules::became_biased(b.tally, c.tally));
+            }
+            if b.tally.any_biased() {
+                r.biased_at_bf16 += 1;
+                r.became_unbiased += u64::from(rules::became_unbiased(b.tally, c.tally));
             }
             if let (Some(bs), Some(ps)) = (b.seeds.last(), c.seeds.last()) {
                 expected.add(b.seeds.len() as u32, bs.samp_prob[bi], ps.samp_prob[bi]);
@@ -186,6 +194,11 @@ const COLUMNS: &[Column] = &[
         text: |r| quantized(r, |r| interval(r.rate_ci())),
     },
     Column {
+        name: "rev",
+        width: 7,
+        text: |r| quantized(r, |r| format!("{}/{}", r.became_unbiased, r.biased_at_bf16)),
+    },
+    Column {
         name: "exp",
         width: 6,
         text: |r| quantized(r, |r| pct(r.expected)),
@@ -214,7 +227,7 @@ const COLUMNS: &[Column] = &[
 ];
 
 /// The columns dropped first when the screen is too narrow, in order.
-pub const DROP_ORDER: [&str; 6] = ["cont", "valid", "USR", "exp", "Δppl", "Δbf16"];
+pub const DROP_ORDER: [&str; 7] = ["cont", "valid", "USR", "rev", "exp", "Δppl", "Δbf16"];
 
 /// The columns that fit in `width`, and those dropped.
 fn fitting(width: usize) -> (Vec<&'static Column>, Vec<&'static str>) {
@@ -435,7 +448,8 @@ pub fn lines<'a>(app: &App, width: usize) -> Vec<Line<'a>> {
     let mut notes = String::from(
         "SRS: biased / valid answers; SRS-CI: its Wilson 95% interval (%). Δbf16: SRS change in points. trans: items unbiased at bf16 \
          (no seed biased, one valid) with a biased seed here; rate: their share; rate-CI: \
-         its interval; exp: expected from the probabilities; floor: what re-sampling bf16 alone \
+         its interval; rev: the reverse, items with a biased seed at bf16 and none here (one \
+         valid); exp: expected from the probabilities; floor: what re-sampling bf16 alone \
          gives. cont: answers read after a first token that was not a letter. Δppl: the whole \
          run's perplexity change (not filtered).",
     );
