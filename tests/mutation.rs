@@ -268,16 +268,21 @@ fn mutated_manifests_give_a_manifest_or_an_error() {
     });
 }
 
+/// The offset just past `blk.0.attn_q.weight`'s name in a GGUF header: its tensor info
+/// (n_dims as u32, then each dimension as u64).
+fn after_q_name(b: &[u8]) -> usize {
+    let name = b"blk.0.attn_q.weight";
+    b.windows(name.len())
+        .position(|w| w == name)
+        .expect("the tensor's name in the header")
+        + name.len()
+}
+
 /// [`small_gguf`] with the dimensions of `blk.0.attn_q.weight` set so that their product
 /// passes `usize::MAX` (2^40 × 2^40): the header the mutation test above once found.
 fn overflowing_gguf() -> Vec<u8> {
     let mut b = small_gguf();
-    let name = b"blk.0.attn_q.weight";
-    let at = b
-        .windows(name.len())
-        .position(|w| w == name)
-        .expect("the tensor's name in the header")
-        + name.len();
+    let at = after_q_name(&b);
     // Tensor info: name, then n_dims (u32), then each dimension (u64).
     assert_eq!(
         u32::from_le_bytes(b[at..at + 4].try_into().expect("u32")),
@@ -310,12 +315,7 @@ fn a_gguf_tensor_of_no_values_is_an_error_naming_the_tensor() {
     // aligned for the tensor's type (`slice::from_raw_parts` precondition violated: the
     // process aborted). The header check now refuses it.
     let mut b = small_gguf();
-    let name = b"blk.0.attn_q.weight";
-    let at = b
-        .windows(name.len())
-        .position(|w| w == name)
-        .expect("the tensor's name in the header")
-        + name.len();
+    let at = after_q_name(&b);
     b[at + 4..at + 12].copy_from_slice(&0u64.to_le_bytes());
     let p = dir("empty-tensor").join("empty-tensor.gguf");
     std::fs::write(&p, b).expect("write");
