@@ -133,6 +133,36 @@ fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// On a GPU, layer 0's packed `ffn_up` against the CPU: its quantization (made on the
+/// device from the BF16 source) and its dequantization must both be MLX's, bit for bit.
+fn check_packed(src: &SourceModel, built: &quant::Built, p: Precision) -> Result<()> {
+    const NAME: &str = "blk.0.ffn_up.weight";
+    let Some(up) = built
+        .model
+        .layers
+        .first()
+        .and_then(|l| l.gate_up.packed_part(1))
+    else {
+        return Ok(());
+    };
+    let bad = up.mismatches_against_cpu()?;
+    eprintln!(
+        "{}: device dequantization of {NAME} against the CPU's: {bad} of {} values differ",
+        p.as_str(),
+        up.rows() * up.cols()
+    );
+    if let Some(t) = src.tensors.get(NAME) {
+        let cpu = quant::mlx_quantize(NAME, t, up.bits)?;
+        let differ = up.differences_from(&cpu)?;
+        eprintln!(
+            "{}: device quantization of {NAME} against the CPU's: {differ} of {} words, scales and biases differ",
+            p.as_str(),
+            cpu.words.len() + cpu.scales.len() + cpu.biases.len()
+        );
+    }
+    Ok(())
+}
+
 /// Matmul FLOPs per token of the transformer blocks and the output layer at one position.
 fn flop_per_token(cfg: &crate::engine::ModelConfig) -> f64 {
     let (h, i) = (cfg.hidden_size as f64, cfg.intermediate_size as f64);
@@ -173,16 +203,8 @@ impl Bench<'_> {
             let t0 = Instant::now();
             let built = quant::build(src, p, self.scheme, self.compute, self.device)?;
             let build_secs = t0.elapsed().as_secs_f64();
-            if let Some(layer) = built.model.layers.first()
-                && let crate::engine::model::Matrix::Packed(w) = &layer.w_up
-                && !self.device.is_cpu()
-            {
-                let bad = w.mismatches_against_cpu()?;
-                eprintln!(
-                    "{}: device dequantization of blk.0.ffn_up against the CPU's: {bad} of {} values differ",
-                    p.as_str(),
-                    w.rows() * w.cols()
-                );
+            if !self.device.is_cpu() {
+                check_packed(src, &built, p)?;
             }
             let raw_tok_s = if self.device.is_cpu() {
                 0.0

@@ -37,7 +37,8 @@ pub struct Quantized {
     pub biases: Vec<bf16>,
 }
 
-fn check(bits: u32, group_size: usize, cols: usize) -> Result<()> {
+/// That `bits` and `group_size` are an MLX mode and that a row of `cols` splits into groups.
+pub(crate) fn check(bits: u32, group_size: usize, cols: usize) -> Result<()> {
     if !matches!(bits, 2 | 3 | 4 | 5 | 6 | 8) {
         return Err(Error::Model(format!(
             "MLX quantization has no {bits}-bit mode (2, 3, 4, 5, 6, 8)"

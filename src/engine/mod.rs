@@ -22,6 +22,7 @@ pub mod safetensors;
 pub mod sample;
 pub mod source;
 pub mod source_model;
+pub mod stack;
 pub mod synthetic;
 pub mod tokenizer;
 

@@ -5,6 +5,7 @@
 
 use super::fused;
 use super::packed::Packed;
+use super::stack::Stack;
 use crate::error::Result;
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Module, Tensor};
@@ -143,15 +144,14 @@ fn flat_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 
 /// One transformer block.
 pub struct Layer {
-    pub wq: Matrix,
-    pub wk: Matrix,
-    pub wv: Matrix,
+    /// The query, key and value projections.
+    pub qkv: Stack,
     pub wo: Matrix,
     pub bq: Option<Tensor>,
     pub bk: Option<Tensor>,
     pub bv: Option<Tensor>,
-    pub w_gate: Matrix,
-    pub w_up: Matrix,
+    /// The MLP's gate and up projections.
+    pub gate_up: Stack,
     pub w_down: Matrix,
     pub attn_norm: Tensor,
     pub ffn_norm: Tensor,
@@ -384,10 +384,10 @@ impl Transformer {
             .layers
             .iter()
             .map(|l| {
-                [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
-                    .iter()
-                    .map(|m| m.bytes())
-                    .sum::<usize>()
+                l.qkv.bytes()
+                    + l.gate_up.bytes()
+                    + l.wo.bytes()
+                    + l.w_down.bytes()
                     + opt(&l.bq)
                     + opt(&l.bk)
                     + opt(&l.bv)
@@ -594,27 +594,10 @@ impl Transformer {
         let (nh, nkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
         let h = candle_nn::ops::rms_norm(x, &layer.attn_norm, eps)?;
         let rope = Some((cos, sin, cfg.rope_style));
-        let q = fused::heads(
-            &layer.wq.forward(&h)?,
-            layer.bq.as_ref(),
-            rope,
-            (nh, hd),
-            packed,
-        )?;
-        let k = fused::heads(
-            &layer.wk.forward(&h)?,
-            layer.bk.as_ref(),
-            rope,
-            (nkv, hd),
-            packed,
-        )?;
-        let v = fused::heads(
-            &layer.wv.forward(&h)?,
-            layer.bv.as_ref(),
-            None,
-            (nkv, hd),
-            packed,
-        )?;
+        let [yq, yk, yv] = three(layer.qkv.forward(&h)?)?;
+        let q = fused::heads(&yq, layer.bq.as_ref(), rope, (nh, hd), packed)?;
+        let k = fused::heads(&yk, layer.bk.as_ref(), rope, (nkv, hd), packed)?;
+        let v = fused::heads(&yv, layer.bv.as_ref(), None, (nkv, hd), packed)?;
         let (k, v) = match past {
             Some((ck, cv)) => {
                 let widen = |c: &Tensor| -> Result<Tensor> {
@@ -642,11 +625,28 @@ impl Transformer {
         let y = fused::merge_heads(&y, packed)?;
         let x = fused::add(x, &layer.wo.forward(&y)?)?;
         let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
-        let gate = layer.w_gate.forward(&h)?;
-        let up = layer.w_up.forward(&h)?;
-        let x = fused::add(&x, &layer.w_down.forward(&fused::silu_mul(&gate, &up)?)?)?;
+        let act = match layer.gate_up.joined() {
+            Some(w) => fused::silu_mul_joined(&w.forward(&h)?)?,
+            None => {
+                let [gate, up] = two(layer.gate_up.forward(&h)?)?;
+                fused::silu_mul(&gate, &up)?
+            }
+        };
+        let x = fused::add(&x, &layer.w_down.forward(&act)?)?;
         Ok((x, kv))
     }
+}
+
+fn three(v: Vec<Tensor>) -> Result<[Tensor; 3]> {
+    let n = v.len();
+    v.try_into()
+        .map_err(|_| crate::Error::Model(format!("{n} projections where q, k and v are three")))
+}
+
+fn two(v: Vec<Tensor>) -> Result<[Tensor; 2]> {
+    let n = v.len();
+    v.try_into()
+        .map_err(|_| crate::Error::Model(format!("{n} projections where gate and up are two")))
 }
 
 /// Where a forward's new tokens sit: `cols` cached columns, then `len` new ones per row

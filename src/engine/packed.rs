@@ -86,6 +86,34 @@ impl Packed {
         Ok(here.iter().zip(&there).filter(|(a, b)| a != b).count())
     }
 
+    /// Words, scales and biases that differ from `q`, the CPU's quantization of the same
+    /// matrix: 0 when this device quantized exactly as MLX does.
+    pub fn differences_from(&self, q: &Quantized) -> Result<usize> {
+        if (self.rows(), self.cols(), self.bits) != (q.rows, q.cols, q.bits) {
+            return Err(crate::Error::Model(format!(
+                "a packed {}×{} {}-bit matrix compared with a {}×{} {}-bit one",
+                self.rows(),
+                self.cols(),
+                self.bits,
+                q.rows,
+                q.cols,
+                q.bits
+            )));
+        }
+        let words: Vec<u32> = self.words.flatten_all()?.to_vec1()?;
+        let scales: Vec<bf16> = self.scales.flatten_all()?.to_vec1()?;
+        let biases: Vec<bf16> = self.biases.flatten_all()?.to_vec1()?;
+        let differ = |a: &[bf16], b: &[bf16]| {
+            a.iter()
+                .zip(b)
+                .filter(|(x, y)| x.to_bits() != y.to_bits())
+                .count()
+        };
+        Ok(words.iter().zip(&q.words).filter(|(a, b)| a != b).count()
+            + differ(&scales, &q.scales)
+            + differ(&biases, &q.biases))
+    }
+
     /// Rows `start..start + len`.
     pub fn narrow_rows(&self, start: usize, len: usize) -> Result<Packed> {
         Ok(Packed {
@@ -180,8 +208,7 @@ impl CustomOp3 for Dequant {
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
         use candle_core::backend::BackendStorage;
         use candle_core::cuda_backend::WrapErr;
-        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
-        const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/mlx_dequant.ptx"));
+        use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
         let (rows, cols) = self.shape(l1, l2)?;
         let dev = s1.device();
         let (w0, _) = offsets(l1, "words")?;
@@ -204,12 +231,89 @@ impl CustomOp3 for Dequant {
         builder.arg(&c);
         builder.arg(&bits);
         builder.arg(&g);
-        // SAFETY: the kernel reads `rows` rows of words, scales and biases and writes `n`.
-        unsafe { builder.launch(LaunchConfig::for_num_elems(n as u32)) }.w()?;
+        // SAFETY: the kernel reads `rows` rows of words, scales and biases and writes `n`
+        // (eight per thread, striding over the grid).
+        unsafe { builder.launch(grid(n / 8)) }.w()?;
         Ok((
             candle_core::CudaStorage::wrap_cuda_slice(out, dev.clone()),
             Shape::from((rows, cols)),
         ))
+    }
+}
+
+#[cfg(feature = "cuda")]
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/mlx_dequant.ptx"));
+
+/// MLX's affine quantization of `w` (`[rows, cols]` BF16, on a CUDA device) on that device:
+/// the codes, scales and biases of [`super::mlx::quantize`], bit for bit.
+#[cfg(feature = "cuda")]
+pub fn quantize_on_device(w: &Tensor, bits: u32, group_size: usize) -> Result<Packed> {
+    use candle_core::backend::BackendStorage;
+    use candle_core::cuda_backend::WrapErr;
+    use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
+    use candle_core::{CudaStorage, Storage, op::BackpropOp};
+    let (rows, cols) = w.dims2()?;
+    super::mlx::check(bits, group_size, cols)?;
+    let w = w.to_dtype(DType::BF16)?.contiguous()?;
+    let (storage, layout) = w.storage_and_layout();
+    let Storage::Cuda(s) = &*storage else {
+        return Err(crate::Error::Model(
+            "quantizing on the device needs a CUDA tensor".into(),
+        ));
+    };
+    let (o, _) = offsets(layout, "weights")?;
+    let dev = s.device().clone();
+    let input = s.as_cuda_slice::<bf16>()?.slice(o..);
+    let (n_groups, words_per_row) = (rows * cols / group_size, cols * bits as usize / 32);
+    // SAFETY: the kernel writes every word, scale and bias of every group.
+    let (words, scales, biases) = unsafe {
+        (
+            dev.alloc::<u32>(rows * words_per_row)?,
+            dev.alloc::<bf16>(n_groups)?,
+            dev.alloc::<bf16>(n_groups)?,
+        )
+    };
+    let func = dev.get_or_load_custom_func("mlx_quantize_bf16", "stereoscope_mlx", PTX)?;
+    let (n, g) = (n_groups, group_size as u32);
+    let mut builder = func.builder();
+    builder.arg(&input);
+    builder.arg(&words);
+    builder.arg(&scales);
+    builder.arg(&biases);
+    builder.arg(&n);
+    builder.arg(&bits);
+    builder.arg(&g);
+    // SAFETY: `input` holds `n_groups · group_size` values; each group writes its own
+    // `group_size · bits / 32` words, one scale and one bias.
+    unsafe { builder.launch(grid(n_groups)) }.w()?;
+    drop(storage);
+    let tensor = |s: CudaStorage, shape: (usize, usize)| {
+        Tensor::from_storage(Storage::Cuda(s), shape, BackpropOp::none(), false)
+    };
+    let groups = cols / group_size;
+    Ok(Packed {
+        words: tensor(
+            CudaStorage::wrap_cuda_slice(words, dev.clone()),
+            (rows, words_per_row),
+        ),
+        scales: tensor(
+            CudaStorage::wrap_cuda_slice(scales, dev.clone()),
+            (rows, groups),
+        ),
+        biases: tensor(CudaStorage::wrap_cuda_slice(biases, dev), (rows, groups)),
+        bits,
+        group_size,
+    })
+}
+
+/// A grid of 256-thread blocks over `n` items, capped (the kernels stride over the rest).
+#[cfg(feature = "cuda")]
+fn grid(n: usize) -> candle_core::cuda_backend::cudarc::driver::LaunchConfig {
+    let blocks = n.div_ceil(256).clamp(1, 65_535 * 8) as u32;
+    candle_core::cuda_backend::cudarc::driver::LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
     }
 }
 

@@ -7,6 +7,7 @@ use super::mlx::MlxQuant;
 use super::model::{Layer, Matrix, Transformer};
 use super::packed::Packed;
 use super::source::SourceModel;
+use super::stack::Stack;
 use crate::error::{Error, Result, brief};
 pub use crate::vocab::{Compute, Precision, Scheme};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
@@ -18,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub const MLX_GROUP: usize = 64;
 
 /// Quantize a 2-D tensor with MLX's affine scheme (from its BF16 values), on all cores.
-fn mlx_quantize(name: &str, t: &Tensor, bits: u32) -> Result<super::mlx::Quantized> {
+pub fn mlx_quantize(name: &str, t: &Tensor, bits: u32) -> Result<super::mlx::Quantized> {
     let (rows, cols) = t
         .dims2()
         .map_err(|e| Error::Model(format!("`{name}`: {}", brief(&e))))?;
@@ -178,32 +179,6 @@ fn held_weights(src: &SourceModel, q: &MlxQuant, precision: Precision) -> Result
         .collect())
 }
 
-/// Quantize the tensors of one layer (names starting with `prefix`) that wait for it, all
-/// at once on all cores: the host holds one layer's packed tensors at a time.
-fn quantize_layer(weights: &mut Weights, prefix: &str) -> Result<()> {
-    use rayon::prelude::*;
-    let names: Vec<String> = weights
-        .iter()
-        .filter(|(k, (w, _))| k.starts_with(prefix) && matches!(w, Weight::MlxLater(..)))
-        .map(|(k, _)| k.clone())
-        .collect();
-    let done = names
-        .par_iter()
-        .map(|k| match &weights[k].0 {
-            Weight::MlxLater(t, name, bits) => Ok((k.clone(), mlx_quantize(name, t, *bits)?)),
-            _ => Err(Error::Model(format!(
-                "`{k}` is not waiting for quantization"
-            ))),
-        })
-        .collect::<Result<Vec<_>>>()?;
-    for (k, q) in done {
-        if let Some(entry) = weights.get_mut(&k) {
-            entry.0 = Weight::Mlx(q);
-        }
-    }
-    Ok(())
-}
-
 /// The dtype a model computes in on `device`: F32 on the CPU (its fastest path there, and
 /// the reference numerics), BF16 on a GPU.
 pub fn compute_dtype(device: &Device) -> DType {
@@ -246,6 +221,14 @@ impl Placer<'_> {
     /// kernels when asked; everything else is dense.
     fn matrix(&self, w: &Weight) -> Result<Matrix> {
         Ok(match w {
+            #[cfg(feature = "cuda")]
+            Weight::MlxLater(t, name, bits) if self.device.is_cuda() => {
+                let on_device = t.to_dtype(DType::BF16)?.to_device(self.device)?;
+                Matrix::Packed(
+                    super::packed::quantize_on_device(&on_device, *bits, MLX_GROUP)
+                        .map_err(|e| Error::Model(format!("`{name}`: {e}")))?,
+                )
+            }
             Weight::MlxLater(t, name, bits) => {
                 self.matrix(&Weight::Mlx(mlx_quantize(name, t, *bits)?))?
             }
@@ -291,7 +274,7 @@ pub fn build_cancellable(
     device: &Device,
     cancel: &AtomicBool,
 ) -> Result<Built> {
-    // On a GPU, MLX tensors are quantized one at a time as they are moved there.
+    // On a GPU, MLX tensors are quantized there, one at a time as they are moved.
     let later = scheme == Scheme::Mlx && device.is_cuda();
     let mut weights = quantize_all(src, precision, scheme, later, cancel)?;
     let tensor_types = weights
@@ -325,33 +308,26 @@ pub fn build_cancellable(
             return Err(Error::Cancelled);
         }
         let n = |s: &str| format!("blk.{i}.{s}");
-        quantize_layer(&mut weights, &format!("blk.{i}."))?;
         let w = &mut weights;
         let bias = |w: &mut Weights, s: &str| -> Result<Option<Tensor>> {
             w.remove(&n(s)).map(|(b, _)| place.dense(&b)).transpose()
         };
         let mut mat = |s: &str| -> Result<Matrix> { place.matrix(&take(w, &n(s))?) };
-        let (wq, wk, wv, wo) = (
+        let qkv = Stack::new(vec![
             mat("attn_q.weight")?,
             mat("attn_k.weight")?,
             mat("attn_v.weight")?,
-            mat("attn_output.weight")?,
-        );
-        let (w_gate, w_up, w_down) = (
-            mat("ffn_gate.weight")?,
-            mat("ffn_up.weight")?,
-            mat("ffn_down.weight")?,
-        );
+        ])?;
+        let wo = mat("attn_output.weight")?;
+        let gate_up = Stack::new(vec![mat("ffn_gate.weight")?, mat("ffn_up.weight")?])?;
+        let w_down = mat("ffn_down.weight")?;
         layers.push(Layer {
             bq: bias(w, "attn_q.bias")?,
             bk: bias(w, "attn_k.bias")?,
             bv: bias(w, "attn_v.bias")?,
-            wq,
-            wk,
-            wv,
+            qkv,
             wo,
-            w_gate,
-            w_up,
+            gate_up,
             w_down,
             attn_norm: place.dense(&take(w, &n("attn_norm.weight"))?)?,
             ffn_norm: place.dense(&take(w, &n("ffn_norm.weight"))?)?,

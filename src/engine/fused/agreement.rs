@@ -1,6 +1,6 @@
 //! The fused kernels checked against candle's operations on the same random inputs.
 
-use super::{Rows, add, add_bias, heads, masked_softmax, merge_heads, silu_mul};
+use super::{Rows, add, add_bias, heads, masked_softmax, merge_heads, silu_mul, silu_mul_joined};
 use crate::engine::model::RopeStyle;
 use crate::error::Result;
 use candle_core::{DType, Device, Tensor};
@@ -40,8 +40,13 @@ fn elementwise_agreement(device: &Device) -> Result<Vec<Gap>> {
     );
     let bias = rand(device, &[96], 1.0)?;
     let plain = (candle_nn::ops::silu(&gate)? * &up)?;
+    let joined = Tensor::cat(&[&gate, &up], 2)?;
     Ok(vec![
         ("silu·up", max_diff(&silu_mul(&gate, &up)?, &plain)?),
+        (
+            "silu·up, gate and up joined",
+            max_diff(&silu_mul_joined(&joined)?, &plain)?,
+        ),
         ("add", max_diff(&add(&gate, &up)?, &(&gate + &up)?)?),
         (
             "add bias",
@@ -112,6 +117,14 @@ fn heads_agreement(device: &Device) -> Result<Vec<Gap>> {
     out.push((
         "heads from packed rows",
         max_diff(&real(&from_packed)?, &real(&padded)?)?,
+    ));
+    // The same packed rows as a column range of a wider product (q, k and v joined).
+    let wide = Tensor::cat(&[&rand(device, &[len + short, 5], 1.0)?, &packed], 1)?;
+    let column_range = wide.narrow(1, 5, nh * hd)?;
+    let from_range = heads(&column_range, Some(&bias), half, (nh, hd), Some(rows))?;
+    out.push((
+        "heads from a column range",
+        max_diff(&from_range, &from_packed)?,
     ));
     let merged = merge_heads(&from_packed, Some(rows))?;
     let plain = merge_heads(&padded, None)?;

@@ -115,6 +115,54 @@ pub fn binary(a: &Tensor, b: &Tensor, op: Binary) -> Result<Option<Tensor>> {
     Ok(Some(a.apply_op2_no_bwd(b, &op)?))
 }
 
+/// silu(gate) · up for the gate and up side by side in each row of the input (`[.., 2·n]`).
+struct SiluMulJoined;
+
+impl candle_core::CustomOp1 for SiluMulJoined {
+    fn name(&self) -> &'static str {
+        "fused-silu-mul-joined"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        Err(gpu_only(self.name()))
+    }
+
+    fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        let dev = s1.device();
+        let input = view::<bf16>(s1, l1)?;
+        let dims = l1.dims();
+        let cols = dims.last().copied().unwrap_or(0) / 2;
+        let rows = l1.shape().elem_count() / (2 * cols).max(1);
+        let mut out_dims = dims.to_vec();
+        if let Some(last) = out_dims.last_mut() {
+            *last = cols;
+        }
+        let func = dev.get_or_load_custom_func("silu_mul_joined_bf16", MODULE, PTX)?;
+        // SAFETY: the kernel writes every one of the `rows · cols` elements.
+        let out = unsafe { dev.alloc::<bf16>(rows * cols)? };
+        let mut builder = func.builder();
+        builder.arg(&input);
+        builder.arg(&out);
+        builder.arg(&rows);
+        builder.arg(&cols);
+        // SAFETY: the input holds `rows` rows of `2 · cols`; the kernel strides over the grid.
+        unsafe { builder.launch(grid((rows * cols).div_ceil(8))) }.w()?;
+        Ok((
+            CudaStorage::wrap_cuda_slice(out, dev.clone()),
+            Shape::from(out_dims),
+        ))
+    }
+}
+
+/// The fused silu · up over joined gate and up when the input suits it, else `None`.
+pub fn silu_mul_joined(y: &Tensor) -> Result<Option<Tensor>> {
+    let even = y.dims().last().is_some_and(|&w| w > 0 && w % 2 == 0);
+    if start(y).is_none() || !even {
+        return Ok(None);
+    }
+    Ok(Some(y.apply_op1_no_bwd(&SiluMulJoined)?))
+}
+
 struct Softmax {
     scale: f32,
     len: usize,
@@ -201,6 +249,28 @@ fn view<'a, T: candle_core::cuda_backend::CudaDType>(
     Ok(s.as_cuda_slice::<T>()?.slice(o..))
 }
 
+/// The heads kernel's input from its layout's offset, and the elements from one token's row
+/// to the next: rows contiguous within, any stride between (a column range of a wider
+/// product), or the whole input contiguous.
+fn token_rows<'a>(
+    s: &'a CudaStorage,
+    l: &Layout,
+) -> candle_core::Result<(
+    candle_core::cuda_backend::cudarc::driver::CudaView<'a, bf16>,
+    usize,
+)> {
+    let width = l.dims().last().copied().unwrap_or(0);
+    if l.is_contiguous() {
+        return Ok((view::<bf16>(s, l)?, width));
+    }
+    match (l.dims(), l.stride()) {
+        ([_, _], [row, 1]) if *row >= width => {
+            Ok((s.as_cuda_slice::<bf16>()?.slice(l.start_offset()..), *row))
+        }
+        _ => Err(gpu_only("a strided input")),
+    }
+}
+
 /// A tensor's storage, held for reading, and its layout.
 fn held(
     t: &Tensor,
@@ -233,7 +303,7 @@ impl candle_core::CustomOp1 for Heads {
 
     fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
         let dev = s1.device();
-        let input = view::<bf16>(s1, l1)?;
+        let (input, in_stride) = token_rows(s1, l1)?;
         let bias = self.bias.as_ref().map(held).transpose()?;
         let cos = self.cos_sin.as_ref().map(|(c, _)| held(c)).transpose()?;
         let sin = self.cos_sin.as_ref().map(|(_, s)| held(s)).transpose()?;
@@ -260,7 +330,7 @@ impl candle_core::CustomOp1 for Heads {
         let n = self.b * self.heads * self.len * self.d;
         // SAFETY: every pair of every head is written once.
         let out = unsafe { dev.alloc::<bf16>(n)? };
-        let dims = [self.b, self.len, self.heads, self.d].map(|x| x as u32);
+        let dims = [self.b, self.len, self.heads, self.d, in_stride].map(|x| x as u32);
         let flags = [
             u32::from(bias.is_some()),
             self.style,
@@ -304,7 +374,10 @@ pub fn heads(
         (None, [b, len, w]) if *w == heads * d => (*b, *len),
         _ => return Ok(None),
     };
-    if !bf16_cuda(y) || d % 2 != 0 {
+    // Packed rows may be a column range of a wider product (rows of stride ≥ their width).
+    let rows_readable = y.is_contiguous() || (y.rank() == 2 && y.stride()[1] == 1);
+    let on_gpu = y.dtype() == DType::BF16 && y.device().is_cuda();
+    if !on_gpu || !rows_readable || d % 2 != 0 {
         return Ok(None);
     }
     if bias.is_some_and(|t| !bf16_cuda(t) || t.dims() != [heads * d]) {

@@ -16,6 +16,18 @@ pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     Ok((candle_nn::ops::silu(gate)? * up)?)
 }
 
+/// `silu(gate) · up` for gate and up side by side in the last dimension of `y` (one
+/// product for both), `[.., 2·n]` → `[.., n]`.
+pub fn silu_mul_joined(y: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if let Some(out) = cuda::silu_mul_joined(y)? {
+        return Ok(out);
+    }
+    let last = y.rank().saturating_sub(1);
+    let n = y.dim(last)? / 2;
+    silu_mul(&y.narrow(last, 0, n)?, &y.narrow(last, n, n)?)
+}
+
 /// `a + b` for two tensors of one shape.
 pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
@@ -162,6 +174,19 @@ mod tests {
         let flat = y.reshape((6, 8))?.narrow(0, 0, 5)?;
         let err = heads(&flat, None, None, (2, 4), Some(rows)).expect_err("no kernels here");
         assert!(err.to_string().contains("fused GPU kernels"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn joined_gate_and_up_give_what_they_give_apart() -> Result<()> {
+        let dev = Device::Cpu;
+        let y = Tensor::arange(-6f32, 6.0, &dev)?.reshape((2, 6))?;
+        let got = silu_mul_joined(&y)?.to_vec2::<f32>()?;
+        let gate = y.narrow(1, 0, 3)?.contiguous()?;
+        let up = y.narrow(1, 3, 3)?.contiguous()?;
+        assert_eq!(got, silu_mul(&gate, &up)?.to_vec2::<f32>()?);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].len(), 3);
         Ok(())
     }
 

@@ -35,6 +35,36 @@ extern "C" __global__ void silu_mul_bf16(
         out[i] = __float2bfloat16_rn(silu_rounded(__bfloat162float(gate[i])) * __bfloat162float(up[i]));
 }
 
+// The same for the MLP's gate and up side by side in one row of 2·cols (one product for
+// both): out[t, j] = bf16(bf16(silu(in[t, j])) * in[t, cols + j]).
+extern "C" __global__ void silu_mul_joined_bf16(
+    const bf16* __restrict__ in, bf16* __restrict__ out, size_t rows, size_t cols)
+{
+    const size_t stride = (size_t)gridDim.x * blockDim.x;
+    if (cols % 8 == 0) {
+        const size_t c8 = cols / 8, n8 = rows * c8;
+        const uint4* in4 = reinterpret_cast<const uint4*>(in);
+        uint4* o4 = reinterpret_cast<uint4*>(out);
+        for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += stride) {
+            const size_t t = i / c8, j = i - t * c8;
+            uint4 g = in4[2 * t * c8 + j], u = in4[2 * t * c8 + c8 + j], o;
+            const bf16* gv = reinterpret_cast<const bf16*>(&g);
+            const bf16* uv = reinterpret_cast<const bf16*>(&u);
+            bf16* ov = reinterpret_cast<bf16*>(&o);
+#pragma unroll
+            for (int k = 0; k < 8; k++)
+                ov[k] = __float2bfloat16_rn(silu_rounded(__bfloat162float(gv[k])) * __bfloat162float(uv[k]));
+            o4[i] = o;
+        }
+        return;
+    }
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < rows * cols; i += stride) {
+        const size_t t = i / cols, j = i - t * cols;
+        out[i] = __float2bfloat16_rn(silu_rounded(__bfloat162float(in[2 * t * cols + j]))
+                                     * __bfloat162float(in[2 * t * cols + cols + j]));
+    }
+}
+
 // out[i] = bf16(a[i] + b[i % cols]): cols = n for two tensors of one shape, the last
 // dimension for a bias added to every row.
 extern "C" __global__ void add_bf16(
@@ -119,12 +149,14 @@ extern "C" __global__ void masked_softmax_bf16(
 // (2i, 2i + 1). cos and sin are [len, d/2], or [b, len, d/2] when cs_batched. The input is
 // [b, len, heads · d], or with a row table, the rows' tokens packed one after another:
 // table[r] is row r's first token and table[b + r] its length; the positions past a row's
-// length are written as zeros (attention masks them).
+// length are written as zeros (attention masks them). A token's row starts in_stride
+// elements after the previous one's (heads · d, or more when the projection is a column
+// range of a wider product).
 extern "C" __global__ void heads_rope_bf16(
     const bf16* __restrict__ in, const bf16* __restrict__ bias,
     const bf16* __restrict__ cos, const bf16* __restrict__ sin, bf16* __restrict__ out,
     const uint32_t* __restrict__ table,
-    uint32_t b, uint32_t len, uint32_t heads, uint32_t d,
+    uint32_t b, uint32_t len, uint32_t heads, uint32_t d, uint32_t in_stride,
     uint32_t has_bias, uint32_t style, uint32_t cs_batched, uint32_t has_table)
 {
     const uint32_t half = d / 2;
@@ -144,7 +176,7 @@ extern "C" __global__ void heads_rope_bf16(
             continue;
         }
         const size_t token = has_table ? (size_t)table[r] + t : (size_t)r * len + t;
-        const size_t src = token * heads * d + (size_t)h * d;
+        const size_t src = token * in_stride + (size_t)h * d;
         float x1 = __bfloat162float(in[src + c1]);
         float x2 = __bfloat162float(in[src + c2]);
         if (has_bias) {
