@@ -94,6 +94,27 @@ impl Matrix {
             Matrix::Packed(p) => p.rows(),
             Matrix::Mm(m) => return Ok(m.forward(x)?.to_dtype(DType::F32)?),
         };
+        // On a GPU: BF16 blocks (a dense matrix whole, packed ones dequantized a block at a
+        // time) in products with F32 results.
+        let bf16_block = |i: usize| -> Result<Tensor> {
+            let start = i * HEAD_CHUNK;
+            let len = HEAD_CHUNK.min(out - start);
+            match self {
+                Matrix::Mm(QMatMul::Tensor(w)) => Ok(w.clone()),
+                Matrix::Packed(p) => p.narrow_rows(start, len)?.dequantize(),
+                Matrix::Mm(_) => unreachable_kernels(),
+            }
+        };
+        let bf16_blocks = match self {
+            Matrix::Mm(QMatMul::Tensor(w)) if w.dtype() == DType::BF16 => 1,
+            Matrix::Packed(_) => out.div_ceil(HEAD_CHUNK),
+            _ => 0,
+        };
+        if bf16_blocks > 0
+            && let Some(y) = fused::matmul_f32_from_bf16(x, bf16_blocks, bf16_block)?
+        {
+            return Ok(y);
+        }
         let mut blocks = Vec::with_capacity(out.div_ceil(HEAD_CHUNK));
         for start in (0..out).step_by(HEAD_CHUNK) {
             let len = HEAD_CHUNK.min(out - start);
@@ -458,8 +479,9 @@ impl Transformer {
 
     /// F32 logits of the residual stream `x` `[b, len, hidden]`. In F32 models this is the
     /// plain norm and output layer; otherwise the final norm and the output layer run in F32
-    /// (weights turned into F32 a block of rows at a time), so the letter logits never tie
-    /// from BF16 rounding.
+    /// (on CUDA as products of BF16 weights with F32 accumulation and results, the normed
+    /// stream split into two BF16 parts; elsewhere weights turned into F32 a block of rows at
+    /// a time), so the letter logits never tie from BF16 rounding.
     fn head(&self, x: &Tensor) -> Result<Tensor> {
         let w = self.lm_head.as_ref().unwrap_or(&self.embed);
         if self.dtype == DType::F32 {

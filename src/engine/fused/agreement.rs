@@ -1,6 +1,9 @@
 //! The fused kernels checked against candle's operations on the same random inputs.
 
-use super::{Rows, add, add_bias, heads, masked_softmax, merge_heads, silu_mul, silu_mul_joined};
+use super::{
+    Rows, add, add_bias, heads, masked_softmax, matmul_f32_from_bf16, merge_heads, silu_mul,
+    silu_mul_joined,
+};
 use crate::engine::model::RopeStyle;
 use crate::error::Result;
 use candle_core::{DType, Device, Tensor};
@@ -18,7 +21,23 @@ pub fn agreement(device: &Device) -> Result<Vec<Gap>> {
     let mut out = heads_agreement(device)?;
     out.extend(elementwise_agreement(device)?);
     out.extend(softmax_agreement(device)?);
+    out.extend(head_agreement(device)?);
     Ok(out)
+}
+
+/// The output layer's F32 logits from BF16 weights (in two blocks), against the F32 product.
+fn head_agreement(device: &Device) -> Result<Vec<Gap>> {
+    let x = Tensor::randn(0f32, 1f32, (5, 384), device)?;
+    let w = rand(device, &[300, 384], 0.05)?;
+    let plain = x.matmul(&w.to_dtype(DType::F32)?.t()?)?;
+    let block = |i: usize| Ok(w.narrow(0, i * 150, 150)?);
+    Ok(match matmul_f32_from_bf16(&x, 2, block)? {
+        Some(y) => vec![(
+            "output layer in F32 from BF16 weights",
+            max_diff(&y, &plain)?,
+        )],
+        None => Vec::new(),
+    })
 }
 
 fn rand(device: &Device, shape: &[usize], scale: f64) -> Result<Tensor> {
@@ -125,6 +144,14 @@ fn heads_agreement(device: &Device) -> Result<Vec<Gap>> {
     out.push((
         "heads from a column range",
         max_diff(&from_range, &from_packed)?,
+    ));
+    let (range_plain, packed_plain) = (
+        heads(&column_range, None, None, (nh, hd), Some(rows))?,
+        heads(&packed, None, None, (nh, hd), Some(rows))?,
+    );
+    out.push((
+        "heads from a column range, no bias or rope",
+        max_diff(&range_plain, &packed_plain)?,
     ));
     let merged = merge_heads(&from_packed, Some(rows))?;
     let plain = merge_heads(&padded, None)?;

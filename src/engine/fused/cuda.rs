@@ -163,6 +163,102 @@ pub fn silu_mul_joined(y: &Tensor) -> Result<Option<Tensor>> {
     Ok(Some(y.apply_op1_no_bwd(&SiluMulJoined)?))
 }
 
+/// `x · wᵀ` for BF16 `x` `[n, k]` and `w` `[v, k]` with F32 accumulation and an F32
+/// result `[n, v]` (cuBLAS GemmEx): the products of BF16 values are exact in F32, so no
+/// F32 copy of `w` is needed.
+struct MatmulF32Out;
+
+impl CustomOp2 for MatmulF32Out {
+    fn name(&self) -> &'static str {
+        "matmul-bf16-f32-out"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        Err(gpu_only(self.name()))
+    }
+
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        use candle_core::cuda_backend::cudarc::cublas::{result::gemm_ex, sys};
+        use candle_core::cuda_backend::cudarc::driver::{DevicePtr, DevicePtrMut};
+        use std::ffi::{c_int, c_void};
+        let (n, k) = l1.shape().dims2()?;
+        let (v, k2) = l2.shape().dims2()?;
+        if k != k2 {
+            return Err(candle_core::Error::Msg(format!(
+                "a product of [{n}, {k}] and [{v}, {k2}]ᵀ"
+            )));
+        }
+        let dim = |x: usize| {
+            c_int::try_from(x).map_err(|_| candle_core::Error::Msg(format!("{x} is too large")))
+        };
+        let (vi, ni, ki) = (dim(v)?, dim(n)?, dim(k)?);
+        let dev = s1.device();
+        let x = view::<bf16>(s1, l1)?;
+        let w = view::<bf16>(s2, l2)?;
+        // SAFETY: the product below writes all `n · v` values.
+        let mut out = unsafe { dev.alloc::<f32>(n * v)? };
+        let stream = dev.cuda_stream();
+        let blas = dev.cublas_handle();
+        let (alpha, beta) = (1f32, 0f32);
+        {
+            let (xp, _gx) = x.device_ptr(&stream);
+            let (wp, _gw) = w.device_ptr(&stream);
+            let (op, _go) = out.device_ptr_mut(&stream);
+            // Column-major: outᵀ [v, n] = w [k, v]ᵀ · xᵀ [k, n], every leading dimension k or v.
+            // SAFETY: the pointers hold `n·k`, `v·k` and `n·v` elements of the stated types on
+            // the handle's stream; alpha and beta are host values (the default pointer mode).
+            unsafe {
+                gemm_ex(
+                    *blas.handle(),
+                    sys::cublasOperation_t::CUBLAS_OP_T,
+                    sys::cublasOperation_t::CUBLAS_OP_N,
+                    vi,
+                    ni,
+                    ki,
+                    (&alpha as *const f32).cast::<c_void>(),
+                    wp as *const c_void,
+                    sys::cudaDataType::CUDA_R_16BF,
+                    ki,
+                    xp as *const c_void,
+                    sys::cudaDataType::CUDA_R_16BF,
+                    ki,
+                    (&beta as *const f32).cast::<c_void>(),
+                    op as *mut c_void,
+                    sys::cudaDataType::CUDA_R_32F,
+                    vi,
+                    sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                    sys::cublasGemmAlgo_t::CUBLAS_GEMM_DFALT,
+                )
+            }
+            .map_err(|e| candle_core::Error::Msg(format!("cuBLAS GemmEx: {e:?}")))?;
+        }
+        Ok((
+            CudaStorage::wrap_cuda_slice(out, dev.clone()),
+            Shape::from((n, v)),
+        ))
+    }
+}
+
+/// `x · wᵀ` in F32 from BF16 `x` and `w` when both suit the product, else `None`.
+pub fn matmul_f32_out(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
+    if start(x).is_none() || start(w).is_none() || x.rank() != 2 || w.rank() != 2 {
+        return Ok(None);
+    }
+    Ok(Some(x.apply_op2_no_bwd(w, &MatmulF32Out)?))
+}
+
 struct Softmax {
     scale: f32,
     len: usize,
@@ -308,10 +404,11 @@ impl candle_core::CustomOp1 for Heads {
         let cos = self.cos_sin.as_ref().map(|(c, _)| held(c)).transpose()?;
         let sin = self.cos_sin.as_ref().map(|(_, s)| held(s)).transpose()?;
         let table = self.table.as_ref().map(held).transpose()?;
-        // Absent inputs are never read; the input stands in for them.
+        // Absent inputs are never read; the input's storage stands in for them.
+        let stand_in = || s1.as_cuda_slice::<bf16>().map(|s| s.slice(0..));
         let bias_v = match &bias {
             Some((g, l)) => view::<bf16>(cuda_of(g)?, l)?,
-            None => view::<bf16>(s1, l1)?,
+            None => stand_in()?,
         };
         let (cos_v, sin_v, cs_batched) = match (&cos, &sin) {
             (Some((gc, lc)), Some((gs, ls))) => (
@@ -319,7 +416,7 @@ impl candle_core::CustomOp1 for Heads {
                 view::<bf16>(cuda_of(gs)?, ls)?,
                 u32::from(lc.shape().rank() == 3),
             ),
-            _ => (view::<bf16>(s1, l1)?, view::<bf16>(s1, l1)?, 0),
+            _ => (stand_in()?, stand_in()?, 0),
         };
         let dummy = dev.alloc_zeros::<u32>(1)?;
         let table_v = match &table {

@@ -28,6 +28,39 @@ pub fn silu_mul_joined(y: &Tensor) -> Result<Tensor> {
     silu_mul(&y.narrow(last, 0, n)?, &y.narrow(last, n, n)?)
 }
 
+/// `x · Wᵀ` in F32 for F32 `x` `[n, in]` and BF16 weights given as row blocks by `block`
+/// (`0..blocks`), without an F32 copy of the weights: `x` is split into a BF16 high part
+/// and a BF16 remainder (`x ≈ hi + lo` to about 2⁻¹⁷ relative), both multiplied in one
+/// product with F32 accumulation and summed in F32. `None` where that product has no
+/// kernel (the caller computes in F32 then).
+pub fn matmul_f32_from_bf16(
+    x: &Tensor,
+    blocks: usize,
+    block: impl Fn(usize) -> Result<Tensor>,
+) -> Result<Option<Tensor>> {
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda() && x.dtype() == DType::F32 && x.rank() == 2 {
+        let n = x.dim(0)?;
+        let hi = x.to_dtype(DType::BF16)?;
+        let lo = (x - hi.to_dtype(DType::F32)?)?.to_dtype(DType::BF16)?;
+        let both = Tensor::cat(&[&hi, &lo], 0)?;
+        let mut parts = Vec::with_capacity(blocks);
+        for i in 0..blocks {
+            match cuda::matmul_f32_out(&both, &block(i)?)? {
+                Some(y) => parts.push(y),
+                None => return Ok(None),
+            }
+        }
+        let y = match parts.len() {
+            1 => parts.remove(0),
+            _ => Tensor::cat(&parts, 1)?,
+        };
+        return Ok(Some((y.narrow(0, 0, n)? + y.narrow(0, n, n)?)?));
+    }
+    let _ = (x, blocks, &block);
+    Ok(None)
+}
+
 /// `a + b` for two tensors of one shape.
 pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
