@@ -66,7 +66,7 @@ enum Weight {
     Quant(QTensor),
     Mlx(super::mlx::Quantized),
     /// A source tensor to quantize with MLX's scheme (`name`, bits) when it is placed on
-    /// the device, so the host never holds every packed tensor at once.
+    /// a CUDA device, by that device.
     MlxLater(Tensor, String, u32),
 }
 
