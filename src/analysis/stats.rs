@@ -178,7 +178,9 @@ pub fn logistic(x: &DMatrix<f64>, y: &[f64], names: Vec<String>) -> Option<Logit
 /// 1 when there is no discordant pair.
 pub fn mcnemar_exact(b: u64, c: u64) -> f64 {
     let n = b + c;
-    if n == 0 {
+    // With the smaller count at least (n − 1)/2 the one-sided tail holds half the mass or
+    // more, so the two-sided p is exactly 1 (not 1 less the log-space sum's rounding).
+    if 2 * b.min(c) + 1 >= n {
         return 1.0;
     }
     (2.0 * binomial_half_cdf(b.min(c), n)).min(1.0)
@@ -372,6 +374,10 @@ mod tests {
         assert!((p / 2.9802322387695312e-08 - 1.0).abs() < 1e-9, "{p}");
         assert_eq!(mcnemar_exact(0, 0), 1.0);
         assert_eq!(mcnemar_exact(3, 3), 1.0);
+        // One apart: the tail is exactly half, p exactly 1 as statsmodels gives.
+        assert_eq!(mcnemar_exact(5, 6), 1.0);
+        assert_eq!(mcnemar_exact(6, 5), 1.0);
+        assert!(mcnemar_exact(4, 6) < 1.0);
     }
 
     #[test]
