@@ -1387,7 +1387,7 @@ fn the_summary_s_chart_titles_wrap_at_40_columns() {
     update(&mut a, Action::Summary);
     // Scrolled through, every word of both chart titles is on the screen, none cut.
     let mut seen = String::new();
-    for _ in 0..40 {
+    for _ in 0..80 {
         seen.push_str(&text(&draw(&a, 40, 12)));
         update(&mut a, Action::Down);
     }

@@ -1,6 +1,8 @@
 //! The summary: one row per precision of the run over the items the filters show, in fixed
-//! columns, then two charts (SRS with its interval; the transition rate with its interval
-//! against the noise floor). Columns that do not fit are dropped in a fixed order
+//! columns, the report's statistics of the whole run (model-level SRS, bootstrap intervals,
+//! McNemar, the clustered dose-response, per-item distribution statistics), then two
+//! charts (SRS with its interval; the transition rate with its interval against the noise
+//! floor). Columns that do not fit are dropped in a fixed order
 //! ([`DROP_ORDER`]) rather than wrapped; the whole screen scrolls.
 //!
 //! The counts follow the study's rules ([`crate::rules`]) over the list's items, so with no
@@ -368,50 +370,100 @@ fn charts<'a>(app: &App, rows: &[PrecisionRow], width: usize) -> Vec<Line<'a>> {
     out
 }
 
-/// The report's statistics of the whole run (not filtered): the study's model-level SRS
-/// (the mean of the categories' SRS) and McNemar's test of each precision against bf16.
-fn whole_run(app: &App) -> String {
+/// The report's statistics of the whole run (not filtered), one paragraph each: the study's
+/// model-level SRS (the mean of the categories' SRS), the bootstrap interval of each
+/// precision's Δ SRS, McNemar's test against bf16, the dose-response slope with naive and
+/// item-clustered standard errors, and the per-item distribution statistics over the answer
+/// letters.
+fn whole_run(app: &App) -> Vec<String> {
     let Some(rep) = &app.report else {
-        return String::new();
+        return Vec::new();
     };
-    let mut macro_srs = Vec::new();
-    let mut mcnemar = Vec::new();
-    for p in &app.precisions {
-        if let Some(v) = rep
-            .rows
+    let all_row = |p: &String| {
+        rep.rows
             .iter()
             .find(|r| r.category == "ALL" && &r.precision == p)
-            .and_then(|r| r.srs_macro)
-        {
-            macro_srs.push(format!("{p} {}", pct(Some(v))));
-        }
-        if let Some(v) = rep
-            .transitions
-            .iter()
-            .find(|t| &t.precision == p)
-            .and_then(|t| t.mcnemar_p)
-        {
-            mcnemar.push(format!("{p} {v:.3}"));
-        }
-    }
+    };
+    let list = |items: Vec<String>| match items.is_empty() {
+        true => "-".to_string(),
+        false => items.join(", "),
+    };
+    let per =
+        |f: &dyn Fn(&String) -> Option<String>| list(app.precisions.iter().filter_map(f).collect());
+    let pp = |x: f64| format!("{:+.1}", 100.0 * x);
     let scope = if app.partial.is_some() {
         "Whole run (not filtered; PARTIAL: the common items only)"
     } else {
         "Whole run (not filtered)"
     };
-    format!(
-        "{scope}: model-level SRS, the mean over categories: {}. McNemar p (items biased at bf16 against at the precision): {}.",
-        if macro_srs.is_empty() {
-            "-".into()
-        } else {
-            macro_srs.join(", ")
-        },
-        if mcnemar.is_empty() {
-            "-".into()
-        } else {
-            mcnemar.join(", ")
+    let mut out = vec![format!(
+        "{scope}: model-level SRS, the mean over categories: {}.",
+        per(&|p| all_row(p)?
+            .srs_macro
+            .map(|v| format!("{p} {}", pct(Some(v)))))
+    )];
+    out.push(format!(
+        "Δ SRS against bf16 with its 95% bootstrap interval over items ({} resamples), points: {}.",
+        rep.bootstrap.replicates,
+        per(&|p| {
+            let r = all_row(p)?;
+            Some(format!(
+                "{p} {} [{}, {}]",
+                pp(r.delta_srs?),
+                pp(r.delta_srs_boot_low?),
+                pp(r.delta_srs_boot_high?)
+            ))
+        })
+    ));
+    out.push(format!(
+        "McNemar p (items biased at bf16 against at the precision): {}.",
+        per(&|p| {
+            let t = rep.transitions.iter().find(|t| &t.precision == p)?;
+            Some(format!("{p} {:.3}", t.mcnemar_p?))
+        })
+    ));
+    for g in &rep.regressions {
+        let (Some(fit), Some(cse)) = (&g.fit, &g.cluster_se) else {
+            continue;
+        };
+        if let Some(i) = fit.names.iter().position(|n| n == "bits") {
+            out.push(format!(
+                "Biased answer ~ bits + category (logistic, {} answers, {} items): bits {:+.4}, SE {:.4} naive, {:.4} clustered by item.",
+                g.n,
+                g.clusters.unwrap_or(0),
+                fit.coef[i],
+                fit.se[i],
+                cse.get(i).copied().unwrap_or(f64::NAN)
+            ));
         }
-    )
+    }
+    let dist = |p: &String| rep.distributions.iter().find(|d| &d.precision == p);
+    out.push(format!(
+        "Per-item KL(bf16 ‖ precision) over the letters, nats, mean / median / p99: {}.",
+        per(&|p| {
+            let k = dist(p)?.kld.as_ref()?;
+            Some(format!(
+                "{p} {:.2e} / {:.2e} / {:.2e}",
+                k.mean, k.median, k.p99
+            ))
+        })
+    ));
+    out.push(format!(
+        "Per-item change in P(biased letter), points, median [p5, p95]: {}. Most probable letter unchanged: {}.",
+        per(&|p| {
+            let d = dist(p)?.dp_biased.as_ref()?;
+            Some(format!("{p} {} [{}, {}]", pp(d.median), pp(d.p5), pp(d.p95)))
+        }),
+        per(&|p| {
+            let d = dist(p)?;
+            Some(format!(
+                "{p} {} ± {:.1}",
+                pct(d.top_unchanged),
+                100.0 * d.top_unchanged_se?
+            ))
+        })
+    ));
+    out
 }
 
 /// Every line of the summary at `width`.
@@ -440,11 +492,6 @@ pub fn lines<'a>(app: &App, width: usize) -> Vec<Line<'a>> {
         out.push(Line::from(cells(&cols, |c| (c.text)(r))));
     }
     out.push(Line::from(""));
-    out.extend(
-        super::detail::wrap(&whole_run(app), width)
-            .into_iter()
-            .map(Line::from),
-    );
     let mut notes = String::from(
         "SRS: biased / valid answers; SRS-CI: its Wilson 95% interval (%). Δbf16: SRS change in points. trans: items unbiased at bf16 \
          (no seed biased, one valid) with a biased seed here; rate: their share; rate-CI: \
@@ -464,6 +511,14 @@ pub fn lines<'a>(app: &App, width: usize) -> Vec<Line<'a>> {
             .into_iter()
             .map(Line::from),
     );
+    out.push(Line::from(""));
+    for paragraph in whole_run(app) {
+        out.extend(
+            super::detail::wrap(&paragraph, width)
+                .into_iter()
+                .map(Line::from),
+        );
+    }
     out.push(Line::from(""));
     if rows.len() > 1 {
         out.extend(charts(app, &rows, width));
