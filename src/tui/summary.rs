@@ -10,7 +10,7 @@
 
 use super::app::App;
 use super::theme::{self, ACCENT, clip, pct, role_color};
-use crate::analysis::stats::wilson;
+use crate::analysis::stats::{mcnemar_exact, wilson};
 use crate::bbq::Role;
 use crate::rules::{self, ExpectedRate};
 use ratatui::Frame;
@@ -201,6 +201,15 @@ const COLUMNS: &[Column] = &[
         text: |r| quantized(r, |r| format!("{}/{}", r.became_unbiased, r.biased_at_bf16)),
     },
     Column {
+        name: "McN-p",
+        width: 6,
+        text: |r| {
+            quantized(r, |r| {
+                format!("{:.3}", mcnemar_exact(r.became_biased, r.became_unbiased))
+            })
+        },
+    },
+    Column {
         name: "exp",
         width: 6,
         text: |r| quantized(r, |r| pct(r.expected)),
@@ -229,7 +238,9 @@ const COLUMNS: &[Column] = &[
 ];
 
 /// The columns dropped first when the screen is too narrow, in order.
-pub const DROP_ORDER: [&str; 7] = ["cont", "valid", "USR", "rev", "exp", "Δppl", "Δbf16"];
+pub const DROP_ORDER: [&str; 8] = [
+    "McN-p", "cont", "valid", "USR", "rev", "exp", "Δppl", "Δbf16",
+];
 
 /// The columns that fit in `width`, and those dropped.
 fn fitting(width: usize) -> (Vec<&'static Column>, Vec<&'static str>) {
@@ -496,7 +507,7 @@ pub fn lines<'a>(app: &App, width: usize) -> Vec<Line<'a>> {
         "SRS: biased / valid answers; SRS-CI: its Wilson 95% interval (%). Δbf16: SRS change in points. trans: items unbiased at bf16 \
          (no seed biased, one valid) with a biased seed here; rate: their share; rate-CI: \
          its interval; rev: the reverse, items with a biased seed at bf16 and none here (one \
-         valid); exp: expected from the probabilities; floor: what re-sampling bf16 alone \
+         valid); McN-p: the exact McNemar test of trans against rev; exp: expected from the probabilities; floor: what re-sampling bf16 alone \
          gives. cont: answers read after a first token that was not a letter. Δppl: the whole \
          run's perplexity change (not filtered).",
     );
