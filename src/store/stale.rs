@@ -4,8 +4,10 @@
 //! files, so it never counts; a run removes those of the files it owns once it holds the
 //! folder's locks: a whole run its manifest, `items.parquet`, `perplexity.parquet` and
 //! every planned part; a shard its own manifest and parts (the first shard also
-//! `perplexity.parquet`), and `items.parquet`'s while it holds the setup lock. Files other
-//! commands write (`report`'s tables, `export`) are left alone: they take no lock.
+//! `perplexity.parquet`), and `items.parquet`'s while it holds the setup lock. The derived
+//! tables (`report`'s `metrics.parquet` and `transitions.parquet`) are written without a
+//! lock, so their writer removes only temporary files older than [`ORPHAN_AGE`], which no
+//! write in progress can be.
 
 use super::verify::planned_parts;
 use super::{Plan, ResultsDir};
@@ -72,6 +74,38 @@ pub fn remove(dir: &ResultsDir, plan: &Plan) -> Vec<PathBuf> {
     removed
 }
 
+/// How old a derived table's temporary file must be before the table's next writer removes
+/// it. Those tables are written without a lock, so a younger one may be another process's
+/// write in progress (on any host sharing the folder); a write takes seconds.
+pub const ORPHAN_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Remove the temporary files of `path`'s file older than [`ORPHAN_AGE`] (those a stopped
+/// writer left); the paths removed.
+pub fn remove_orphans_of(path: &Path) -> Vec<PathBuf> {
+    let (Some(folder), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
+    else {
+        return Vec::new();
+    };
+    let now = std::time::SystemTime::now();
+    let old = |f: &Path| {
+        std::fs::metadata(f)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|age| age > ORPHAN_AGE)
+    };
+    list(folder)
+        .into_iter()
+        .filter(|f| {
+            f.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| is_temporary_of(n, name))
+                && old(f)
+                && std::fs::remove_file(f).is_ok()
+        })
+        .collect()
+}
+
 fn list(folder: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(folder)
         .into_iter()
@@ -94,5 +128,27 @@ mod tests {
         assert!(!is_temporary_of(".part-00001.parquet.x-1.tmp", n));
         assert!(!is_temporary_of(".part-00011.parquet.1-1.tmp", n));
         assert!(!is_temporary_of(".part-00001.parquet.1-1.tmp.bak", n));
+    }
+
+    #[test]
+    fn a_tables_writer_removes_only_its_own_old_temporary_files() {
+        let dir = std::env::temp_dir().join(format!("stereoscope-orphans-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = |name: &str, hours_ago: u64| {
+            let p = dir.join(name);
+            let f = std::fs::File::create(&p).expect("create");
+            let t = std::time::SystemTime::now() - std::time::Duration::from_secs(hours_ago * 3600);
+            f.set_modified(t).expect("mtime");
+            p
+        };
+        let stale = file(".metrics.parquet.11-22.tmp", 2);
+        let fresh = file(".metrics.parquet.33-44.tmp", 0);
+        let other = file(".transitions.parquet.55-66.tmp", 2);
+        let table = file("metrics.parquet", 2);
+        let removed = remove_orphans_of(&dir.join("metrics.parquet"));
+        assert_eq!(removed, vec![stale.clone()]);
+        assert!(!stale.exists());
+        assert!(fresh.exists() && other.exists() && table.exists());
+        std::fs::remove_dir_all(&dir).expect("clean up");
     }
 }

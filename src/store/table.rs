@@ -98,8 +98,10 @@ impl<R> Table<R> {
         })
     }
 
-    /// Write the rows to `path` (through a temporary file).
+    /// Write the rows to `path` (through a temporary file), first removing the temporary
+    /// files an earlier writer of `path` left when it was stopped ([`super::stale`]).
     pub fn write(&self, path: &Path, rows: &[R]) -> Result<()> {
+        super::stale::remove_orphans_of(path);
         let batch = self
             .batch(rows)
             .map_err(|e| store_err(path, format!("cannot write: {e}")))?;
