@@ -60,18 +60,25 @@ pub fn remove(dir: &ResultsDir, plan: &Plan) -> Vec<PathBuf> {
     for (folder, name) in owned(dir, plan) {
         by_folder.entry(folder).or_default().push(name);
     }
-    let mut removed = Vec::new();
-    for (folder, names) in by_folder {
-        for file in list(&folder) {
-            let Some(f) = file.file_name().and_then(|n| n.to_str()) else {
-                continue;
-            };
-            if names.iter().any(|n| is_temporary_of(f, n)) && std::fs::remove_file(&file).is_ok() {
-                removed.push(file);
-            }
-        }
-    }
-    removed
+    by_folder
+        .into_iter()
+        .flat_map(|(folder, names)| sweep(&folder, &names, |_| true))
+        .collect()
+}
+
+/// Remove the temporary files in `folder` of any of `names` for which `also` holds; the
+/// paths removed. A file that cannot be removed is left (it never counts for readers).
+fn sweep(folder: &Path, names: &[String], also: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
+    list(folder)
+        .into_iter()
+        .filter(|file| {
+            file.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|f| names.iter().any(|n| is_temporary_of(f, n)))
+                && also(file)
+                && std::fs::remove_file(file).is_ok()
+        })
+        .collect()
 }
 
 /// How old a derived table's temporary file must be before the table's next writer removes
@@ -94,16 +101,7 @@ pub fn remove_orphans_of(path: &Path) -> Vec<PathBuf> {
             .and_then(|t| now.duration_since(t).ok())
             .is_some_and(|age| age > ORPHAN_AGE)
     };
-    list(folder)
-        .into_iter()
-        .filter(|f| {
-            f.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| is_temporary_of(n, name))
-                && old(f)
-                && std::fs::remove_file(f).is_ok()
-        })
-        .collect()
+    sweep(folder, &[name.to_string()], old)
 }
 
 fn list(folder: &Path) -> Vec<PathBuf> {
