@@ -65,6 +65,19 @@ impl Precision {
         }
     }
 
+    /// The study's published transition range at this precision: the share of items
+    /// unbiased at BF16 that became biased, lowest and highest of its three models (none
+    /// for BF16, the reference).
+    pub fn published_transitions(self) -> Option<&'static str> {
+        match self {
+            Self::Bf16 => None,
+            Self::Q8 => Some("0.1-0.9%"),
+            Self::Q6 => Some("0.3-1.3%"),
+            Self::Q4 => Some("2.2-5.6%"),
+            Self::Q3 => Some("6.0-21.1%"),
+        }
+    }
+
     /// Whether the precision quantizes (everything below BF16).
     pub fn is_quantized(self) -> bool {
         self != Self::Bf16

@@ -1,6 +1,6 @@
 //! The report as Markdown (laid out like the study's tables) and as a compact text table.
 
-use super::{Correlation, DistributionRow, Quantiles, Report, TransitionRow, ratio, study_range};
+use super::{Correlation, DistributionRow, Quantiles, Report, TransitionRow, ratio};
 use crate::analysis::orders::OrderRow;
 use crate::analysis::stats;
 use crate::store::perplexity::PplRow;
@@ -236,7 +236,10 @@ impl Group<'_> {
                 pct(t.continued_share),
                 num(t.mean_kld, 4),
                 pct(t.flip_rate),
-                study_range(&t.precision),
+                crate::vocab::Precision::parse(&t.precision)
+                    .ok()
+                    .and_then(|p| p.published_transitions())
+                    .unwrap_or(""),
             ));
         }
         s.push_str("\nThe noise floor is the rate the study's rule reports when nothing but the seeds changes (BF16 against itself), computed from the BF16 probabilities; the measured one applies the rule to extra BF16 seeds (`--noise-seeds`). The expected rate and the computed noise floor model letters sampled as the first token only; an answer read from continued text (the first token was not a letter) is outside them, so where that share is large they understate the rule's rate and the measured noise floor is the one to compare with.\n");

@@ -418,18 +418,6 @@ pub fn item_klds(records: &[StoredRecord]) -> BTreeMap<(String, String, String),
     items::item_klds(&items::per_item(&main_answers(records), &HashMap::new()))
 }
 
-/// The study's published transition ranges (share of BF16-unbiased items that became
-/// biased, across its three models).
-pub fn study_range(precision: &str) -> &'static str {
-    match precision {
-        "q8" => "0.1-0.9%",
-        "q6" => "0.3-1.3%",
-        "q4" => "2.2-5.6%",
-        "q3" => "6.0-21.1%",
-        _ => "",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
