@@ -10,7 +10,7 @@ and left-padded, next-token logits at the last position only (what scoring needs
 after a warm-up batch. Then the raw forward rate on a fixed 64 × 150 batch, a BF16 matmul
 ceiling timed in the same process, and the study's own method: for N prompts, 5-token
 sampled generation at temperature 0.3, once per seed (5 seeds), batch 1. Prints one JSON
-object per line.
+object per line, and with --json the same lines into OUT.
 """
 import argparse
 import json
@@ -44,7 +44,17 @@ def main():
     ap.add_argument("prompts")
     ap.add_argument("--batch-sizes", default="1,8,32,64")
     ap.add_argument("--generate", type=int, default=20)
+    ap.add_argument("--json", help="also write the printed lines to this file")
     a = ap.parse_args()
+    out = open(a.json, "w") if a.json else None
+
+    def emit(row):
+        line = json.dumps(row)
+        print(line, flush=True)
+        if out:
+            out.write(line + "\n")
+            out.flush()
+
     prompts = json.load(open(a.prompts))
     tokens = sum(len(p) for p in prompts)
     t0 = time.perf_counter()
@@ -52,19 +62,19 @@ def main():
         a.model, dtype=torch.bfloat16, attn_implementation="sdpa").cuda().eval()
     sync()
     load = time.perf_counter() - t0
-    torch.cuda.reset_peak_memory_stats()
     with torch.no_grad():
         for bs in [int(x) for x in a.batch_sizes.split(",")]:
+            torch.cuda.reset_peak_memory_stats()
             score(model, prompts[:bs], bs, 0)
             sync()
             t0 = time.perf_counter()
             score(model, prompts, bs, 0)
             sync()
             dt = time.perf_counter() - t0
-            print(json.dumps({"engine": f"transformers {torch.__version__} bf16 sdpa", "batch": bs,
+            emit({"engine": f"transformers {torch.__version__} bf16 sdpa", "batch": bs,
                               "prompts": len(prompts), "prompts_s": len(prompts) / dt,
                               "prompt_tok_s": tokens / dt, "load_s": load,
-                              "peak_gb": torch.cuda.max_memory_allocated() / 1e9}), flush=True)
+                              "peak_gb": torch.cuda.max_memory_allocated() / 1e9})
         x = torch.randint(0, 1000, (64, 150)).cuda()
         model(input_ids=x, logits_to_keep=1)
         sync()
@@ -73,8 +83,8 @@ def main():
             model(input_ids=x, logits_to_keep=1)
         sync()
         dt = (time.perf_counter() - t0) / 5
-        print(json.dumps({"engine": "transformers raw forward", "batch": 64, "seq": 150,
-                          "tok_s": 64 * 150 / dt}), flush=True)
+        emit({"engine": "transformers raw forward", "batch": 64, "seq": 150,
+                          "tok_s": 64 * 150 / dt})
         m = torch.ones((8192, 8192), dtype=torch.bfloat16, device="cuda")
         m @ m
         sync()
@@ -82,8 +92,8 @@ def main():
         for _ in range(20):
             m @ m
         sync()
-        print(json.dumps({"engine": "torch bf16 matmul 8192^3",
-                          "tflops": 2 * 8192 ** 3 * 20 / (time.perf_counter() - t0) / 1e12}), flush=True)
+        emit({"engine": "torch bf16 matmul 8192^3",
+                          "tflops": 2 * 8192 ** 3 * 20 / (time.perf_counter() - t0) / 1e12})
         n = min(a.generate, len(prompts))
         t0 = time.perf_counter()
         for p in prompts[:n]:
@@ -93,8 +103,8 @@ def main():
                                temperature=0.3, top_p=1.0, top_k=0, pad_token_id=0)
         sync()
         dt = time.perf_counter() - t0
-        print(json.dumps({"engine": "study method (generate per seed, batch 1)",
-                          "prompts": n, "records_s": 5 * n / dt}), flush=True)
+        emit({"engine": "study method (generate per seed, batch 1)",
+                          "prompts": n, "records_s": 5 * n / dt})
 
 
 if __name__ == "__main__":

@@ -81,7 +81,7 @@ pub struct ScoringArgs {
     #[arg(long, value_enum, default_value_t = Compute::Dequant)]
     pub compute: Compute,
     /// Items per part file, the unit of resume; a forward pass takes prompts of one part
-    /// only, so on a GPU parts are large [default: 32 on the CPU, 256 on a GPU; resuming
+    /// only, so on a GPU parts are large [default: 32 on the CPU, 1024 on a GPU; resuming
     /// into --out without it: the folder's]
     #[arg(long)]
     pub part_size: Option<usize>,

@@ -58,11 +58,12 @@ pub fn default_batch_size(device: &Device) -> usize {
 }
 
 /// Items per part when `--part-size` is not given: 32 on the CPU (a part of a 7B model
-/// there is minutes of work, lost at most on a stop), 256 on a GPU, whose forward passes
-/// take prompts of one part only and are fastest with 128-256 prompts (seconds of work
-/// per part).
+/// there is minutes of work, lost at most on a stop), 1024 on a GPU, whose forward passes
+/// take prompts of one part only and are fastest with 128-256 prompts: a part of several
+/// batches keeps the device busier at its end (a 7B model's q3 scores 13-19% faster on an
+/// H200 than with parts of 256, BENCHMARKS.md) and is a few seconds of work.
 pub fn default_part_size(device: &Device) -> usize {
-    if device.is_cpu() { 32 } else { 256 }
+    if device.is_cpu() { 32 } else { 1024 }
 }
 
 /// Free device memory in bytes, for choosing a batch size: on CUDA the driver's
