@@ -6,9 +6,12 @@ use candle_core::Device;
 /// The device for `spec` (`auto`, `cpu`, `cuda`, `cuda:N`, `metal`) and its name for users.
 pub fn select_device(spec: &str) -> Result<(Device, String)> {
     let cuda = |ordinal: usize| {
-        Device::new_cuda(ordinal)
+        let device = Device::new_cuda(ordinal)
             .map(|d| (d, format!("cuda:{ordinal}")))
-            .map_err(|e| unavailable(&format!("cuda:{ordinal}"), &e))
+            .map_err(|e| unavailable(&format!("cuda:{ordinal}"), &e))?;
+        #[cfg(feature = "cuda")]
+        cuda_pool::keep_freed(ordinal);
+        Ok(device)
     };
     match spec {
         "cpu" => Ok((Device::Cpu, cpu_name())),
@@ -67,14 +70,17 @@ pub fn default_part_size(device: &Device) -> usize {
 }
 
 /// Free device memory in bytes, for choosing a batch size: on CUDA the driver's
-/// `cuMemGetInfo` after the device's work has finished (what the stream-ordered pool
-/// released at that point counts as free); on Metal the recommended working set less what
+/// `cuMemGetInfo` after the device's work has finished and the stream-ordered pool has
+/// given back what it holds unused (see `cuda_pool::keep_freed`); on Metal the recommended working set less what
 /// the device has allocated; `None` on the CPU and where it cannot be read.
 pub fn free_memory(device: &Device) -> Option<u64> {
     match device {
         #[cfg(feature = "cuda")]
         Device::Cuda(d) => {
             device.synchronize().ok()?;
+            if let candle_core::DeviceLocation::Cuda { gpu_id } = device.location() {
+                cuda_pool::trim(gpu_id);
+            }
             let (free, _total) = d.cuda_stream().context().mem_get_info().ok()?;
             Some(free as u64)
         }
@@ -135,6 +141,33 @@ mod cuda_pool {
                 .then_some(())?;
             (sys::cuDeviceGetDefaultMemPool(&mut pool, dev) == sys::CUresult::CUDA_SUCCESS)
                 .then_some(pool)
+        }
+    }
+
+    /// Keep memory that tensors free in the pool for the next allocations. By default the
+    /// pool gives everything unused back to the driver at each synchronization (each
+    /// batch's wait for its logits), and the next batch maps its activations afresh.
+    pub fn keep_freed(ordinal: usize) {
+        if let Some(p) = pool(ordinal) {
+            let mut keep: u64 = u64::MAX;
+            // SAFETY: RELEASE_THRESHOLD takes a cuuint64_t, read from `keep`.
+            unsafe {
+                sys::cuMemPoolSetAttribute(
+                    p,
+                    sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                    &mut keep as *mut u64 as *mut c_void,
+                );
+            }
+        }
+    }
+
+    /// Give what the pool holds unused back to the driver, so that it counts as free.
+    pub fn trim(ordinal: usize) {
+        if let Some(p) = pool(ordinal) {
+            // SAFETY: a pool handle of this device; trimming to 0 keeps what is in use.
+            unsafe {
+                sys::cuMemPoolTrimTo(p, 0);
+            }
         }
     }
 
