@@ -349,13 +349,11 @@ impl Bench<'_> {
             template: self.template,
             letters: self.letters,
         };
-        // One small batch first: kernels are compiled on first use on a GPU.
-        if let Some(first) = items.first() {
-            scorer.score_part(
-                std::slice::from_ref(first),
-                prompt::OptionOrder::STUDY,
-                &never,
-            )?;
+        // One batch of the measured size first, untimed, as a peer is measured: on a GPU
+        // kernels load on first use and the library picks its algorithms per shape.
+        let warm = &items[..items.len().min(spec.batch_size.max(1))];
+        if !warm.is_empty() {
+            scorer.score_part(warm, prompt::OptionOrder::STUDY, &never)?;
         }
         crate::engine::device::reset_memory_peak(self.device);
         let positions_before = built.model.positions_run();
