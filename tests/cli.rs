@@ -21,6 +21,11 @@ fn answering(dir: &Path) -> PathBuf {
     p
 }
 
+/// A path as the argument the binary takes.
+fn utf8(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 test path")
+}
+
 fn batch_args<'a>(model: &'a str, bbq: &'a str, out: &'a str, limit: &'a str) -> Vec<&'a str> {
     vec![
         "--batch",
@@ -43,11 +48,7 @@ fn tiny_model_runs_five_precisions_into_a_readable_folder_and_resumes() {
     let model = answering(&tmp);
     let bbq = common::bbq_dir();
     let out = tmp.join("out");
-    let (m, b, o) = (
-        model.to_str().expect("utf8"),
-        bbq.to_str().expect("utf8"),
-        out.to_str().expect("utf8"),
-    );
+    let (m, b, o) = (utf8(&model), utf8(&bbq), utf8(&out));
     let mut args = batch_args(m, b, o, "12");
     args.extend([
         "--part-size",
@@ -207,11 +208,7 @@ fn a_folder_of_another_plan_is_refused_not_overwritten() {
     let model = tiny(&tmp);
     let bbq = common::bbq_dir();
     let out = tmp.join("out");
-    let (m, b, o) = (
-        model.to_str().expect("utf8"),
-        bbq.to_str().expect("utf8"),
-        out.to_str().expect("utf8"),
-    );
+    let (m, b, o) = (utf8(&model), utf8(&bbq), utf8(&out));
     let mut args = batch_args(m, b, o, "3");
     args.extend(["--precisions", "bf16"]);
     assert!(run(&args, &tmp).status.success());
@@ -230,10 +227,7 @@ fn a_folder_of_another_plan_is_refused_not_overwritten() {
     let foreign = tmp.join("foreign");
     std::fs::create_dir_all(&foreign).expect("mkdir");
     std::fs::write(foreign.join("notes.txt"), "mine").expect("write");
-    let r = run(
-        &batch_args(m, b, foreign.to_str().expect("utf8"), "3"),
-        &tmp,
-    );
+    let r = run(&batch_args(m, b, utf8(&foreign), "3"), &tmp);
     assert_eq!(r.status.code(), Some(2));
     assert!(
         stderr(&r).contains("not a stereoscope results folder"),
@@ -262,11 +256,11 @@ fn expect_error(args: &[&str], cache: &Path, needle: &str) {
 fn bad_input_gives_one_clear_error_and_exit_code_2() {
     let tmp = tempdir("bad");
     let model = tiny(&tmp);
-    let m = model.to_str().expect("utf8");
+    let m = utf8(&model);
     let bbq = common::bbq_dir();
-    let b = bbq.to_str().expect("utf8");
+    let b = utf8(&bbq);
     let out = tmp.join("out");
-    let o = out.to_str().expect("utf8");
+    let o = utf8(&out);
 
     // Unknown category.
     let mut a = batch_args(m, b, o, "3");
@@ -274,37 +268,21 @@ fn bad_input_gives_one_clear_error_and_exit_code_2() {
     expect_error(&a, &tmp, "Religon");
     // Missing model file.
     let missing = tmp.join("nope.gguf");
-    expect_error(
-        &batch_args(missing.to_str().expect("utf8"), b, o, "3"),
-        &tmp,
-        "nope.gguf",
-    );
+    expect_error(&batch_args(utf8(&missing), b, o, "3"), &tmp, "nope.gguf");
     // Truncated GGUF.
     let bytes = std::fs::read(&model).expect("read");
     let cut = tmp.join("cut.gguf");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write");
-    expect_error(
-        &batch_args(cut.to_str().expect("utf8"), b, o, "3"),
-        &tmp,
-        "truncated",
-    );
+    expect_error(&batch_args(utf8(&cut), b, o, "3"), &tmp, "truncated");
     // Not a GGUF at all.
     let junk = tmp.join("junk.gguf");
     std::fs::write(&junk, b"hello").expect("write");
-    expect_error(
-        &batch_args(junk.to_str().expect("utf8"), b, o, "3"),
-        &tmp,
-        "junk.gguf",
-    );
+    expect_error(&batch_args(utf8(&junk), b, o, "3"), &tmp, "junk.gguf");
     // Unwritable --out (a path below a regular file).
     let file = tmp.join("a-file");
     std::fs::write(&file, "x").expect("write");
     let below = file.join("out");
-    expect_error(
-        &batch_args(m, b, below.to_str().expect("utf8"), "3"),
-        &tmp,
-        "--out",
-    );
+    expect_error(&batch_args(m, b, utf8(&below), "3"), &tmp, "--out");
     // Malformed BBQ line, through the binary.
     let bad_bbq = tmp.join("bbq");
     std::fs::create_dir_all(&bad_bbq).expect("mkdir");
@@ -312,7 +290,7 @@ fn bad_input_gives_one_clear_error_and_exit_code_2() {
     let mut lines: Vec<&str> = age.lines().take(4).collect();
     lines[3] = "not json";
     std::fs::write(bad_bbq.join("Age.jsonl"), lines.join("\n")).expect("write");
-    let mut a = batch_args(m, bad_bbq.to_str().expect("utf8"), o, "3");
+    let mut a = batch_args(m, utf8(&bad_bbq), o, "3");
     a[6] = "Age";
     expect_error(&a, &tmp, "Age.jsonl:4:");
     // Bad flag values.
@@ -341,9 +319,9 @@ fn a_list_flag_that_names_a_value_twice_is_refused_before_anything_runs() {
                 "--model",
                 "no-such-model.gguf",
                 "--bbq-dir",
-                bbq.to_str().expect("utf8"),
+                utf8(&bbq),
                 "--out",
-                out.to_str().expect("utf8"),
+                utf8(&out),
                 flag,
                 value,
             ],
@@ -365,12 +343,7 @@ fn dry_run_prints_the_plan_and_runs_nothing() {
     let model = tiny(&tmp);
     let bbq = common::bbq_dir();
     let out = tmp.join("out");
-    let mut a = batch_args(
-        model.to_str().expect("utf8"),
-        bbq.to_str().expect("utf8"),
-        out.to_str().expect("utf8"),
-        "40",
-    );
+    let mut a = batch_args(utf8(&model), utf8(&bbq), utf8(&out), "40");
     a.push("--dry-run");
     let r = run(&a, &tmp);
     assert!(r.status.success(), "{}", stderr(&r));
@@ -396,7 +369,7 @@ fn open_and_report_refuse_what_is_not_a_results_folder() {
     let plain = tmp.join("plain");
     std::fs::create_dir_all(&plain).expect("mkdir");
     for cmd in ["open", "report"] {
-        let r = run(&[cmd, plain.to_str().expect("utf8")], &tmp);
+        let r = run(&[cmd, utf8(&plain)], &tmp);
         assert_eq!(r.status.code(), Some(2), "{cmd}");
         assert!(
             stderr(&r).contains("not a stereoscope results folder"),
@@ -413,7 +386,7 @@ fn open_and_report_refuse_what_is_not_a_results_folder() {
     )
     .expect("write");
     for cmd in ["open", "report"] {
-        let r = run(&[cmd, newer.to_str().expect("utf8")], &tmp);
+        let r = run(&[cmd, utf8(&newer)], &tmp);
         assert_eq!(r.status.code(), Some(2), "{cmd}");
         assert!(
             stderr(&r).contains("format_version 99"),
@@ -429,11 +402,7 @@ fn report_without_bf16_explains_instead_of_crashing_and_open_shows_the_report_nu
     let model = answering(&tmp);
     let bbq = common::bbq_dir();
     let out = tmp.join("out");
-    let (m, b, o) = (
-        model.to_str().expect("utf8"),
-        bbq.to_str().expect("utf8"),
-        out.to_str().expect("utf8"),
-    );
+    let (m, b, o) = (utf8(&model), utf8(&bbq), utf8(&out));
     let mut args = batch_args(m, b, o, "6");
     args.extend(["--precisions", "q4,q3"]);
     let r = run(&args, &tmp);
@@ -453,7 +422,7 @@ fn report_without_bf16_explains_instead_of_crashing_and_open_shows_the_report_nu
 
     // The explorer's summary screen shows the numbers `report` computes.
     let full = tmp.join("full");
-    let f = full.to_str().expect("utf8");
+    let f = utf8(&full);
     assert!(run(&batch_args(m, b, f, "6"), &tmp).status.success());
     common::assert_answering(&full);
     let rep = run(&["report", f, "--format", "json"], &tmp);
@@ -519,11 +488,7 @@ fn mlx_scheme_is_the_default_and_quantizes_every_linear_and_embedding() {
     let model = tiny(&tmp);
     let bbq = common::bbq_dir();
     let out = tmp.join("out");
-    let (m, b, o) = (
-        model.to_str().expect("utf8"),
-        bbq.to_str().expect("utf8"),
-        out.to_str().expect("utf8"),
-    );
+    let (m, b, o) = (utf8(&model), utf8(&bbq), utf8(&out));
     let r = run(&batch_args(m, b, o, "4"), &tmp);
     assert!(r.status.success(), "{}", stderr(&r));
     assert!(
@@ -569,14 +534,10 @@ fn headless_export_writes_one_row_per_item_with_roles_per_precision() {
     let model = answering(&tmp);
     let bbq = common::bbq_dir();
     let out = tmp.join("out");
-    let (m, b, o) = (
-        model.to_str().expect("utf8"),
-        bbq.to_str().expect("utf8"),
-        out.to_str().expect("utf8"),
-    );
+    let (m, b, o) = (utf8(&model), utf8(&bbq), utf8(&out));
     assert!(run(&batch_args(m, b, o, "8"), &tmp).status.success());
     let csv = tmp.join("all.csv");
-    let r = run(&["export", o, "--out", csv.to_str().expect("utf8")], &tmp);
+    let r = run(&["export", o, "--out", utf8(&csv)], &tmp);
     assert!(r.status.success(), "{}", stderr(&r));
     let script = "import csv, sys\n\
         rows = list(csv.DictReader(open(sys.argv[1], newline='')))\n\
@@ -603,14 +564,7 @@ fn headless_export_writes_one_row_per_item_with_roles_per_precision() {
     // Filters: one category; a precision's transitions are a subset.
     let rel = tmp.join("rel.csv");
     let r = run(
-        &[
-            "export",
-            o,
-            "--out",
-            rel.to_str().expect("utf8"),
-            "--category",
-            "Religion",
-        ],
+        &["export", o, "--out", utf8(&rel), "--category", "Religion"],
         &tmp,
     );
     assert!(r.status.success(), "{}", stderr(&r));
@@ -620,14 +574,7 @@ fn headless_export_writes_one_row_per_item_with_roles_per_precision() {
         "{text}"
     );
     let bad = run(
-        &[
-            "export",
-            o,
-            "--out",
-            rel.to_str().expect("utf8"),
-            "--transitions-at",
-            "q5",
-        ],
+        &["export", o, "--out", utf8(&rel), "--transitions-at", "q5"],
         &tmp,
     );
     assert_eq!(bad.status.code(), Some(2));
@@ -639,11 +586,7 @@ fn noise_seeds_measure_the_noise_floor() {
     let model = answering(&tmp);
     let bbq = common::bbq_dir();
     let out = tmp.join("out");
-    let (m, b, o) = (
-        model.to_str().expect("utf8"),
-        bbq.to_str().expect("utf8"),
-        out.to_str().expect("utf8"),
-    );
+    let (m, b, o) = (utf8(&model), utf8(&bbq), utf8(&out));
     let mut args = batch_args(m, b, o, "10");
     args.extend(["--precisions", "bf16,q3", "--noise-seeds", "7,8,9,10,11"]);
     let r = run(&args, &tmp);
@@ -677,7 +620,7 @@ fn noise_seeds_measure_the_noise_floor() {
     common::check_report(&out);
     // Noise seeds that repeat a study seed are refused.
     let o2 = tmp.join("o2");
-    let mut bad = batch_args(m, b, o2.to_str().expect("utf8"), "3");
+    let mut bad = batch_args(m, b, utf8(&o2), "3");
     bad.extend(["--noise-seeds", "42"]);
     let r = run(&bad, &tmp);
     assert_eq!(r.status.code(), Some(2));
@@ -724,7 +667,7 @@ fn shards_in_one_folder_or_several_merge_into_what_one_run_writes() {
     let tmp = tempdir("shards");
     let model = answering(&tmp);
     let bbq = common::bbq_dir();
-    let (m, b) = (model.to_str().expect("utf8"), bbq.to_str().expect("utf8"));
+    let (m, b) = (utf8(&model), utf8(&bbq));
     let path = |name: &str| tmp.join(name).to_str().expect("utf8").to_string();
     // 10 items in parts of 3: four parts per precision, perplexity on two short sequences.
     let study = |out: &str, extra: &[&str]| {
@@ -864,7 +807,7 @@ fn the_prompt_can_be_replaced_and_the_manifest_shows_what_the_model_saw() {
     let tmp = tempdir("protocol");
     let model = tiny(&tmp);
     let bbq = common::bbq_dir();
-    let (m, b) = (model.to_str().expect("utf8"), bbq.to_str().expect("utf8"));
+    let (m, b) = (utf8(&model), utf8(&bbq));
     let path = |name: &str| tmp.join(name).to_str().expect("utf8").to_string();
     let user = tmp.join("user.txt");
     std::fs::write(
@@ -897,9 +840,9 @@ fn the_prompt_can_be_replaced_and_the_manifest_shows_what_the_model_saw() {
             "--system-prompt",
             "Reply with one letter.",
             "--user-template",
-            user.to_str().expect("utf8"),
+            utf8(&user),
             "--chat-template",
-            chat.to_str().expect("utf8"),
+            utf8(&chat),
         ],
     );
     let example = |m: &serde_json::Value| {
@@ -955,12 +898,7 @@ fn the_prompt_can_be_replaced_and_the_manifest_shows_what_the_model_saw() {
     // An empty system prompt sends no system message.
     let none = run_ok(
         &path("nosys"),
-        &[
-            "--system-prompt",
-            "",
-            "--chat-template",
-            chat.to_str().expect("utf8"),
-        ],
+        &["--system-prompt", "", "--chat-template", utf8(&chat)],
     );
     assert!(
         example(&none).starts_with("<|user|>Context: "),
@@ -985,16 +923,8 @@ fn the_prompt_can_be_replaced_and_the_manifest_shows_what_the_model_saw() {
     let bad_chat = tmp.join("bad.jinja");
     std::fs::write(&bad_chat, "{% for m in messages %}{{ m.content }").expect("write");
     for (flag, file, needle) in [
-        (
-            "--user-template",
-            bad_user.to_str().expect("utf8"),
-            "bad-user.txt, line 2",
-        ),
-        (
-            "--chat-template",
-            bad_chat.to_str().expect("utf8"),
-            "bad.jinja",
-        ),
+        ("--user-template", utf8(&bad_user), "bad-user.txt, line 2"),
+        ("--chat-template", utf8(&bad_chat), "bad.jinja"),
         ("--user-template", "/nonexistent/user.txt", "cannot read"),
     ] {
         let dir_bad = path("bad");
@@ -1014,7 +944,7 @@ fn the_prompt_can_be_replaced_and_the_manifest_shows_what_the_model_saw() {
         serde_json::from_str(&std::fs::read_to_string(&cfg_path).expect("read")).expect("json");
     cfg.as_object_mut().expect("object").remove("chat_template");
     std::fs::write(&cfg_path, cfg.to_string()).expect("write");
-    let f = folder.to_str().expect("utf8");
+    let f = utf8(&folder);
     let dir_nt = path("nt");
     let mut a = batch_args(f, b, &dir_nt, "6");
     a.extend(["--precisions", "bf16", "--ppl-sequences", "0"]);
@@ -1027,7 +957,7 @@ fn the_prompt_can_be_replaced_and_the_manifest_shows_what_the_model_saw() {
         "--ppl-sequences",
         "0",
         "--chat-template",
-        chat.to_str().expect("utf8"),
+        utf8(&chat),
     ]);
     let r = run(&a, &tmp);
     assert!(r.status.success(), "{}", stderr(&r));
@@ -1041,12 +971,7 @@ fn a_plan_that_only_adds_precisions_or_models_extends_the_folder() {
     std::fs::copy(&model, &second).expect("copy");
     let bbq = common::bbq_dir();
     let out = tmp.join("out");
-    let (m, m2, b, o) = (
-        model.to_str().expect("utf8"),
-        second.to_str().expect("utf8"),
-        bbq.to_str().expect("utf8"),
-        out.to_str().expect("utf8"),
-    );
+    let (m, m2, b, o) = (utf8(&model), utf8(&second), utf8(&bbq), utf8(&out));
     let with = |precisions: &str, models: &[&str]| {
         let mut a = batch_args(m, b, o, "6");
         a.extend(["--precisions", precisions, "--ppl-sequences", "0"]);
@@ -1127,7 +1052,7 @@ fn option_orders_check_position_and_leave_the_study_order_unchanged() {
     let tmp = tempdir("orders");
     let model = answering(&tmp);
     let bbq = common::bbq_dir();
-    let (m, b) = (model.to_str().expect("utf8"), bbq.to_str().expect("utf8"));
+    let (m, b) = (utf8(&model), utf8(&bbq));
     let path = |name: &str| tmp.join(name).to_str().expect("utf8").to_string();
     let go = |out: &str, extra: &[&str]| {
         let mut a = batch_args(m, b, out, "6");
@@ -1193,22 +1118,10 @@ fn option_orders_check_position_and_leave_the_study_order_unchanged() {
     assert!(md.contains("### Option order"), "{md}");
     // The explorer's export shows the study's order only: one row per item.
     let csv = tmp.join("items.csv");
-    let r = run(
-        &["export", &cyclic, "--out", csv.to_str().expect("utf8")],
-        &tmp,
-    );
+    let r = run(&["export", &cyclic, "--out", utf8(&csv)], &tmp);
     assert!(r.status.success(), "{}", stderr(&r));
     let a = std::fs::read_to_string(&csv).expect("csv");
-    let r = run(
-        &[
-            "export",
-            &plain,
-            "--out",
-            csv.to_str().expect("utf8"),
-            "--force",
-        ],
-        &tmp,
-    );
+    let r = run(&["export", &plain, "--out", utf8(&csv), "--force"], &tmp);
     assert!(r.status.success(), "{}", stderr(&r));
     assert_eq!(a, std::fs::read_to_string(&csv).expect("csv"));
     // The study's order is required.
@@ -1235,11 +1148,7 @@ fn skip_bad_leaves_out_malformed_lines_and_lists_them() {
     lines[9] = no_question.to_string();
     std::fs::write(bbq.join("Religion.jsonl"), lines.join("\n")).expect("write");
     let out = tmp.join("out");
-    let (m, b, o) = (
-        model.to_str().expect("utf8"),
-        bbq.to_str().expect("utf8"),
-        out.to_str().expect("utf8"),
-    );
+    let (m, b, o) = (utf8(&model), utf8(&bbq), utf8(&out));
     let mut args = vec![
         "--batch",
         "--model",
