@@ -13,6 +13,11 @@ use stereoscope::study::{self, Event, Job, StageDone, Study, StudySpec};
 
 /// A study of 6 Age items in parts of 2 at bf16 and q4, into a fresh folder.
 fn tiny_study(tag: &str) -> Study {
+    tiny_study_in(tag, 2, 1)
+}
+
+/// The study of [`tiny_study`] in parts of `part_size` items, `batch_size` prompts a pass.
+fn tiny_study_in(tag: &str, part_size: usize, batch_size: usize) -> Study {
     let tmp = tempdir(tag);
     let model = tmp.join("tiny-llama.gguf");
     common::write_tiny_gguf(&model);
@@ -45,8 +50,8 @@ fn tiny_study(tag: &str) -> Study {
         noise_seeds: Vec::new(),
         compute: Compute::Dequant,
         device: "cpu".into(),
-        part_size: 2,
-        batch_size: 1,
+        part_size,
+        batch_size,
         ppl: None,
         protocol: Protocol::default(),
         option_orders: vec![OptionOrder::STUDY],
@@ -119,6 +124,26 @@ fn a_job_reports_the_plan_each_part_and_the_outcome_on_one_channel() {
         other => panic!("the last event is not Finished: {other:?}"),
     }
     assert_eq!(part_files(&root).len(), 6);
+}
+
+/// Batched scoring (a part of 4 items here is two batches of 2) counts every record once
+/// in its progress, each part's before the part is written.
+#[test]
+fn a_batched_job_counts_each_record_once_before_its_part_is_written() {
+    let s = tiny_study_in("job-batched", 4, 2);
+    let mut job = Job::start(s);
+    let (mut progress, mut at_writes) = (0u64, Vec::new());
+    while let Some(e) = job.next_blocking() {
+        match e {
+            Event::Progress { records, .. } => progress += records,
+            Event::PartWritten { .. } => at_writes.push(progress),
+            Event::Failed(e) => panic!("the run failed: {e}"),
+            _ => {}
+        }
+    }
+    // Parts of 4 and 2 items at 2 seeds, at bf16 then q4.
+    assert_eq!(at_writes, vec![8, 12, 20, 24]);
+    assert_eq!(progress, 24);
 }
 
 #[test]

@@ -314,10 +314,16 @@ impl Bench<'_> {
         let parts = items.chunks(self.part_size.max(1));
         if scorer.spec.batch_size > 1 {
             let units: Vec<Unit> = parts.map(|items| Unit { items, order }).collect();
-            return scorer.score_units(&units, &never, phases, |_, scored| {
-                tally(scored);
-                Ok(())
-            });
+            return scorer.score_units(
+                &units,
+                &never,
+                phases,
+                |_, _| {},
+                |_, scored| {
+                    tally(scored);
+                    Ok(())
+                },
+            );
         }
         for part in parts {
             let mut scored = Vec::with_capacity(part.len());

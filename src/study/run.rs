@@ -582,11 +582,12 @@ impl<'a> Run<'a> {
             .collect();
         let mut records: Vec<Record> = Vec::new();
         let phases = Phases::default();
-        scorer.score_units(&units, self.cancel, &phases, |u, scored| {
-            let order = units[u].order;
-            for s in &scored {
-                self.tally(tally, scorer.precision, order, s);
+        let progress = |u: usize, batch: &[Scored]| {
+            for s in batch {
+                self.tally(tally, scorer.precision, units[u].order, s);
             }
+        };
+        scorer.score_units(&units, self.cancel, &phases, progress, |u, scored| {
             records.extend(scored.into_iter().flat_map(|s| s.0));
             if (u + 1) % orders.len() == 0 {
                 write(work.parts[u / orders.len()], std::mem::take(&mut records))?;

@@ -167,10 +167,16 @@ impl Scorer<'_> {
     ) -> Result<Vec<Scored>> {
         let mut out = Vec::new();
         let unit = Unit { items: part, order };
-        self.score_units(&[unit], cancel, &Phases::default(), |_, scored| {
-            out = scored;
-            Ok(())
-        })?;
+        self.score_units(
+            &[unit],
+            cancel,
+            &Phases::default(),
+            |_, _| {},
+            |_, scored| {
+                out = scored;
+                Ok(())
+            },
+        )?;
         Ok(out)
     }
 
@@ -188,11 +194,15 @@ impl Scorer<'_> {
     /// batch i and builds its records. All device work is issued from this thread (the
     /// device's stream is per thread). The work per record and its RNG do not depend on
     /// this order, so neither do the records.
+    ///
+    /// `scored` sees each batch's prompts of unit `u` as they are scored (for progress);
+    /// `done` gets a unit's prompts in the unit's order once all its batches are scored.
     pub fn score_units(
         &self,
         units: &[Unit],
         cancel: &AtomicBool,
         phases: &Phases,
+        mut scored: impl FnMut(usize, &[Scored]),
         mut done: impl FnMut(usize, Vec<Scored>) -> Result<()>,
     ) -> Result<()> {
         if let Some(u) = units.iter().position(|u| u.items.is_empty()) {
@@ -234,8 +244,9 @@ impl Scorer<'_> {
                 fresh,
                 started: t0,
             };
-            let scored = self.finish_batch(&items, units[u].order, &rows, pass, phases)?;
-            for (&i, r) in batch.iter().zip(scored) {
+            let batch_scored = self.finish_batch(&items, units[u].order, &rows, pass, phases)?;
+            scored(u, &batch_scored);
+            for (&i, r) in batch.iter().zip(batch_scored) {
                 unit.out[i] = Some(r);
             }
             if k + 1 == unit.batches.len()
