@@ -72,9 +72,9 @@ def main():
             sync()
             dt = time.perf_counter() - t0
             emit({"engine": f"transformers {torch.__version__} bf16 sdpa", "batch": bs,
-                              "prompts": len(prompts), "prompts_s": len(prompts) / dt,
-                              "prompt_tok_s": tokens / dt, "load_s": load,
-                              "peak_gb": torch.cuda.max_memory_allocated() / 1e9})
+                  "prompts": len(prompts), "prompts_s": len(prompts) / dt,
+                  "prompt_tok_s": tokens / dt, "load_s": load,
+                  "peak_gb": torch.cuda.max_memory_allocated() / 1e9})
         x = torch.randint(0, 1000, (64, 150)).cuda()
         model(input_ids=x, logits_to_keep=1)
         sync()
@@ -84,7 +84,7 @@ def main():
         sync()
         dt = (time.perf_counter() - t0) / 5
         emit({"engine": "transformers raw forward", "batch": 64, "seq": 150,
-                          "tok_s": 64 * 150 / dt})
+              "tok_s": 64 * 150 / dt})
         m = torch.ones((8192, 8192), dtype=torch.bfloat16, device="cuda")
         m @ m
         sync()
@@ -93,7 +93,7 @@ def main():
             m @ m
         sync()
         emit({"engine": "torch bf16 matmul 8192^3",
-                          "tflops": 2 * 8192 ** 3 * 20 / (time.perf_counter() - t0) / 1e12})
+              "tflops": 2 * 8192 ** 3 * 20 / (time.perf_counter() - t0) / 1e12})
         n = min(a.generate, len(prompts))
         t0 = time.perf_counter()
         for p in prompts[:n]:
@@ -104,7 +104,7 @@ def main():
         sync()
         dt = time.perf_counter() - t0
         emit({"engine": "study method (generate per seed, batch 1)",
-                          "prompts": n, "records_s": 5 * n / dt})
+              "prompts": n, "records_s": 5 * n / dt})
 
 
 if __name__ == "__main__":

@@ -71,8 +71,9 @@ pub fn default_part_size(device: &Device) -> usize {
 
 /// Free device memory in bytes, for choosing a batch size: on CUDA the driver's
 /// `cuMemGetInfo` after the device's work has finished and the stream-ordered pool has
-/// given back what it holds unused (see `cuda_pool::keep_freed`); on Metal the recommended working set less what
-/// the device has allocated; `None` on the CPU and where it cannot be read.
+/// given back what it holds unused (see `cuda_pool::keep_freed`); on Metal the recommended
+/// working set less what the device has allocated; `None` on the CPU and where it cannot
+/// be read.
 pub fn free_memory(device: &Device) -> Option<u64> {
     match device {
         #[cfg(feature = "cuda")]

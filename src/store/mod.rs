@@ -626,10 +626,9 @@ pub fn write_manifest(dir: &ResultsDir, manifest: &Manifest) -> Result<()> {
 /// The records shown in the study's option order (`012`), the order the explorer, the
 /// export and the figures use.
 pub fn study_order(records: Vec<StoredRecord>) -> Vec<StoredRecord> {
-    let study = crate::prompt::OptionOrder::STUDY.as_str();
     records
         .into_iter()
-        .filter(|r| r.rec.option_order == study)
+        .filter(|r| r.rec.option_order == crate::rules::STUDY_ORDER)
         .collect()
 }
 
