@@ -3,6 +3,7 @@
 //! distributions the study samples from.
 
 pub mod batch;
+pub mod cache;
 pub mod catalog;
 pub mod convert;
 pub mod device;
@@ -26,7 +27,8 @@ pub mod stack;
 pub mod synthetic;
 pub mod tokenizer;
 
+pub use cache::KvCache;
 pub use device::select_device;
-pub use model::{KvCache, ModelConfig, RopeStyle, Transformer};
+pub use model::{ModelConfig, RopeStyle, Transformer};
 pub use quant::{Compute, Precision, Scheme};
 pub use source::{ModelSpec, SourceModel, resolve_model};

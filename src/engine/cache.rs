@@ -1,0 +1,343 @@
+//! The key-value cache: keys and values of every layer for the tokens seen so far, an
+//! immutable value (a forward returns a new cache, so one prompt's cache can be extended by
+//! several seeds).
+//!
+//! A batch's cache is stored as layers of columns, not copied per row: the part's common
+//! prefix once, the context an item's two polarities share once per item, each prompt's own
+//! tokens once per prompt, each decoding step's token once per row. A cache built on another
+//! ([`KvCache::on`], [`KvCache::select`]) keeps that one as its base, with the base row each
+//! of its rows continues; the full keys and values of a row are put together one layer at a
+//! time when a forward needs them ([`KvCache::layer`]), so no layer's batch-wide copy
+//! outlives the layer.
+
+use crate::error::Result;
+use candle_core::Tensor;
+use std::sync::Arc;
+
+/// Keys and values of every layer for the tokens seen so far. Cloning is cheap.
+///
+/// A batched cache has `len` columns per row. When its rows hold different numbers of real
+/// tokens (rows of different lengths were run together), `ragged` says per row which columns
+/// are real and the position of the row's next token, so each row can be extended on its
+/// own ([`super::Transformer::forward_batch`] after [`KvCache::select`]).
+#[derive(Clone, Default)]
+pub struct KvCache {
+    /// This cache's own columns, after the base's: `[rows, kv_heads, cols, head_dim]` per
+    /// layer (one row: shared by every row); empty when it has none.
+    own: Vec<(Tensor, Tensor)>,
+    base: Option<Base>,
+    pub(super) len: usize,
+    pub(super) ragged: Option<Ragged>,
+}
+
+/// The cache a cache's columns follow, and which of its rows each row continues (`None`:
+/// the same row, or its only row).
+#[derive(Clone)]
+struct Base {
+    cache: Arc<KvCache>,
+    rows: Option<Arc<Vec<u32>>>,
+}
+
+/// Per row of a batched cache: which columns hold real tokens, and the next position.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Ragged {
+    pub(super) real: Vec<Vec<bool>>,
+    pub(super) next: Vec<usize>,
+}
+
+impl KvCache {
+    /// Tokens covered.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// A cache of `len` columns held whole, one `(keys, values)` per layer.
+    pub(super) fn whole(layers: Vec<(Tensor, Tensor)>, len: usize, ragged: Option<Ragged>) -> Self {
+        KvCache {
+            own: layers,
+            base: None,
+            len,
+            ragged,
+        }
+    }
+
+    /// `base` followed by `layers`, the keys and values of `len` more columns for each of
+    /// `base`'s rows (or for `rows` rows after a base of one row).
+    pub(super) fn on(
+        base: &KvCache,
+        layers: Vec<(Tensor, Tensor)>,
+        len: usize,
+        ragged: Option<Ragged>,
+    ) -> Self {
+        if base.is_empty() {
+            return KvCache::whole(layers, len, ragged);
+        }
+        KvCache {
+            own: layers,
+            base: Some(Base {
+                cache: Arc::new(base.clone()),
+                rows: None,
+            }),
+            len: base.len + len,
+            ragged,
+        }
+    }
+
+    /// The rows `idx` of a batched cache (a row may be taken several times), each keeping
+    /// its real columns; nothing is copied. A cache of one row shared by all (a common
+    /// prefix) stays shared.
+    pub fn select(&self, idx: &[usize]) -> Result<KvCache> {
+        if self.is_empty() || (self.rows()? == 1 && self.ragged.is_none()) {
+            return Ok(self.clone());
+        }
+        let ragged = self.ragged.as_ref().map(|r| Ragged {
+            real: idx.iter().map(|&i| r.real[i].clone()).collect(),
+            next: idx.iter().map(|&i| r.next[i]).collect(),
+        });
+        Ok(KvCache {
+            own: Vec::new(),
+            base: Some(Base {
+                cache: Arc::new(self.clone()),
+                rows: Some(Arc::new(idx.iter().map(|&i| i as u32).collect())),
+            }),
+            len: self.len,
+            ragged,
+        })
+    }
+
+    /// The cache of the first `n` tokens.
+    pub fn truncate(&self, n: usize) -> Result<KvCache> {
+        if self.ragged.is_some() {
+            return Err(crate::Error::Model(
+                "a cache of rows of different lengths cannot be truncated".into(),
+            ));
+        }
+        if n >= self.len {
+            return Ok(self.clone());
+        }
+        if n == 0 {
+            return Ok(KvCache::default());
+        }
+        let layers = (0..self.layers())
+            .map(|li| {
+                let (k, v) = self.layer(li)?;
+                Ok((k.narrow(2, 0, n)?, v.narrow(2, 0, n)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(KvCache::whole(layers, n, None))
+    }
+
+    /// The number of layers held.
+    fn layers(&self) -> usize {
+        match &self.base {
+            Some(b) if self.own.is_empty() => b.cache.layers(),
+            _ => self.own.len(),
+        }
+    }
+
+    /// The number of rows (1: one row shared by all).
+    fn rows(&self) -> Result<usize> {
+        match (&self.base, self.own.first()) {
+            (_, Some((k, _))) => Ok(k.dim(0)?),
+            (Some(Base { rows: Some(r), .. }), None) => Ok(r.len()),
+            (Some(Base { cache, rows: None }), None) => cache.rows(),
+            (None, None) => Ok(0),
+        }
+    }
+
+    /// The cache's parts in column order with the rows each is read at, resolved once
+    /// so that putting a layer together ([`Columns::layer`]) only queues copies.
+    pub(super) fn columns(&self) -> Result<Columns<'_>> {
+        let mut parts = Vec::new();
+        self.collect(None, &mut parts)?;
+        let parts = parts
+            .into_iter()
+            .map(|(layers, rows)| {
+                let rows = match rows {
+                    Some(r) => {
+                        let dev = layers.first().map(|(k, _)| k.device().clone());
+                        let dev =
+                            dev.ok_or_else(|| crate::Error::Model("empty cache part".into()))?;
+                        Some(Tensor::from_vec(r.clone(), r.len(), &dev)?)
+                    }
+                    None => None,
+                };
+                Ok(Part { layers, rows })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Columns { parts })
+    }
+
+    /// This cache's parts, base first, each with the rows of it that rows `idx` of this
+    /// cache read (`None`: all, or its one row).
+    fn collect<'a>(&'a self, idx: Option<Vec<u32>>, out: &mut Vec<Stored<'a>>) -> Result<()> {
+        if let Some(base) = &self.base {
+            let composed = match (&base.rows, &idx) {
+                (None, i) => i.clone(),
+                (Some(m), None) => Some(m.to_vec()),
+                (Some(m), Some(i)) => Some(i.iter().map(|&r| m[r as usize]).collect()),
+            };
+            base.cache.collect(composed, out)?;
+        }
+        if let Some((k, _)) = self.own.first() {
+            let rows = if k.dim(0)? > 1 { idx } else { None };
+            out.push((&self.own, rows));
+        }
+        Ok(())
+    }
+
+    /// The keys and values of layer `li` for every row over all `len` columns, `[rows,
+    /// kv_heads, len, head_dim]` (one row where a single row is shared by all).
+    pub(super) fn layer(&self, li: usize) -> Result<(Tensor, Tensor)> {
+        self.columns()?.layer(li, None)
+    }
+}
+
+/// A part of a cache as stored, with the rows of it read (`None`: all, or its one row).
+type Stored<'a> = (&'a [(Tensor, Tensor)], Option<Vec<u32>>);
+
+/// A cache resolved into its stored parts in column order ([`KvCache::columns`]).
+pub(super) struct Columns<'a> {
+    parts: Vec<Part<'a>>,
+}
+
+struct Part<'a> {
+    layers: &'a [(Tensor, Tensor)],
+    /// The rows read, on the device; `None`: all, or its one row for every row.
+    rows: Option<Tensor>,
+}
+
+impl Columns<'_> {
+    pub(super) fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    /// Layer `li`'s keys and values of every row over all the cache's columns, followed by
+    /// `new` (the keys and values of a forward's new tokens, `[b, kv_heads, len, d]`):
+    /// `[b, kv_heads, columns + len, d]`, one copy. Without `new`, the cache's rows (one
+    /// where a single row is shared by all).
+    pub(super) fn layer(
+        &self,
+        li: usize,
+        new: Option<(&Tensor, &Tensor)>,
+    ) -> Result<(Tensor, Tensor)> {
+        let mut ks = Vec::with_capacity(self.parts.len() + 1);
+        let mut vs = Vec::with_capacity(self.parts.len() + 1);
+        for p in &self.parts {
+            let (k, v) = p
+                .layers
+                .get(li)
+                .ok_or_else(|| crate::Error::Model(format!("no cached layer {li}")))?;
+            match &p.rows {
+                Some(ids) => {
+                    ks.push(k.index_select(ids, 0)?);
+                    vs.push(v.index_select(ids, 0)?);
+                }
+                None => {
+                    ks.push(k.clone());
+                    vs.push(v.clone());
+                }
+            }
+        }
+        if let Some((k, v)) = new {
+            ks.push(k.clone());
+            vs.push(v.clone());
+        }
+        let rows = ks
+            .iter()
+            .map(|k| k.dim(0))
+            .try_fold(0, |m, r| r.map(|r| m.max(r)))?;
+        let join = |mut ts: Vec<Tensor>| -> Result<Tensor> {
+            match ts.len() {
+                0 => Err(crate::Error::Model(format!("no cached layer {li}"))),
+                1 => Ok(ts.remove(0)),
+                _ => {
+                    let ts = ts
+                        .iter()
+                        .map(|t| widen(t, rows))
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(Tensor::cat(&ts, 2)?)
+                }
+            }
+        };
+        Ok((join(ks)?, join(vs)?))
+    }
+}
+
+/// `t` with `rows` rows: itself, or its one row copied to each.
+pub(super) fn widen(t: &Tensor, rows: usize) -> Result<Tensor> {
+    let (b, heads, cols, d) = t.dims4()?;
+    Ok(if b == rows {
+        t.clone()
+    } else {
+        t.broadcast_as((rows, heads, cols, d))?.contiguous()?
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// A cache of one layer whose entries name their row and column: `row * 100 + col`.
+    fn numbered(rows: usize, cols: std::ops::Range<usize>) -> Result<Vec<(Tensor, Tensor)>> {
+        let vals: Vec<f32> = (0..rows)
+            .flat_map(|r| cols.clone().map(move |c| (r * 100 + c) as f32))
+            .collect();
+        let t = Tensor::from_vec(vals, (rows, 1, cols.len(), 1), &Device::Cpu)?;
+        Ok(vec![(t.clone(), t)])
+    }
+
+    fn entries(c: &KvCache) -> Result<Vec<Vec<f32>>> {
+        let (k, v) = c.layer(0)?;
+        let flat = |t: Tensor| t.squeeze(3)?.squeeze(1)?.to_vec2::<f32>();
+        let keys = flat(k)?;
+        assert_eq!(keys, flat(v)?);
+        Ok(keys)
+    }
+
+    #[test]
+    fn rows_selected_from_a_cache_on_a_shared_prefix_read_as_if_copied() -> Result<()> {
+        // A prefix of two columns shared by all, three contexts of two columns each.
+        let prefix = KvCache::whole(numbered(1, 0..2)?, 2, None);
+        let contexts = KvCache::on(&prefix, numbered(3, 2..4)?, 2, None);
+        assert_eq!(contexts.len(), 4);
+        assert_eq!(
+            entries(&contexts)?,
+            [[0., 1., 2., 3.], [0., 1., 102., 103.], [0., 1., 202., 203.]]
+        );
+        // Four prompts after contexts 2, 0, 0 and 1, one column each.
+        let picked = contexts.select(&[2, 0, 0, 1])?;
+        let prompts = KvCache::on(&picked, numbered(4, 4..5)?, 1, None);
+        assert_eq!(
+            entries(&prompts)?,
+            [
+                [0., 1., 202., 203., 4.],
+                [0., 1., 2., 3., 104.],
+                [0., 1., 2., 3., 204.],
+                [0., 1., 102., 103., 304.]
+            ]
+        );
+        // Two decoding rows after prompts 3 and 1, then the first 3 columns of a row.
+        let steps = KvCache::on(&prompts.select(&[3, 1])?, numbered(2, 5..6)?, 1, None);
+        assert_eq!(
+            entries(&steps)?,
+            [[0., 1., 102., 103., 304., 5.], [0., 1., 2., 3., 104., 105.]]
+        );
+        assert_eq!(entries(&steps.select(&[1])?.truncate(3)?)?, [[0., 1., 2.]]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_shared_row_stays_shared_when_selected() -> Result<()> {
+        let prefix = KvCache::whole(numbered(1, 0..3)?, 3, None);
+        let picked = prefix.select(&[0, 0, 0])?;
+        assert_eq!(entries(&picked)?, [[0., 1., 2.]]);
+        assert_eq!(entries(&prefix.truncate(2)?)?, [[0., 1.]]);
+        Ok(())
+    }
+}
