@@ -473,7 +473,7 @@ impl Transformer {
         let past = cache.columns()?;
         for (li, layer) in self.layers.iter().enumerate() {
             let io = (&past, li, whole);
-            let (y, kv) = self.block(layer, &x, io, mask.as_ref(), (&cos, &sin), packed)?;
+            let (y, kv) = self.block(layer, x, io, mask.as_ref(), (&cos, &sin), packed)?;
             x = y;
             new_layers.push(kv);
         }
@@ -512,12 +512,30 @@ impl Transformer {
     }
 
     /// One transformer block (layer `li`) over `x` `[b, len, hidden]` after the cached keys
-    /// and values `past`; returns the new residual stream and the layer's keys and values: all of them
-    /// when `whole`, else the new tokens' only.
+    /// and values `past`; returns the new residual stream and the layer's keys and values:
+    /// all of them when `whole`, else the new tokens' only. The attention's temporaries are
+    /// freed before the MLP runs.
     fn block(
         &self,
         layer: &Layer,
-        x: &Tensor,
+        x: Tensor,
+        io: (&cache::Columns, usize, bool),
+        mask: Option<&Tensor>,
+        rope: (&Tensor, &Tensor),
+        packed: Option<fused::Rows>,
+    ) -> Result<(Tensor, (Tensor, Tensor))> {
+        let (x, kv) = self.attention(layer, x, io, mask, rope, packed)?;
+        let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, self.cfg.rms_norm_eps as f32)?;
+        let x = fused::add(&x, &mlp(layer, &h)?)?;
+        Ok((x, kv))
+    }
+
+    /// The attention half of a block: the residual stream after it, and the layer's keys and
+    /// values as [`Transformer::block`] returns them.
+    fn attention(
+        &self,
+        layer: &Layer,
+        x: Tensor,
         (past, li, whole): (&cache::Columns, usize, bool),
         mask: Option<&Tensor>,
         (cos, sin): (&Tensor, &Tensor),
@@ -526,12 +544,13 @@ impl Transformer {
         let cfg = &self.cfg;
         let eps = cfg.rms_norm_eps as f32;
         let (nh, nkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
-        let h = candle_nn::ops::rms_norm(x, &layer.attn_norm, eps)?;
+        let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
         let rope = Some((cos, sin, cfg.rope_style));
         let [yq, yk, yv] = three(layer.qkv.forward(&h)?)?;
         let q = fused::heads(&yq, layer.bq.as_ref(), rope, (nh, hd), packed)?;
         let k = fused::heads(&yk, layer.bk.as_ref(), rope, (nkv, hd), packed)?;
         let v = fused::heads(&yv, layer.bv.as_ref(), None, (nkv, hd), packed)?;
+        drop((h, yq, yk, yv));
         let (new_k, new_v) = (k.clone(), v.clone());
         let (k, v) = match past.is_empty() {
             true => (k, v),
@@ -548,10 +567,7 @@ impl Transformer {
             attend_grouped(&q, &k, &v, mask, nh / nkv, scale)?
         };
         let y = fused::merge_heads(&y, packed)?;
-        let x = fused::add(x, &layer.wo.forward(&y)?)?;
-        let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
-        let x = fused::add(&x, &mlp(layer, &h)?)?;
-        Ok((x, kv))
+        Ok((fused::add(&x, &layer.wo.forward(&y)?)?, kv))
     }
 }
 
