@@ -3,12 +3,13 @@
 //! as many prompts as the device's free memory holds once the model's weights are resident,
 //! rounded down to a power of two and capped at [`MAX_AUTO`], with a reserve kept free.
 //!
-//! The estimate of a prompt's device memory is calibrated on a measurement (one H200,
-//! Qwen2.5-7B shapes, mean study prompt 98 tokens): peak device memory at BF16 was 16.30 GB
-//! at batch 32, 16.93 at 64 and 23.08 at 256 (q4: 5.58, 6.17, 12.13), about 32 MiB more
-//! per prompt in the batch; [`prompt_bytes`] gives about 38 MiB for those shapes at the
-//! positions of the longest such prompt, so it errs on the side of fitting. Throughput was
-//! best at batch 128-256.
+//! The estimate of a prompt's device memory errs on the side of fitting. Measured on one
+//! H200 (Qwen2.5-7B shapes, mean study prompt 99 tokens, 49 of them computed per prompt
+//! after the shared prefix and contexts): peak device memory at BF16 was 16.70 GB at batch
+//! 64 and 18.69 at 256 (q4: 5.75, 7.74), about 10 MB more per prompt in the batch, since a
+//! batch's cache holds shared columns once. [`prompt_bytes`] gives about 38 MiB for those
+//! shapes at the positions of the longest such prompt: it counts every position as computed
+//! and cached per row. Throughput was best at batch 128-256.
 
 use super::model::ModelConfig;
 use crate::vocab::Precision;
@@ -108,11 +109,13 @@ mod tests {
     }
 
     #[test]
-    fn a_prompt_of_a_7b_model_is_estimated_above_what_was_measured_and_not_far_above() {
-        // Measured: about 32 MiB more peak memory per prompt in the batch (mean prompt 98
-        // tokens; the longest of those prompts about 150, plus the decoded tokens).
+    fn a_prompt_of_a_7b_model_is_estimated_above_what_was_measured() {
+        // Measured: about 10 MB more peak memory per prompt in the batch (mean prompt 99
+        // tokens; the longest of those prompts about 150, plus the decoded tokens). The
+        // estimate counts all of the longest prompt's positions as computed and cached per
+        // row, where the study's prompts share half of theirs: within 4× of the measure.
         let est = prompt_bytes(&qwen7b(), 154, 2);
-        assert!((32 * MIB..=48 * MIB).contains(&est), "{} MiB", est / MIB);
+        assert!((10 * MIB..=40 * MIB).contains(&est), "{} MiB", est / MIB);
         // Longer prompts cost more, and F32 activations twice the activations.
         assert!(prompt_bytes(&qwen7b(), 300, 2) > est);
         assert!(prompt_bytes(&qwen7b(), 154, 4) > est * 3 / 2);
