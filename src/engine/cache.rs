@@ -300,6 +300,16 @@ mod tests {
         Ok(keys)
     }
 
+    /// Keys stored for layer 0 (rows × columns) in the parts the cache reads.
+    fn stored(c: &KvCache) -> Result<usize> {
+        let mut n = 0;
+        for p in &c.columns()?.parts {
+            let (k, _) = &p.layers[0];
+            n += k.dim(0)? * k.dim(2)?;
+        }
+        Ok(n)
+    }
+
     #[test]
     fn rows_selected_from_a_cache_on_a_shared_prefix_read_as_if_copied() -> Result<()> {
         // A prefix of two columns shared by all, three contexts of two columns each.
@@ -322,6 +332,9 @@ mod tests {
                 [0., 1., 102., 103., 304.]
             ]
         );
+        // Stored once each: the prefix, the contexts, the prompts' own column (a copy per
+        // row would be 4 × 5).
+        assert_eq!(stored(&prompts)?, 2 + 3 * 2 + 4);
         // Two decoding rows after prompts 3 and 1, then the first 3 columns of a row.
         let steps = KvCache::on(&prompts.select(&[3, 1])?, numbered(2, 5..6)?, 1, None);
         assert_eq!(
