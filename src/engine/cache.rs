@@ -7,7 +7,7 @@
 //! tokens once per prompt, each decoding step's token once per row. A cache built on another
 //! ([`KvCache::on`], [`KvCache::select`]) keeps that one as its base, with the base row each
 //! of its rows continues; the full keys and values of a row are put together one layer at a
-//! time when a forward needs them ([`KvCache::layer`]), so no layer's batch-wide copy
+//! time when a forward needs them ([`KvCache::columns`]), so no layer's batch-wide copy
 //! outlives the layer.
 
 use crate::error::Result;
@@ -66,7 +66,7 @@ impl KvCache {
     }
 
     /// `base` followed by `layers`, the keys and values of `len` more columns for each of
-    /// `base`'s rows (or for `rows` rows after a base of one row).
+    /// `base`'s rows (or for any number of rows after a base of one row shared by all).
     pub(super) fn on(
         base: &KvCache,
         layers: Vec<(Tensor, Tensor)>,
@@ -269,7 +269,7 @@ impl Columns<'_> {
 }
 
 /// `t` with `rows` rows: itself, or its one row copied to each.
-pub(super) fn widen(t: &Tensor, rows: usize) -> Result<Tensor> {
+fn widen(t: &Tensor, rows: usize) -> Result<Tensor> {
     let (b, heads, cols, d) = t.dims4()?;
     Ok(if b == rows {
         t.clone()
