@@ -91,8 +91,14 @@ impl KvCache {
     /// its real columns; nothing is copied. A cache of one row shared by all (a common
     /// prefix) stays shared.
     pub fn select(&self, idx: &[usize]) -> Result<KvCache> {
-        if self.is_empty() || (self.rows()? == 1 && self.ragged.is_none()) {
+        let rows = self.rows()?;
+        if self.is_empty() || (rows == 1 && self.ragged.is_none()) {
             return Ok(self.clone());
+        }
+        if let Some(&i) = idx.iter().find(|&&i| i >= rows) {
+            return Err(crate::Error::Model(format!(
+                "row {i} selected from a cache of {rows} rows"
+            )));
         }
         let ragged = self.ragged.as_ref().map(|r| Ragged {
             real: idx.iter().map(|&i| r.real[i].clone()).collect(),
@@ -141,12 +147,16 @@ impl KvCache {
 
     /// The number of rows (1: one row shared by all).
     fn rows(&self) -> Result<usize> {
-        match (&self.base, self.own.first()) {
-            (_, Some((k, _))) => Ok(k.dim(0)?),
-            (Some(Base { rows: Some(r), .. }), None) => Ok(r.len()),
-            (Some(Base { cache, rows: None }), None) => cache.rows(),
-            (None, None) => Ok(0),
-        }
+        let own = match self.own.first() {
+            Some((k, _)) => k.dim(0)?,
+            None => 0,
+        };
+        let base = match &self.base {
+            Some(Base { rows: Some(r), .. }) => r.len(),
+            Some(Base { cache, rows: None }) => cache.rows()?,
+            None => 0,
+        };
+        Ok(own.max(base))
     }
 
     /// The cache's parts in column order with the rows each is read at, resolved once
@@ -179,7 +189,20 @@ impl KvCache {
             let composed = match (&base.rows, &idx) {
                 (None, i) => i.clone(),
                 (Some(m), None) => Some(m.to_vec()),
-                (Some(m), Some(i)) => Some(i.iter().map(|&r| m[r as usize]).collect()),
+                // A base of one row serves every row.
+                (Some(m), Some(i)) if m.len() == 1 => Some(vec![m[0]; i.len()]),
+                (Some(m), Some(i)) => Some(
+                    i.iter()
+                        .map(|&r| {
+                            m.get(r as usize).copied().ok_or_else(|| {
+                                crate::Error::Model(format!(
+                                    "cache row {r} read from a base of {} rows",
+                                    m.len()
+                                ))
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()?,
+                ),
             };
             base.cache.collect(composed, out)?;
         }
@@ -342,6 +365,28 @@ mod tests {
             [[0., 1., 102., 103., 304., 5.], [0., 1., 2., 3., 104., 105.]]
         );
         assert_eq!(entries(&steps.select(&[1])?.truncate(3)?)?, [[0., 1., 2.]]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_batch_after_one_selected_row_reads_that_row_in_every_row() -> Result<()> {
+        // A batch of three run after row 1 of a two-row cache, then two of its rows taken.
+        let two = KvCache::whole(numbered(2, 0..2)?, 2, None);
+        let batch = KvCache::on(&two.select(&[1])?, numbered(3, 2..3)?, 1, None);
+        assert_eq!(
+            entries(&batch)?,
+            [[100., 101., 2.], [100., 101., 102.], [100., 101., 202.]]
+        );
+        assert_eq!(
+            entries(&batch.select(&[0, 2])?)?,
+            [[100., 101., 2.], [100., 101., 202.]]
+        );
+        // One more column for one row after three rows: still three rows.
+        let three = KvCache::whole(numbered(3, 0..1)?, 1, None);
+        let one_more = KvCache::on(&three, numbered(1, 1..2)?, 1, None);
+        assert_eq!(entries(&one_more.select(&[2])?)?, [[200., 1.]]);
+        // A row that is not there is an error, not a panic.
+        assert!(batch.select(&[3]).is_err());
         Ok(())
     }
 
