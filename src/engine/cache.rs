@@ -128,21 +128,14 @@ impl KvCache {
         if n == 0 {
             return Ok(KvCache::default());
         }
-        let layers = (0..self.layers())
+        let columns = self.columns()?;
+        let layers = (0..columns.layers())
             .map(|li| {
-                let (k, v) = self.layer(li)?;
+                let (k, v) = columns.layer(li, None)?;
                 Ok((k.narrow(2, 0, n)?, v.narrow(2, 0, n)?))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(KvCache::whole(layers, n, None))
-    }
-
-    /// The number of layers held.
-    fn layers(&self) -> usize {
-        match &self.base {
-            Some(b) if self.own.is_empty() => b.cache.layers(),
-            _ => self.own.len(),
-        }
     }
 
     /// The number of rows (1: one row shared by all).
@@ -212,12 +205,6 @@ impl KvCache {
         }
         Ok(())
     }
-
-    /// The keys and values of layer `li` for every row over all `len` columns, `[rows,
-    /// kv_heads, len, head_dim]` (one row where a single row is shared by all).
-    pub(super) fn layer(&self, li: usize) -> Result<(Tensor, Tensor)> {
-        self.columns()?.layer(li, None)
-    }
 }
 
 /// A part of a cache as stored, with the rows of it read (`None`: all, or its one row).
@@ -237,6 +224,11 @@ struct Part<'a> {
 impl Columns<'_> {
     pub(super) fn is_empty(&self) -> bool {
         self.parts.is_empty()
+    }
+
+    /// The number of layers held.
+    fn layers(&self) -> usize {
+        self.parts.first().map_or(0, |p| p.layers.len())
     }
 
     /// Layer `li`'s keys and values of every row over all the cache's columns, followed by
@@ -316,7 +308,7 @@ mod tests {
     }
 
     fn entries(c: &KvCache) -> Result<Vec<Vec<f32>>> {
-        let (k, v) = c.layer(0)?;
+        let (k, v) = c.columns()?.layer(0, None)?;
         let flat = |t: Tensor| t.squeeze(3)?.squeeze(1)?.to_vec2::<f32>();
         let keys = flat(k)?;
         assert_eq!(keys, flat(v)?);

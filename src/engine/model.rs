@@ -600,17 +600,10 @@ fn mlp(layer: &Layer, h: &Tensor) -> Result<Tensor> {
 /// ones are dequantized and multiplied one at a time, so only one of them is ever held
 /// dequantized.
 fn mlp_rows(layer: &Layer, h: &Tensor) -> Result<Tensor> {
-    let act = match (layer.gate_up.joined(), layer.gate_up.packed_part(1)) {
-        (Some(w), None) => fused::silu_mul_joined(&w.forward(h)?)?,
-        (Some(_), Some(up)) => {
-            let gate = layer.gate_up.packed_part(0).ok_or_else(|| {
-                crate::Error::Model("packed gate and up projections without a gate".into())
-            })?;
-            let gate = Matrix::Packed(gate).forward(h)?;
-            fused::silu_mul(&gate, &Matrix::Packed(up).forward(h)?)?
-        }
-        (None, _) => {
-            let [gate, up] = two(layer.gate_up.forward(h)?)?;
+    let act = match layer.gate_up.joined() {
+        Some(w @ Matrix::Mm(_)) => fused::silu_mul_joined(&w.forward(h)?)?,
+        _ => {
+            let [gate, up] = two(layer.gate_up.forward_each(h)?)?;
             fused::silu_mul(&gate, &up)?
         }
     };

@@ -81,6 +81,26 @@ impl Stack {
         }
     }
 
+    /// Each output as its own product: as [`Stack::forward`], except that a joined packed
+    /// matrix is dequantized and multiplied one part at a time (only one part's dense
+    /// values are held at once).
+    pub fn forward_each(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        match self {
+            Stack::Joined {
+                w: Matrix::Packed(_),
+                widths,
+            } => (0..widths.len())
+                .map(|i| match self.packed_part(i) {
+                    Some(p) => Matrix::Packed(p).forward(x),
+                    None => Err(Error::Model(format!(
+                        "part {i} of a packed joined matrix cannot be read"
+                    ))),
+                })
+                .collect(),
+            _ => self.forward(x),
+        }
+    }
+
     /// The joined matrix, when the outputs are one product.
     pub fn joined(&self) -> Option<&Matrix> {
         match self {
