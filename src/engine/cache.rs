@@ -10,6 +10,7 @@
 //! time when a forward needs them ([`KvCache::columns`]), so no layer's batch-wide copy
 //! outlives the layer.
 
+use super::fused;
 use crate::error::Result;
 use candle_core::Tensor;
 use std::sync::Arc;
@@ -240,6 +241,9 @@ impl Columns<'_> {
         li: usize,
         new: Option<(&Tensor, &Tensor)>,
     ) -> Result<(Tensor, Tensor)> {
+        if let Some(joined) = self.joined(li, new)? {
+            return Ok(joined);
+        }
         let mut ks = Vec::with_capacity(self.parts.len() + 1);
         let mut vs = Vec::with_capacity(self.parts.len() + 1);
         for p in &self.parts {
@@ -280,6 +284,48 @@ impl Columns<'_> {
             }
         };
         Ok((join(ks)?, join(vs)?))
+    }
+}
+
+impl Columns<'_> {
+    /// [`Columns::layer`] in one copy per part where the kernels join columns, else `None`.
+    fn joined(
+        &self,
+        li: usize,
+        new: Option<(&Tensor, &Tensor)>,
+    ) -> Result<Option<(Tensor, Tensor)>> {
+        let mut ks = Vec::with_capacity(self.parts.len() + 1);
+        let mut vs = Vec::with_capacity(self.parts.len() + 1);
+        let mut rows = 0;
+        for p in &self.parts {
+            let (k, v) = p
+                .layers
+                .get(li)
+                .ok_or_else(|| crate::Error::Model(format!("no cached layer {li}")))?;
+            rows = rows.max(match &p.rows {
+                Some(ids) => ids.dim(0)?,
+                None => k.dim(0)?,
+            });
+            ks.push((k, p.rows.as_ref()));
+            vs.push((v, p.rows.as_ref()));
+        }
+        if let Some((k, v)) = new {
+            rows = rows.max(k.dim(0)?);
+            ks.push((k, None));
+            vs.push((v, None));
+        }
+        if ks.len() < 2 {
+            return Ok(None);
+        }
+        Ok(
+            match (
+                fused::join_columns(&ks, rows)?,
+                fused::join_columns(&vs, rows)?,
+            ) {
+                (Some(k), Some(v)) => Some((k, v)),
+                _ => None,
+            },
+        )
     }
 }
 

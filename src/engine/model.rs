@@ -525,7 +525,7 @@ impl Transformer {
         packed: Option<fused::Rows>,
     ) -> Result<(Tensor, (Tensor, Tensor))> {
         let (x, kv) = self.attention(layer, x, io, mask, rope, packed)?;
-        let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, self.cfg.rms_norm_eps as f32)?;
+        let h = fused::rms_norm(&x, &layer.ffn_norm, self.cfg.rms_norm_eps as f32)?;
         let x = fused::add(&x, &mlp(layer, &h)?)?;
         Ok((x, kv))
     }
@@ -544,7 +544,7 @@ impl Transformer {
         let cfg = &self.cfg;
         let eps = cfg.rms_norm_eps as f32;
         let (nh, nkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
-        let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
+        let h = fused::rms_norm(&x, &layer.attn_norm, eps)?;
         let rope = Some((cos, sin, cfg.rope_style));
         let [yq, yk, yv] = three(layer.qkv.forward(&h)?)?;
         let q = fused::heads(&yq, layer.bq.as_ref(), rope, (nh, hd), packed)?;
@@ -682,6 +682,9 @@ impl Layout {
                 Tensor::from_vec(m, (1, 1, len, keys), device)?.to_dtype(dtype)?,
             ));
         };
+        if let Some(mask) = fused::ragged_mask(real, len, device, dtype)? {
+            return Ok(Some(mask));
+        }
         let b = real.len();
         let m: Vec<f32> = real
             .iter()

@@ -1,8 +1,8 @@
 //! The fused kernels checked against candle's operations on the same random inputs.
 
 use super::{
-    Rows, add, add_bias, heads, masked_softmax, matmul_f32_from_bf16, merge_heads, silu_mul,
-    silu_mul_joined,
+    Rows, add, add_bias, heads, join_columns, masked_softmax, matmul_f32_from_bf16, merge_heads,
+    ragged_mask, rms_norm, silu_mul, silu_mul_joined,
 };
 use crate::engine::model::RopeStyle;
 use crate::error::Result;
@@ -20,7 +20,16 @@ pub fn agreement(device: &Device) -> Result<Vec<Gap>> {
     }
     let mut out = heads_agreement(device)?;
     out.extend(elementwise_agreement(device)?);
-    out.extend(softmax_agreement(device)?);
+    for case in [
+        (29, "masked softmax", "softmax"),
+        (300, "masked softmax, 300 keys", "softmax, 300 keys"),
+        (700, "masked softmax, 700 keys", "softmax, 700 keys"),
+    ] {
+        out.extend(softmax_agreement(device, case)?);
+    }
+    out.extend(norm_agreement(device)?);
+    out.extend(join_agreement(device)?);
+    out.extend(mask_agreement(device)?);
     out.extend(head_agreement(device)?);
     Ok(out)
 }
@@ -160,9 +169,98 @@ fn heads_agreement(device: &Device) -> Result<Vec<Gap>> {
     Ok(out)
 }
 
-/// Attention's scaled softmax with a causal mask per batch row, and without a mask.
-fn softmax_agreement(device: &Device) -> Result<Vec<Gap>> {
-    let (b, groups, rep, len, keys) = (3, 2, 4, 13, 29);
+/// A cache layer put together from a part shared by every row, a part read at mapped rows
+/// and the new columns, against broadcasting, selecting and concatenating.
+fn join_agreement(device: &Device) -> Result<Vec<Gap>> {
+    let (rows, heads, d) = (3, 2, 16);
+    let shared = rand(device, &[1, heads, 5, d], 1.0)?;
+    let mapped = rand(device, &[4, heads, 7, d], 1.0)?;
+    let map = Tensor::new(&[2u32, 0, 2], device)?;
+    let new = rand(device, &[rows, heads, 2, d], 1.0)?;
+    let parts = [(&shared, None), (&mapped, Some(&map)), (&new, None)];
+    let Some(joined) = join_columns(&parts, rows)? else {
+        return Ok(Vec::new());
+    };
+    let plain = Tensor::cat(
+        &[
+            &shared.broadcast_as((rows, heads, 5, d))?.contiguous()?,
+            &mapped.index_select(&map, 0)?,
+            &new,
+        ],
+        2,
+    )?;
+    Ok(vec![("cache columns joined", max_diff(&joined, &plain)?)])
+}
+
+/// The ragged attention mask made on the device, against the same rule on the host.
+fn mask_agreement(device: &Device) -> Result<Vec<Gap>> {
+    let (cols, len) = (9, 4);
+    let real: Vec<Vec<bool>> = (0..3)
+        .map(|r| (0..cols).map(|j| (j * 7 + r * 3) % 5 != 0).collect())
+        .collect();
+    let Some(made) = ragged_mask(&real, len, device, DType::BF16)? else {
+        return Ok(Vec::new());
+    };
+    let keys = cols + len;
+    let plain: Vec<f32> = real
+        .iter()
+        .flat_map(|row| {
+            (0..len).flat_map(move |i| {
+                (0..keys).map(move |j| {
+                    let seen = if j < cols { row[j] } else { j - cols <= i };
+                    if seen { 0.0 } else { f32::NEG_INFINITY }
+                })
+            })
+        })
+        .collect();
+    let plain = Tensor::from_vec(plain, (3, 1, len, keys), device)?;
+    // -∞ - -∞ is NaN: compare where each is finite, and that the -∞ sit in the same places.
+    let finite = |t: &Tensor| -> Result<Vec<bool>> {
+        Ok(t.to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?
+            .iter()
+            .map(|v| v.is_finite())
+            .collect())
+    };
+    let same_places = finite(&made)? == finite(&plain)?;
+    let (a, b) = (made.to_dtype(DType::F32)?, plain.to_dtype(DType::F32)?);
+    let zero = Tensor::zeros_like(&b)?;
+    let (a, b) = (
+        a.maximum(&zero.affine(1.0, -1.0)?)?,
+        b.maximum(&zero.affine(1.0, -1.0)?)?,
+    );
+    let gap = if same_places {
+        max_diff(&a, &b)?
+    } else {
+        f32::INFINITY
+    };
+    Ok(vec![("ragged mask", gap)])
+}
+
+/// RMS norms of rows narrower than 1,024 and wider (candle's kernel reduces those two
+/// differently), against candle's `rms_norm`: the same bits are expected.
+fn norm_agreement(device: &Device) -> Result<Vec<Gap>> {
+    let mut out = Vec::new();
+    for (name, cols) in [
+        ("rms norm, 96 columns", 96),
+        ("rms norm, 3,100 columns", 3_100),
+    ] {
+        let x = rand(device, &[37, cols], 2.0)?;
+        let alpha = rand(device, &[cols], 1.0)?;
+        let plain = candle_nn::ops::rms_norm(&x, &alpha, 1e-6)?;
+        out.push((name, max_diff(&rms_norm(&x, &alpha, 1e-6)?, &plain)?));
+    }
+    Ok(out)
+}
+
+/// Attention's scaled softmax over `keys` keys with a causal mask per batch row, and
+/// without a mask (29, 300 and 700 keys take the kernel's three ways through a row).
+fn softmax_agreement(
+    device: &Device,
+    (keys, masked, unmasked): (usize, &'static str, &'static str),
+) -> Result<Vec<Gap>> {
+    let (b, groups, rep, len) = (3, 2, 4, 13);
     let att = rand(device, &[b, groups, rep * len, keys], 8.0)?;
     let mask: Vec<f32> = (0..b * len * keys)
         .map(|i| {
@@ -188,9 +286,9 @@ fn softmax_agreement(device: &Device) -> Result<Vec<Gap>> {
     let fused = |m: Option<&Tensor>| masked_softmax(&att, m, scale, rep, len);
     Ok(vec![
         (
-            "masked softmax",
+            masked,
             max_diff(&fused(Some(&mask))?, &plain(Some(&mask))?)?,
         ),
-        ("softmax", max_diff(&fused(None)?, &plain(None)?)?),
+        (unmasked, max_diff(&fused(None)?, &plain(None)?)?),
     ])
 }

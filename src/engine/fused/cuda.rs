@@ -35,6 +35,20 @@ fn grid(n: usize) -> LaunchConfig {
     }
 }
 
+/// One block of `threads` per (row, position) of a `[b, .., len, ..]` layout, `blocks` of
+/// them.
+fn per_position(blocks: usize, threads: u32) -> candle_core::Result<LaunchConfig> {
+    let blocks = u32::try_from(blocks)
+        .ok()
+        .filter(|&n| n > 0 && n < i32::MAX as u32)
+        .ok_or_else(|| candle_core::Error::Msg(format!("a grid of {blocks} positions")))?;
+    Ok(LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: 0,
+    })
+}
+
 #[derive(Clone, Copy)]
 pub enum Binary {
     SiluMul,
@@ -447,8 +461,9 @@ impl candle_core::CustomOp1 for Heads {
         for x in &flags {
             builder.arg(x);
         }
-        // SAFETY: shapes checked by `heads` below; the kernel strides over all pairs.
-        unsafe { builder.launch(grid(n / 2)) }.w()?;
+        // SAFETY: shapes checked by `heads` below; one block per (row, position) writes
+        // every pair of its heads.
+        unsafe { builder.launch(per_position(self.b * self.len, 256)?) }.w()?;
         Ok((
             CudaStorage::wrap_cuda_slice(out, dev.clone()),
             Shape::from((self.b, self.heads, self.len, self.d)),
@@ -530,7 +545,8 @@ impl candle_core::CustomOp1 for Merge {
         let func = dev.get_or_load_custom_func("merge_heads_bf16", MODULE, PTX)?;
         // SAFETY: the table's rows cover tokens 0..tokens, each exactly once.
         let out = unsafe { dev.alloc::<bf16>(self.tokens * heads * d)? };
-        let dims = [b, len, heads, d].map(|x| x as u32);
+        let aligned = l1.start_offset().is_multiple_of(8) && d % 8 == 0;
+        let dims = [b, len, heads, d, usize::from(aligned)].map(|x| x as u32);
         let mut builder = func.builder();
         builder.arg(&input);
         builder.arg(&table);
@@ -538,8 +554,9 @@ impl candle_core::CustomOp1 for Merge {
         for x in &dims {
             builder.arg(x);
         }
-        // SAFETY: `table` has 2·b entries whose rows stay within `tokens`.
-        unsafe { builder.launch(grid(l1.shape().elem_count())) }.w()?;
+        // SAFETY: `table` has 2·b entries whose rows stay within `tokens`; one block per
+        // (row, position).
+        unsafe { builder.launch(per_position(b * len, 128)?) }.w()?;
         Ok((
             CudaStorage::wrap_cuda_slice(out, dev.clone()),
             Shape::from((self.tokens, heads * d)),
@@ -587,4 +604,229 @@ pub fn masked_softmax(
     // Without a mask the kernel never reads its second input.
     let y = att.apply_op2_no_bwd(mask.unwrap_or(att), &op)?;
     Ok(Some(y))
+}
+
+struct RmsNorm {
+    eps: f32,
+}
+
+impl CustomOp2 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "fused-rms-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        Err(gpu_only(self.name()))
+    }
+
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        let dev = s1.device();
+        let x = view::<bf16>(s1, l1)?;
+        let alpha = view::<bf16>(s2, l2)?;
+        let n = l1.shape().elem_count();
+        let cols = l1.dims().last().copied().unwrap_or(1).max(1);
+        let rows = u32::try_from(n / cols)
+            .map_err(|_| candle_core::Error::Msg(format!("{} rows to norm", n / cols)))?;
+        let func = dev.get_or_load_custom_func("rmsnorm_bf16", MODULE, PTX)?;
+        // SAFETY: one warp writes each row in full.
+        let out = unsafe { dev.alloc::<bf16>(n)? };
+        let mut builder = func.builder();
+        builder.arg(&x);
+        builder.arg(&alpha);
+        builder.arg(&out);
+        builder.arg(&rows);
+        let cols = cols as u32;
+        builder.arg(&cols);
+        builder.arg(&self.eps);
+        // Four rows a block; each warp stages its row in shared memory where the rows suit
+        // 16-byte loads and four of them fit the default 48 KiB.
+        const WARPS: u32 = 4;
+        let aligned = l1.start_offset().is_multiple_of(8) && l2.start_offset().is_multiple_of(8);
+        let staged = aligned && cols.is_multiple_of(8) && WARPS * cols * 2 <= 48 * 1024;
+        let flag = u32::from(staged);
+        builder.arg(&flag);
+        let cfg = LaunchConfig {
+            grid_dim: (rows.div_ceil(WARPS).max(1), 1, 1),
+            block_dim: (32 * WARPS, 1, 1),
+            shared_mem_bytes: if staged { WARPS * cols * 2 } else { 0 },
+        };
+        // SAFETY: `x` holds rows of `cols`, `alpha` `cols` values (checked by the caller).
+        unsafe { builder.launch(cfg) }.w()?;
+        Ok((
+            CudaStorage::wrap_cuda_slice(out, dev.clone()),
+            l1.shape().clone(),
+        ))
+    }
+}
+
+/// The RMS norm of `x`'s rows times `alpha`, bit for bit candle's, when both suit the
+/// kernel, else `None`.
+pub fn rms_norm(x: &Tensor, alpha: &Tensor, eps: f32) -> Result<Option<Tensor>> {
+    let cols = x.dims().last().copied().unwrap_or(0);
+    let contiguous = |t: &Tensor| t.layout().contiguous_offsets().is_some();
+    let bf16_cuda = |t: &Tensor| t.dtype() == DType::BF16 && t.device().is_cuda();
+    if !bf16_cuda(x) || !bf16_cuda(alpha) || !contiguous(x) || !contiguous(alpha) {
+        return Ok(None);
+    }
+    if cols == 0 || alpha.dims() != [cols] {
+        return Ok(None);
+    }
+    Ok(Some(x.apply_op2_no_bwd(alpha, &RmsNorm { eps })?))
+}
+
+/// A cache layer's parts joined along the columns ([`super::join_columns`]): the op's input
+/// is the first part, the others ride along.
+struct Join {
+    parts: Vec<(Tensor, Option<Tensor>)>,
+    rows: usize,
+}
+
+impl candle_core::CustomOp1 for Join {
+    fn name(&self) -> &'static str {
+        "fused-join-columns"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        Err(gpu_only(self.name()))
+    }
+
+    fn cuda_fwd(&self, s1: &CudaStorage, _: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        let dev = s1.device();
+        let (_, heads, _, d) = self.parts[0].0.dims4()?;
+        let keys: usize = self
+            .parts
+            .iter()
+            .map(|(t, _)| t.dim(2))
+            .sum::<candle_core::Result<usize>>()?;
+        let func = dev.get_or_load_custom_func("gather_columns_bf16", MODULE, PTX)?;
+        // SAFETY: the parts' columns cover 0..keys of every row and head.
+        let out = unsafe { dev.alloc::<bf16>(self.rows * heads * keys * d)? };
+        let dummy = dev.alloc_zeros::<u32>(1)?;
+        let mut at = 0;
+        for (part, map) in &self.parts {
+            let (src_rows, _, cols, _) = part.dims4()?;
+            let (g, l) = held(part)?;
+            let src = view::<bf16>(cuda_of(&g)?, l)?;
+            let held_map = map.as_ref().map(held).transpose()?;
+            let map_v = match &held_map {
+                Some((g, l)) => view::<u32>(cuda_of(g)?, l)?,
+                None => dummy.slice(0..),
+            };
+            let vec = l.start_offset() % 8 == 0 && d % 8 == 0;
+            let args = [
+                heads,
+                cols,
+                d,
+                keys,
+                at,
+                usize::from(map.is_some()),
+                usize::from(src_rows == 1),
+                usize::from(vec),
+            ]
+            .map(|x| x as u32);
+            let mut builder = func.builder();
+            builder.arg(&src);
+            builder.arg(&map_v);
+            builder.arg(&out);
+            for x in &args {
+                builder.arg(x);
+            }
+            // SAFETY: `src` holds its rows × heads × cols × d; the map's entries are rows of
+            // it (checked where the map was made); one block per (row, head).
+            unsafe { builder.launch(per_position(self.rows * heads, 128)?) }.w()?;
+            at += cols;
+        }
+        Ok((
+            CudaStorage::wrap_cuda_slice(out, dev.clone()),
+            Shape::from((self.rows, heads, keys, d)),
+        ))
+    }
+}
+
+/// `parts` (`[rows or 1, heads, cols, d]`, each with the rows it is read at) joined along
+/// the columns into `[rows, heads, Σ cols, d]` in one copy, when all suit the kernel, else
+/// `None`.
+pub fn join_columns(parts: &[(&Tensor, Option<&Tensor>)], rows: usize) -> Result<Option<Tensor>> {
+    let Some((first, _)) = parts.first() else {
+        return Ok(None);
+    };
+    let Ok((_, heads, _, d)) = first.dims4() else {
+        return Ok(None);
+    };
+    for (t, map) in parts {
+        let Ok((b, h, _, dd)) = t.dims4() else {
+            return Ok(None);
+        };
+        let map_fits = match map {
+            Some(m) => m.dtype() == DType::U32 && m.dims() == [rows] && m.is_contiguous(),
+            None => b == rows || b == 1,
+        };
+        if start(t).is_none() || h != heads || dd != d || !map_fits {
+            return Ok(None);
+        }
+    }
+    let op = Join {
+        parts: parts
+            .iter()
+            .map(|(t, m)| ((*t).clone(), m.cloned()))
+            .collect(),
+        rows,
+    };
+    Ok(Some(first.apply_op1_no_bwd(&op)?))
+}
+
+/// The ragged mask kernel over `real` (`u8` `[b, cols]`); see [`super::ragged_mask`].
+struct RaggedMask {
+    len: usize,
+}
+
+impl candle_core::CustomOp1 for RaggedMask {
+    fn name(&self) -> &'static str {
+        "fused-ragged-mask"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        Err(gpu_only(self.name()))
+    }
+
+    fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        let dev = s1.device();
+        let (b, cols) = l1.shape().dims2()?;
+        let real = view::<u8>(s1, l1)?;
+        let keys = cols + self.len;
+        let n = b * self.len * keys;
+        let func = dev.get_or_load_custom_func("ragged_mask_bf16", MODULE, PTX)?;
+        // SAFETY: the kernel writes every one of the `n` elements.
+        let out = unsafe { dev.alloc::<bf16>(n)? };
+        let dims = [b, cols, self.len].map(|x| x as u32);
+        let mut builder = func.builder();
+        builder.arg(&real);
+        builder.arg(&out);
+        for x in &dims {
+            builder.arg(x);
+        }
+        // SAFETY: `real` holds b × cols flags; the kernel strides over all `n` elements.
+        unsafe { builder.launch(grid(n)) }.w()?;
+        Ok((
+            CudaStorage::wrap_cuda_slice(out, dev.clone()),
+            Shape::from((b, 1, self.len, keys)),
+        ))
+    }
+}
+
+/// The ragged mask made on the device from the rows' real cached columns.
+pub fn ragged_mask(real: &Tensor, len: usize) -> Result<Tensor> {
+    Ok(real.apply_op1_no_bwd(&RaggedMask { len })?)
 }

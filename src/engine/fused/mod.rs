@@ -61,6 +61,59 @@ pub fn matmul_f32_from_bf16(
     Ok(None)
 }
 
+/// RMS norm over the last dimension times `alpha`: candle's `rms_norm`, the same bits; on
+/// CUDA with BF16 activations a kernel that gives each row one warp instead of a block.
+pub fn rms_norm(x: &Tensor, alpha: &Tensor, eps: f32) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if let Some(y) = cuda::rms_norm(x, alpha, eps)? {
+        return Ok(y);
+    }
+    Ok(candle_nn::ops::rms_norm(x, alpha, eps)?)
+}
+
+/// A cache layer's parts joined along the columns, `[rows, heads, Σ cols, d]`, in one copy
+/// per part where the kernels run (`None` elsewhere, and for parts they do not take): each
+/// part is `[rows or 1, heads, cols, d]`, read at the rows its map gives (`u32` `[rows]`),
+/// else row for row, or its one row for every row.
+pub fn join_columns(parts: &[(&Tensor, Option<&Tensor>)], rows: usize) -> Result<Option<Tensor>> {
+    #[cfg(feature = "cuda")]
+    if parts.first().is_some_and(|(t, _)| t.device().is_cuda()) {
+        return cuda::join_columns(parts, rows);
+    }
+    let _ = (parts, rows);
+    Ok(None)
+}
+
+/// The additive attention mask `[b, 1, len, cols + len]` of `b` rows whose cached columns
+/// are real where `real[r][j]` (each row's `cols` flags), followed by `len` new tokens seen
+/// causally, made on the device where the kernels run (the host uploads one byte per cached
+/// column instead of the mask); `None` elsewhere.
+pub fn ragged_mask(
+    real: &[Vec<bool>],
+    len: usize,
+    device: &candle_core::Device,
+    dtype: DType,
+) -> Result<Option<Tensor>> {
+    if !packs(device, dtype) {
+        return Ok(None);
+    }
+    let cols = real.first().map_or(0, Vec::len);
+    if real.iter().any(|r| r.len() != cols) {
+        return Err(crate::Error::Model(
+            "a ragged cache's rows differ in columns".into(),
+        ));
+    }
+    let flags: Vec<u8> = real.iter().flatten().map(|&s| u8::from(s)).collect();
+    let real = Tensor::from_vec(flags, (real.len(), cols), device)?;
+    #[cfg(feature = "cuda")]
+    return Ok(Some(cuda::ragged_mask(&real, len)?));
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (real, len);
+        Ok(None)
+    }
+}
+
 /// `a + b` for two tensors of one shape.
 pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
