@@ -92,42 +92,76 @@ impl Report {
         s
     }
 
-    /// A compact text table: pooled rows with their transitions.
+    /// A compact text table: pooled rows with their transitions. `SRS pooled` is over every
+    /// answer, `SRS cat-mean` the unweighted mean of the category rates (the study's
+    /// model-level SRS); transitions and their reverse are shares of items with the Wilson
+    /// 95% interval, `McNemar p` the exact test of the two directions.
     pub fn table(&self) -> String {
-        let mut lines = vec![format!(
-            "{:<28} {:<6} {:<5} {:>7} {:>7} {:>7} {:>7} {:>18} {:>9} {:>9} {:>9} {:>8}",
+        let line = |c: [&str; 15]| {
+            format!(
+                "{:<28} {:<6} {:<5} {:>7} {:>7} {:>10} {:>12} {:>7} {:>30} {:>30} {:>9} {:>9} {:>9} {:>9} {:>8}",
+                c[0],
+                c[1],
+                c[2],
+                c[3],
+                c[4],
+                c[5],
+                c[6],
+                c[7],
+                c[8],
+                c[9],
+                c[10],
+                c[11],
+                c[12],
+                c[13],
+                c[14]
+            )
+        };
+        let mut lines = vec![line([
             "model",
             "scheme",
             "prec",
             "records",
             "valid",
-            "SRS",
+            "SRS pooled",
+            "SRS cat-mean",
             "USR",
-            "transitions",
+            "became biased [95% CI]",
+            "reverse [95% CI]",
+            "McNemar p",
             "expected",
             "floor",
             "continued",
-            "Δppl"
-        )];
+            "Δppl",
+        ])];
         for r in self.rows.iter().filter(|r| r.category == "ALL") {
             let t = self
                 .transitions
                 .iter()
                 .find(|t| t.model == r.model && t.scheme == r.scheme && t.precision == r.precision);
-            let trans = match t {
-                Some(TransitionRow {
-                    rate: Some(rate),
-                    became_biased: Some(b),
-                    unbiased_at_bf16: Some(u),
-                    ..
-                }) => {
-                    format!("{} ({b}/{u})", pct(Some(*rate)))
-                }
+            let (trans, reverse) = match t {
+                Some(
+                    t @ TransitionRow {
+                        rate: Some(_),
+                        became_biased: Some(b),
+                        unbiased_at_bf16: Some(u),
+                        ..
+                    },
+                ) => (
+                    format!("{} {b}/{u}", rate_ci(t.rate, t.rate_ci_low, t.rate_ci_high)),
+                    match (t.became_unbiased, t.biased_at_bf16) {
+                        (Some(b), Some(u)) => format!(
+                            "{} {b}/{u}",
+                            rate_ci(t.reverse_rate, t.reverse_ci_low, t.reverse_ci_high)
+                        ),
+                        _ => "-".into(),
+                    },
+                ),
                 Some(TransitionRow {
                     unbiased_at_bf16: None,
                     ..
-                }) => "no bf16".into(),
-                _ => "-".into(),
+                }) => ("no bf16".into(), "-".into()),
+                _ => ("-".into(), "-".into()),
             };
             let dppl = self
                 .perplexity
@@ -138,21 +172,23 @@ impl Report {
                     None => format!("{:.2}", p.perplexity),
                 })
                 .unwrap_or_else(|| "-".into());
-            lines.push(format!(
-                "{:<28} {:<6} {:<5} {:>7} {:>7} {:>7} {:>7} {:>18} {:>9} {:>9} {:>9} {:>8}",
-                r.model,
-                r.scheme,
-                r.precision,
-                r.n,
-                pct(ratio(r.valid, r.n)),
-                pct(r.srs),
-                pct(r.usr),
-                trans,
-                pct(t.and_then(|t| t.expected_rate)),
-                pct(t.and_then(|t| t.noise_floor)),
-                pct(t.and_then(|t| t.continued_share)),
-                dppl,
-            ));
+            lines.push(line([
+                &r.model,
+                &r.scheme,
+                &r.precision,
+                &r.n.to_string(),
+                &pct(ratio(r.valid, r.n)),
+                &pct(r.srs),
+                &pct(r.srs_macro),
+                &pct(r.usr),
+                &trans,
+                &reverse,
+                &pvalue(t.and_then(|t| t.mcnemar_p)),
+                &pct(t.and_then(|t| t.expected_rate)),
+                &pct(t.and_then(|t| t.noise_floor)),
+                &pct(t.and_then(|t| t.continued_share)),
+                &dppl,
+            ]));
         }
         lines.join("\n")
     }

@@ -781,5 +781,26 @@ mod tests {
             "{}",
             rep.markdown()
         );
+        // The console table labels both SRS and gives both directions with their
+        // intervals and McNemar's p.
+        let table = rep.table();
+        let header = table.lines().next().expect("a header");
+        for label in [
+            "SRS pooled",
+            "SRS cat-mean",
+            "became biased [95% CI]",
+            "reverse [95% CI]",
+            "McNemar p",
+        ] {
+            assert!(header.contains(label), "{label} missing:\n{table}");
+        }
+        let q4_line = table
+            .lines()
+            .find(|l| l.split_whitespace().nth(2) == Some("q4"))
+            .expect("a q4 row");
+        let (lo, hi) = stats::wilson(2, 3).expect("n > 0");
+        let reverse = format!("66.7% [{:.1}%, {:.1}%] 2/3", 100.0 * lo, 100.0 * hi);
+        assert!(q4_line.contains(&reverse), "{reverse} not in {q4_line}");
+        assert!(q4_line.contains(" 1.0000 "), "McNemar p not in {q4_line}");
     }
 }
