@@ -173,6 +173,9 @@ pub enum Action {
     ForceQuit,
     /// A click on a row of the terminal.
     Click(u16),
+    /// A key with no meaning on the screen: it changes nothing but makes the last message
+    /// stale.
+    Unmapped,
     /// The answer to the open yes/no question.
     Confirm(bool),
     /// A line-editor request while a prompt is open.

@@ -357,7 +357,7 @@ fn term_action(app: &App, ev: TermEvent) -> Option<Action> {
                     | Action::Bottom),
                 ) if app.help => Some(a),
                 _ if app.help => Some(Action::Help),
-                other => other,
+                other => other.or(Some(Action::Unmapped)),
             }
         }
         TermEvent::Mouse(m) => match m.kind {
@@ -376,4 +376,24 @@ fn osc52(text: &str) {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(text);
     print!("\x1b]52;c;{b64}\x07");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tui::update::update;
+    use ratatui::crossterm::event::KeyEvent;
+
+    #[test]
+    fn a_key_with_no_meaning_on_the_screen_clears_a_stale_message() {
+        let mut app = App::new(std::path::PathBuf::from("r"), "m".into(), "cpu".into());
+        app.status = "export refused: the path is inside the results folder".into();
+        for code in [KeyCode::Esc, KeyCode::Left, KeyCode::Char('~')] {
+            let ev = TermEvent::Key(KeyEvent::new(code, KeyModifiers::NONE));
+            let action = term_action(&app, ev).expect("every key press is an action");
+            update(&mut app, action);
+            assert!(app.status.is_empty(), "{code:?} left {:?}", app.status);
+            app.status = "stale".into();
+        }
+    }
 }
