@@ -31,6 +31,7 @@ pub struct Config {
 
 /// Check the study flags; no I/O.
 pub fn check(a: &StudyArgs) -> Result<Config> {
+    no_repeats("--model", &a.models)?;
     let categories = a.shared.categories_or(STUDY_CATEGORIES);
     no_repeats("--categories", &categories)?;
     bbq::validate_categories(&categories)?;
@@ -178,6 +179,9 @@ mod tests {
             let e = refused(&[flag, value]);
             assert_eq!(e, format!("{flag} names {named} twice"));
         }
+        // --model is repeated rather than comma-separated.
+        let e = refused(&["--model", "a.gguf", "--model", "a.gguf"]);
+        assert_eq!(e, "--model names a.gguf twice");
     }
 
     #[test]
