@@ -13,6 +13,7 @@ use super::report::{DistributionRow, Report, Row};
 use super::stats;
 use crate::error::{Error, Result};
 use crate::store::StoredRecord;
+use crate::vocab::Precision;
 use draw::{draw_to, log_range, pow10_label};
 use plotters::prelude::{BitMapBackend, IntoDrawingArea, SVGBackend};
 use std::collections::BTreeMap;
@@ -349,7 +350,9 @@ fn rates_of(report: &Report, model: &str, scheme: &str) -> Vec<TPoint> {
     let mut rates: Vec<TPoint> = report
         .transitions
         .iter()
-        .filter(|t| t.model == model && t.scheme == scheme && t.precision != "bf16")
+        .filter(|t| {
+            t.model == model && t.scheme == scheme && t.precision != Precision::Bf16.as_str()
+        })
         .filter_map(|t| {
             let rate = t.rate?;
             let ci = t
@@ -448,10 +451,13 @@ fn perplexity_figure(
         .iter()
         .filter(|p| p.model == model && p.scheme == scheme)
         .collect();
-    let base = points.iter().find(|p| p.precision == "bf16").map(|p| p.ppl);
+    let base = points
+        .iter()
+        .find(|p| p.precision == Precision::Bf16.as_str())
+        .map(|p| p.ppl);
     let mut deltas: Vec<(String, f64)> = points
         .iter()
-        .filter(|p| p.precision != "bf16")
+        .filter(|p| p.precision != Precision::Bf16.as_str())
         .filter_map(|p| {
             let d = p
                 .delta_ppl_pct
@@ -482,7 +488,9 @@ fn kld_figure(
 ) -> std::result::Result<Figure, String> {
     let mut dist: Vec<(String, Vec<f64>)> = klds
         .iter()
-        .filter(|((m, s, p), v)| m == model && s == scheme && p != "bf16" && !v.is_empty())
+        .filter(|((m, s, p), v)| {
+            m == model && s == scheme && p != Precision::Bf16.as_str() && !v.is_empty()
+        })
         .map(|((_, _, p), v)| (p.clone(), v.clone()))
         .collect();
     if dist.is_empty() {

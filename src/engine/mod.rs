@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod cache;
 pub mod catalog;
+pub mod config;
 pub mod convert;
 pub mod device;
 pub mod digest;
@@ -14,6 +15,7 @@ pub mod fused;
 pub mod gguf;
 pub mod hf;
 pub mod hub;
+pub mod matrix;
 pub mod mlx;
 pub mod model;
 pub mod packed;

@@ -4,165 +4,13 @@
 //! [`KvCache`] (see [`super::cache`]).
 
 use super::cache::{self, KvCache, Ragged};
+pub use super::config::{ModelConfig, RopeStyle};
 use super::fused;
-use super::packed::Packed;
+pub use super::matrix::Matrix;
 use super::stack::Stack;
 use crate::error::Result;
 use candle_core::quantized::QMatMul;
-use candle_core::{DType, Device, Module, Tensor};
-
-/// How rotary embeddings pair the dimensions of a head.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RopeStyle {
-    /// Pairs (2i, 2i+1): GGUF llama weights, whose q/k rows were permuted for it.
-    Interleaved,
-    /// Pairs (i, i + d/2): Hugging Face checkpoints, GGUF qwen2.
-    Half,
-}
-
-/// The shape and numerics of a llama-family model.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct ModelConfig {
-    pub architecture: String,
-    pub hidden_size: usize,
-    pub intermediate_size: usize,
-    pub num_layers: usize,
-    pub num_heads: usize,
-    pub num_kv_heads: usize,
-    pub head_dim: usize,
-    pub vocab_size: usize,
-    pub rms_norm_eps: f64,
-    pub rope_theta: f64,
-    pub rope_style: RopeStyle,
-    /// Per-pair rotary wavelengths divided by 2π (θ_i = position / freqs[i]) when the
-    /// model scales its rotary embedding (linear, llama3, longrope); empty for the plain
-    /// `rope_theta^(2i/d)`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub rope_freqs: Vec<f64>,
-    /// Factor applied to queries and keys before rotation (longrope's attention scaling).
-    #[serde(default = "unit")]
-    pub rope_mscale: f64,
-    pub max_positions: usize,
-    pub tie_embeddings: bool,
-}
-
-/// A weight matrix `[out, in]` as one precision holds it.
-pub enum Matrix {
-    /// Dense in the model's compute dtype (`QMatMul::Tensor`), or candle's quantized
-    /// kernels (`QMatMul::QTensor`).
-    Mm(QMatMul),
-    /// MLX affine codes packed on the device, dequantized to BF16 before each use.
-    Packed(Packed),
-}
-
-/// Rows of the output layer turned into F32 at a time when the head runs in F32 from BF16
-/// or packed weights (bounds the transient memory: 32,768 × 4,096 × 4 bytes = 512 MiB).
-const HEAD_CHUNK: usize = 32_768;
-
-impl Matrix {
-    /// A dense matrix.
-    pub fn dense(w: Tensor) -> Matrix {
-        Matrix::Mm(QMatMul::Tensor(w))
-    }
-
-    /// `x · Wᵀ` over the last dimension of `x`. On the CPU a dense matrix goes through
-    /// `QMatMul` as it always has; on a GPU the rows of all prompts are one matmul.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            Matrix::Mm(QMatMul::Tensor(w)) if !x.device().is_cpu() => flat_matmul(x, w),
-            Matrix::Mm(m @ QMatMul::QTensor(_)) if x.dtype() != DType::F32 => {
-                Ok(m.forward(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype())?)
-            }
-            Matrix::Mm(m) => Ok(m.forward(x)?),
-            Matrix::Packed(p) => flat_matmul(x, &p.dequantize()?.to_dtype(x.dtype())?),
-        }
-    }
-
-    /// The rows `ids` (an embedding lookup), in `dtype`.
-    fn rows(&self, ids: &Tensor, dtype: DType) -> Result<Tensor> {
-        Ok(match self {
-            Matrix::Mm(QMatMul::Tensor(w)) => w.index_select(ids, 0)?.to_dtype(dtype)?,
-            Matrix::Mm(m) => m.dequantize_f16()?.index_select(ids, 0)?.to_dtype(dtype)?,
-            Matrix::Packed(p) => p.select_rows(ids)?.dequantize()?.to_dtype(dtype)?,
-        })
-    }
-
-    /// `x · Wᵀ` in F32 for `x` `[n, in]` F32, a block of output rows at a time.
-    fn forward_f32(&self, x: &Tensor) -> Result<Tensor> {
-        let out = match self {
-            Matrix::Mm(QMatMul::Tensor(w)) => w.dims()[0],
-            Matrix::Packed(p) => p.rows(),
-            Matrix::Mm(m) => return Ok(m.forward(x)?.to_dtype(DType::F32)?),
-        };
-        // On a GPU: BF16 blocks (a dense matrix whole, packed ones dequantized a block at a
-        // time) in products with F32 results.
-        let bf16_block = |i: usize| -> Result<Tensor> {
-            let start = i * HEAD_CHUNK;
-            let len = HEAD_CHUNK.min(out - start);
-            match self {
-                Matrix::Mm(QMatMul::Tensor(w)) => Ok(w.clone()),
-                Matrix::Packed(p) => p.narrow_rows(start, len)?.dequantize(),
-                Matrix::Mm(_) => unreachable_kernels(),
-            }
-        };
-        let bf16_blocks = match self {
-            Matrix::Mm(QMatMul::Tensor(w)) if w.dtype() == DType::BF16 => 1,
-            Matrix::Packed(_) => out.div_ceil(HEAD_CHUNK),
-            _ => 0,
-        };
-        if bf16_blocks > 0
-            && let Some(y) = fused::matmul_f32_from_bf16(x, bf16_blocks, bf16_block)?
-        {
-            return Ok(y);
-        }
-        let mut blocks = Vec::with_capacity(out.div_ceil(HEAD_CHUNK));
-        for start in (0..out).step_by(HEAD_CHUNK) {
-            let len = HEAD_CHUNK.min(out - start);
-            let w = match self {
-                Matrix::Mm(QMatMul::Tensor(w)) => w.narrow(0, start, len)?.to_dtype(DType::F32)?,
-                Matrix::Packed(p) => p
-                    .narrow_rows(start, len)?
-                    .dequantize()?
-                    .to_dtype(DType::F32)?,
-                Matrix::Mm(_) => unreachable_kernels()?,
-            };
-            blocks.push(x.matmul(&w.t()?)?);
-        }
-        Ok(Tensor::cat(&blocks, 1)?)
-    }
-}
-
-impl Matrix {
-    /// Bytes the matrix holds on its device.
-    pub fn bytes(&self) -> usize {
-        match self {
-            Matrix::Mm(QMatMul::Tensor(w)) | Matrix::Mm(QMatMul::TensorF16(w)) => {
-                w.elem_count() * w.dtype().size_in_bytes()
-            }
-            Matrix::Mm(QMatMul::QTensor(q)) => q.storage_size_in_bytes(),
-            Matrix::Packed(p) => p.bytes(),
-        }
-    }
-}
-
-fn unreachable_kernels() -> Result<Tensor> {
-    Err(crate::Error::Model(
-        "quantized kernels have no row blocks".into(),
-    ))
-}
-
-/// `x · Wᵀ` with every leading dimension of `x` folded into the rows of one matmul.
-fn flat_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let dims = x.dims().to_vec();
-    let k = dims[dims.len() - 1];
-    let n = x.elem_count() / k.max(1);
-    let y = x.reshape((n, k))?.matmul(&w.t()?)?;
-    let mut out = dims;
-    let last = out.len() - 1;
-    out[last] = w.dims()[0];
-    Ok(y.reshape(out)?)
-}
+use candle_core::{DType, Device, Tensor};
 
 /// One transformer block.
 pub struct Layer {
@@ -195,46 +43,6 @@ pub struct Transformer {
     device: Device,
     /// Token positions run through the blocks so far, padding included (for benchmarks).
     positions_run: std::sync::atomic::AtomicU64,
-}
-
-fn unit() -> f64 {
-    1.0
-}
-
-impl ModelConfig {
-    /// Why these shapes cannot make a transformer, or `None` when they can: every size is
-    /// positive, the query heads split evenly over the key-value heads and the rotary
-    /// dimension is even.
-    pub fn inconsistency(&self) -> Option<String> {
-        let sizes = [
-            ("hidden size", self.hidden_size),
-            ("intermediate size", self.intermediate_size),
-            ("layer count", self.num_layers),
-            ("attention head count", self.num_heads),
-            ("key-value head count", self.num_kv_heads),
-            ("head dimension", self.head_dim),
-        ];
-        if let Some((what, _)) = sizes.iter().find(|(_, n)| *n == 0) {
-            return Some(format!("the {what} is 0"));
-        }
-        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
-            return Some(format!(
-                "{} attention heads do not split evenly over {} key-value heads",
-                self.num_heads, self.num_kv_heads
-            ));
-        }
-        if !self.head_dim.is_multiple_of(2) {
-            return Some(format!("the head dimension {} is odd", self.head_dim));
-        }
-        None
-    }
-
-    /// The plain rotary wavelengths over 2π, `rope_theta^(2i/d)`, one per pair of dimensions.
-    pub fn base_rope_freqs(&self) -> Vec<f64> {
-        (0..self.head_dim / 2)
-            .map(|i| self.rope_theta.powf(2.0 * i as f64 / self.head_dim as f64))
-            .collect()
-    }
 }
 
 /// cos and sin tables `[max_positions, head_dim/2]`, with `rope_mscale` folded in (scaling
@@ -772,6 +580,7 @@ fn attend_grouped(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::packed::Packed;
 
     #[test]
     fn shapes_that_cannot_make_a_transformer_are_named() {

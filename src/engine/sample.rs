@@ -125,7 +125,7 @@ impl Rng {
         option_order: &str,
     ) -> Rng {
         let mut key = format!("{seed}|{model}|{scheme}|{precision}|{category}|{example_id}");
-        if option_order != "012" {
+        if option_order != crate::rules::STUDY_ORDER {
             key.push('|');
             key.push_str(option_order);
         }

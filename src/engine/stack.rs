@@ -4,7 +4,7 @@
 //! several; each output is then a range of the product's columns. Elsewhere they stay
 //! apart, exactly as the CPU records were made.
 
-use super::model::Matrix;
+use super::matrix::Matrix;
 use super::packed::Packed;
 use crate::error::{Error, Result};
 use candle_core::Tensor;

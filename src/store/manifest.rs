@@ -68,7 +68,7 @@ impl Plan {
     /// The option orders of every item: the study's alone unless the plan lists others.
     pub fn orders(&self) -> Vec<String> {
         match self.option_orders.is_empty() {
-            true => vec!["012".to_string()],
+            true => vec![crate::rules::STUDY_ORDER.to_string()],
             false => self.option_orders.clone(),
         }
     }

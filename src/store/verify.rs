@@ -143,7 +143,7 @@ fn expected_keys(plan: &Plan, items: &[Item], p: Precision, k: usize) -> HashSet
                     it.example_id,
                     s as i64,
                     SeedSet::Noise,
-                    "012".into(),
+                    crate::rules::STUDY_ORDER.into(),
                 ));
             }
         }

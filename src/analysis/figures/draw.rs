@@ -4,6 +4,7 @@
 
 use super::{Body, Facet, Figure, MAX_DOTS, TPoint, grid, nice_top, order};
 use crate::error::{Error, Result};
+use crate::vocab::Precision;
 use plotters::coord::Shift;
 use plotters::coord::types::RangedCoordf64;
 use plotters::element::DashedPathElement;
@@ -223,7 +224,7 @@ fn draw_srs<DB: DrawingBackend>(
         panel_title(root, &chart, k, &name, f.pooled)?;
         let color = if f.pooled { INK } else { DEEP };
         let area = chart.plotting_area();
-        let bf16 = xs.first().is_some_and(|p| p == "bf16");
+        let bf16 = xs.first().is_some_and(|p| p == Precision::Bf16.as_str());
         if let Some(&(0, base, _, _)) = f.points.first().filter(|_| bf16) {
             area.draw(&DashedPathElement::new(
                 vec![(-0.5, base), (xs.len() as f64 - 0.5, base)],

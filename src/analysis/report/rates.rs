@@ -4,7 +4,7 @@
 use super::{ItemMap, Row, bits_of, rank, ratio};
 use crate::analysis::stats;
 use crate::store::StoredRecord;
-use crate::vocab::{Precision, Role};
+use crate::vocab::{Conditions, Precision, Role};
 use std::collections::BTreeMap;
 
 /// (model, scheme, precision, category).
@@ -39,7 +39,7 @@ impl Counts {
             Role::Unknown => self.unknown += 1,
             Role::Anti | Role::Invalid => self.anti += 1,
         }
-        let ambig = r.rec.context_condition == "ambig";
+        let ambig = Conditions::Ambig.admits(&r.rec.context_condition);
         if ambig {
             self.ambig_valid += 1;
             if label.is_some() && r.rec.answer == label {

@@ -4,7 +4,7 @@ use super::{
     Rows, add, add_bias, heads, join_columns, masked_softmax, matmul_f32_from_bf16, merge_heads,
     ragged_mask, rms_norm, silu_mul, silu_mul_joined,
 };
-use crate::engine::model::RopeStyle;
+use crate::engine::config::RopeStyle;
 use crate::error::Result;
 use candle_core::{DType, Device, Tensor};
 

@@ -3,7 +3,7 @@
 //! masked softmax); everywhere else, and for any layout the kernels do not take, the same
 //! step is candle's operations, exactly as the CPU records were made.
 
-use super::model::RopeStyle;
+use super::config::RopeStyle;
 use crate::error::Result;
 use candle_core::{DType, Tensor};
 
