@@ -58,6 +58,10 @@ impl PrecisionRow {
     pub fn rate_ci(&self) -> Option<(f64, f64)> {
         wilson(self.became_biased, self.unbiased_at_bf16)
     }
+    /// The Wilson 95% interval of the reverse direction's rate.
+    pub fn reverse_ci(&self) -> Option<(f64, f64)> {
+        wilson(self.became_unbiased, self.biased_at_bf16)
+    }
     fn is_bf16(&self) -> bool {
         self.precision == crate::vocab::Precision::Bf16.as_str()
     }
@@ -201,6 +205,11 @@ const COLUMNS: &[Column] = &[
         text: |r| quantized(r, |r| format!("{}/{}", r.became_unbiased, r.biased_at_bf16)),
     },
     Column {
+        name: "rev-CI",
+        width: 11,
+        text: |r| quantized(r, |r| interval(r.reverse_ci())),
+    },
+    Column {
         name: "McN-p",
         width: 6,
         text: |r| {
@@ -238,8 +247,8 @@ const COLUMNS: &[Column] = &[
 ];
 
 /// The columns dropped first when the screen is too narrow, in order.
-pub const DROP_ORDER: [&str; 8] = [
-    "McN-p", "cont", "valid", "USR", "rev", "exp", "Δppl", "Δbf16",
+pub const DROP_ORDER: [&str; 9] = [
+    "rev-CI", "McN-p", "cont", "valid", "USR", "rev", "exp", "Δppl", "Δbf16",
 ];
 
 /// The columns that fit in `width`, and those dropped.
@@ -507,7 +516,7 @@ pub fn lines<'a>(app: &App, width: usize) -> Vec<Line<'a>> {
         "SRS: biased / valid answers; SRS-CI: its Wilson 95% interval (%). Δbf16: SRS change in points. trans: items unbiased at bf16 \
          (no seed biased, one valid) with a biased seed here; rate: their share; rate-CI: \
          its interval; rev: the reverse, items with a biased seed at bf16 and none here (one \
-         valid); McN-p: the exact McNemar test of trans against rev; exp: expected from the probabilities; floor: what re-sampling bf16 alone \
+         valid), rev-CI its interval; McN-p: the exact McNemar test of trans against rev; exp: expected from the probabilities; floor: what re-sampling bf16 alone \
          gives. cont: answers read after a first token that was not a letter. Δppl: the whole \
          run's perplexity change (not filtered).",
     );
