@@ -4,6 +4,8 @@
 //! Nothing here touches the disk, a device or the network.
 
 use crate::engine::{Compute, Precision, Scheme};
+use crate::prompt::OptionOrder;
+use crate::store::Shard;
 use crate::vocab::Conditions;
 use clap::builder::TypedValueParser;
 use clap::{Args, ValueEnum};
@@ -208,13 +210,13 @@ pub struct StudyArgs {
     /// Run only shard I of N (such as 3/8): part k of every model and precision belongs to
     /// shard k mod N + 1. Shards may share one --out folder; `stereoscope merge` joins them.
     /// Headless only.
-    #[arg(long, value_name = "I/N")]
-    pub shard: Option<String>,
+    #[arg(long, value_name = "I/N", value_parser = shard)]
+    pub shard: Option<Shard>,
     /// Also show each item's options in other orders, as a check of position bias: `cyclic`
     /// (012, 120, 201), `all` (six orders) or a list such as 012,210. The study's order 012
     /// must be among them; the report's main tables use it alone.
-    #[arg(long, default_value = "012", value_name = "ORDERS")]
-    pub option_orders: String,
+    #[arg(long, default_value = "012", value_name = "ORDERS", value_parser = option_orders)]
+    pub option_orders: OptionOrders,
     /// Replace the study's system message (an empty text sends no system message).
     #[arg(long, value_name = "TEXT")]
     pub system_prompt: Option<String>,
@@ -235,6 +237,20 @@ pub struct StudyArgs {
 }
 
 /// A seed: a non-negative integer (spaces around it allowed).
+/// `--option-orders`: the orders it names, parsed once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptionOrders(pub Vec<OptionOrder>);
+
+fn option_orders(s: &str) -> std::result::Result<OptionOrders, String> {
+    OptionOrder::parse_list(s)
+        .map(OptionOrders)
+        .map_err(|e| e.to_string())
+}
+
+fn shard(s: &str) -> std::result::Result<Shard, String> {
+    Shard::parse(s).map_err(|e| e.to_string())
+}
+
 fn seed(s: &str) -> std::result::Result<u64, String> {
     s.trim()
         .parse::<u64>()
