@@ -1487,3 +1487,40 @@ fn narrow_column_headers_and_help_titles_are_whole_words() {
         );
     }
 }
+
+#[test]
+fn a_long_message_wraps_above_the_footer_instead_of_being_cut() {
+    let (mut a, _) = app();
+    update(&mut a, Action::Resize(80, 24));
+    let message = "export refused: results/demo/items.csv is inside the results folder results/demo, \
+                   whose files the explorer and report read; choose a path outside it, such as \
+                   results/demo-items.csv beside the folder";
+    a.status = message.into();
+    let mut t = Terminal::new(TestBackend::new(80, 24)).expect("terminal");
+    t.draw(|f| stereoscope::tui::view::render(f, &a))
+        .expect("draws");
+    let screen = text(&t);
+    let bottom: Vec<&str> = screen.lines().rev().take(4).collect();
+    let shown = bottom
+        .iter()
+        .rev()
+        .flat_map(|l| l.split_whitespace())
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(shown.ends_with(message), "the whole message:\n{screen}");
+    // Short messages stay on the footer line alone.
+    a.status = "copied Age:12".into();
+    t.draw(|f| stereoscope::tui::view::render(f, &a))
+        .expect("draws");
+    let screen = text(&t);
+    let last = screen.lines().last().expect("a footer");
+    assert!(last.starts_with("copied Age:12"), "{screen}");
+    assert!(
+        !screen
+            .lines()
+            .rev()
+            .nth(1)
+            .expect("a row")
+            .contains("copied")
+    );
+}

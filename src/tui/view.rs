@@ -33,9 +33,77 @@ pub fn render(f: &mut Frame, app: &App) {
         Screen::Summary => summary::render(f, app, body),
     }
     render_footer(f, app, footer);
+    render_long_status(f, app, footer);
     if app.help {
         render_help(f, app);
     }
+}
+
+/// Lines a message longer than the footer may take, over the bottom of the screen's body,
+/// until the next key.
+const STATUS_LINES: usize = 4;
+
+/// A message longer than the footer, wrapped at word boundaries into lines that end at the
+/// footer, over the bottom of the body (nothing else moves, and the next key clears it).
+fn render_long_status(f: &mut Frame, app: &App, footer: Rect) {
+    let width = footer.width as usize;
+    let plain = app.confirm.is_none() && matches!(app.prompt, Prompt::None);
+    if !plain || app.status.chars().count() <= width {
+        return;
+    }
+    let lines = wrapped(&app.status, width, STATUS_LINES);
+    let n = (lines.len() as u16).min(footer.y + 1);
+    let area = Rect::new(footer.x, footer.y + 1 - n, footer.width, n);
+    let style = theme::styled(
+        app.no_color,
+        Style::default().add_modifier(Modifier::REVERSED),
+    );
+    let text: Vec<Line> = lines
+        .into_iter()
+        .map(|l| Line::from(format!("{l:<width$}")))
+        .collect();
+    f.render_widget(Clear, area);
+    f.render_widget(Paragraph::new(text).style(style), area);
+}
+
+/// `s` wrapped greedily at spaces into lines of at most `width` characters (a word longer
+/// than a line is cut), at most `max` lines, the last clipped with `…` when more is left.
+fn wrapped(s: &str, width: usize, max: usize) -> Vec<String> {
+    let width = width.max(1);
+    let mut lines: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    for word in s.split(' ') {
+        let mut word: Vec<char> = word.chars().collect();
+        loop {
+            let used = cur.chars().count();
+            let need = if used == 0 {
+                word.len()
+            } else {
+                used + 1 + word.len()
+            };
+            if need <= width {
+                if used > 0 {
+                    cur.push(' ');
+                }
+                cur.extend(word.iter());
+                break;
+            }
+            if used > 0 {
+                lines.push(std::mem::take(&mut cur));
+                continue;
+            }
+            let rest = word.split_off(width);
+            lines.push(word.iter().collect());
+            word = rest;
+        }
+    }
+    lines.push(cur);
+    if lines.len() > max.max(1) {
+        let rest = lines.split_off(max.max(1) - 1).join(" ");
+        let kept: String = rest.chars().take(width.saturating_sub(1)).collect();
+        lines.push(format!("{}…", kept.trim_end()));
+    }
+    lines
 }
 
 /// The footer: a question, the prompt's line editor, a message, or the key hints that fit.
@@ -398,5 +466,18 @@ fn render_help(f: &mut Frame, app: &App) {
             popup.inner(ratatui::layout::Margin::new(0, 1)),
             &mut state,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wrapped;
+
+    #[test]
+    fn messages_wrap_at_spaces_cut_long_words_and_clip_the_last_line() {
+        assert_eq!(wrapped("one two three", 7, 4), ["one two", "three"]);
+        assert_eq!(wrapped("abcdefghij kl", 4, 4), ["abcd", "efgh", "ij", "kl"]);
+        assert_eq!(wrapped("a b c d e f", 3, 2), ["a b", "c…"]);
+        assert_eq!(wrapped("short", 80, 4), ["short"]);
     }
 }
