@@ -766,6 +766,21 @@ fn shards_in_one_folder_or_several_merge_into_what_one_run_writes() {
     expect_error(&["merge", &path("m-missing"), &s1], &tmp, "2/2 missing");
     ok(vec!["merge".into(), merged.clone(), s1.clone(), s2.clone()]);
     assert_eq!(records_of(Path::new(&merged)), expected);
+    // The merged manifest keeps every shard's run history, each run labelled with its shard.
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.join("merged/manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    let shards: Vec<&str> = manifest["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .filter_map(|r| r["shard"].as_str())
+        .collect();
+    assert!(
+        shards.contains(&"1/2") && shards.contains(&"2/2"),
+        "runs by shard: {shards:?}"
+    );
     // Merging copies (links): the shard folders keep their files.
     assert!(tmp.join("s1/manifest-s1.json").is_file());
 
