@@ -490,24 +490,7 @@ impl Layout {
                 Tensor::from_vec(m, (1, 1, len, keys), device)?.to_dtype(dtype)?,
             ));
         };
-        if let Some(mask) = fused::ragged_mask(real, len, device, dtype)? {
-            return Ok(Some(mask));
-        }
-        let b = real.len();
-        let m: Vec<f32> = real
-            .iter()
-            .flat_map(|row| {
-                (0..len).flat_map(move |i| {
-                    (0..keys).map(move |j| {
-                        let seen = if j < cols { row[j] } else { j - cols <= i };
-                        if seen { 0.0 } else { f32::NEG_INFINITY }
-                    })
-                })
-            })
-            .collect();
-        Ok(Some(
-            Tensor::from_vec(m, (b, 1, len, keys), device)?.to_dtype(dtype)?,
-        ))
+        Ok(Some(fused::ragged_mask(real, len, device, dtype)?))
     }
 
     /// The cache's row layout after the forward: `None` while every row is real throughout.

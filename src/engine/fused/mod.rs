@@ -86,32 +86,45 @@ pub fn join_columns(parts: &[(&Tensor, Option<&Tensor>)], rows: usize) -> Result
 
 /// The additive attention mask `[b, 1, len, cols + len]` of `b` rows whose cached columns
 /// are real where `real[r][j]` (each row's `cols` flags), followed by `len` new tokens seen
-/// causally, made on the device where the kernels run (the host uploads one byte per cached
-/// column instead of the mask); `None` elsewhere.
+/// causally. Made on the device where the kernels run (the host uploads one byte per cached
+/// column instead of the mask), else from [`ragged_mask_values`].
 pub fn ragged_mask(
     real: &[Vec<bool>],
     len: usize,
     device: &candle_core::Device,
     dtype: DType,
-) -> Result<Option<Tensor>> {
-    if !packs(device, dtype) {
-        return Ok(None);
-    }
+) -> Result<Tensor> {
     let cols = real.first().map_or(0, Vec::len);
     if real.iter().any(|r| r.len() != cols) {
         return Err(crate::Error::Model(
             "a ragged cache's rows differ in columns".into(),
         ));
     }
-    let flags: Vec<u8> = real.iter().flatten().map(|&s| u8::from(s)).collect();
-    let real = Tensor::from_vec(flags, (real.len(), cols), device)?;
     #[cfg(feature = "cuda")]
-    return Ok(Some(cuda::ragged_mask(&real, len)?));
-    #[cfg(not(feature = "cuda"))]
-    {
-        let _ = (real, len);
-        Ok(None)
+    if packs(device, dtype) {
+        let flags: Vec<u8> = real.iter().flatten().map(|&s| u8::from(s)).collect();
+        let real = Tensor::from_vec(flags, (real.len(), cols), device)?;
+        return cuda::ragged_mask(&real, len);
     }
+    let values = ragged_mask_values(real, len);
+    let shape = (real.len(), 1, len, cols + len);
+    Ok(Tensor::from_vec(values, shape, device)?.to_dtype(dtype)?)
+}
+
+/// The values of [`ragged_mask`] on the host: 0 where query `i` of row `r` sees key `j`
+/// (a real cached column, or a new token at or before `i`), -∞ elsewhere.
+pub fn ragged_mask_values(real: &[Vec<bool>], len: usize) -> Vec<f32> {
+    let cols = real.first().map_or(0, Vec::len);
+    real.iter()
+        .flat_map(|row| {
+            (0..len).flat_map(move |i| {
+                (0..cols + len).map(move |j| {
+                    let seen = if j < cols { row[j] } else { j - cols <= i };
+                    if seen { 0.0 } else { f32::NEG_INFINITY }
+                })
+            })
+        })
+        .collect()
 }
 
 /// `a + b` for two tensors of one shape.
