@@ -234,43 +234,31 @@ impl Columns<'_> {
 
     /// Layer `li`'s keys and values of every row over all the cache's columns, followed by
     /// `new` (the keys and values of a forward's new tokens, `[b, kv_heads, len, d]`):
-    /// `[b, kv_heads, columns + len, d]`, one copy. Without `new`, the cache's rows (one
-    /// where a single row is shared by all).
+    /// `[b, kv_heads, columns + len, d]`, one copy (each part copied once where the kernels
+    /// join columns; else selected or broadcast, then concatenated). Without `new`, the
+    /// cache's rows (one where a single row is shared by all).
     pub(super) fn layer(
         &self,
         li: usize,
         new: Option<(&Tensor, &Tensor)>,
     ) -> Result<(Tensor, Tensor)> {
-        if let Some(joined) = self.joined(li, new)? {
-            return Ok(joined);
+        let (ks, vs, rows) = self.sources(li, new)?;
+        if ks.len() > 1
+            && let (Some(k), Some(v)) = (
+                fused::join_columns(&ks, rows)?,
+                fused::join_columns(&vs, rows)?,
+            )
+        {
+            return Ok((k, v));
         }
-        let mut ks = Vec::with_capacity(self.parts.len() + 1);
-        let mut vs = Vec::with_capacity(self.parts.len() + 1);
-        for p in &self.parts {
-            let (k, v) = p
-                .layers
-                .get(li)
-                .ok_or_else(|| crate::Error::Model(format!("no cached layer {li}")))?;
-            match &p.rows {
-                Some(ids) => {
-                    ks.push(k.index_select(ids, 0)?);
-                    vs.push(v.index_select(ids, 0)?);
-                }
-                None => {
-                    ks.push(k.clone());
-                    vs.push(v.clone());
-                }
-            }
-        }
-        if let Some((k, v)) = new {
-            ks.push(k.clone());
-            vs.push(v.clone());
-        }
-        let rows = ks
-            .iter()
-            .map(|k| k.dim(0))
-            .try_fold(0, |m, r| r.map(|r| m.max(r)))?;
-        let join = |mut ts: Vec<Tensor>| -> Result<Tensor> {
+        let join = |parts: Vec<Source>| -> Result<Tensor> {
+            let mut ts = parts
+                .into_iter()
+                .map(|(t, map)| match map {
+                    Some(ids) => Ok(t.index_select(ids, 0)?),
+                    None => Ok(t.clone()),
+                })
+                .collect::<Result<Vec<_>>>()?;
             match ts.len() {
                 0 => Err(crate::Error::Model(format!("no cached layer {li}"))),
                 1 => Ok(ts.remove(0)),
@@ -285,15 +273,14 @@ impl Columns<'_> {
         };
         Ok((join(ks)?, join(vs)?))
     }
-}
 
-impl Columns<'_> {
-    /// [`Columns::layer`] in one copy per part where the kernels join columns, else `None`.
-    fn joined(
-        &self,
+    /// Layer `li`'s parts in column order, keys and values, each with the rows it is read
+    /// at (`None`: row for row, or its one row for every row), and the rows of the result.
+    fn sources<'a>(
+        &'a self,
         li: usize,
-        new: Option<(&Tensor, &Tensor)>,
-    ) -> Result<Option<(Tensor, Tensor)>> {
+        new: Option<(&'a Tensor, &'a Tensor)>,
+    ) -> Result<(Vec<Source<'a>>, Vec<Source<'a>>, usize)> {
         let mut ks = Vec::with_capacity(self.parts.len() + 1);
         let mut vs = Vec::with_capacity(self.parts.len() + 1);
         let mut rows = 0;
@@ -314,20 +301,13 @@ impl Columns<'_> {
             ks.push((k, None));
             vs.push((v, None));
         }
-        if ks.len() < 2 {
-            return Ok(None);
-        }
-        Ok(
-            match (
-                fused::join_columns(&ks, rows)?,
-                fused::join_columns(&vs, rows)?,
-            ) {
-                (Some(k), Some(v)) => Some((k, v)),
-                _ => None,
-            },
-        )
+        Ok((ks, vs, rows))
     }
 }
+
+/// A stored part of a cache layer and the rows it is read at (`None`: row for row, or its one
+/// row for every row).
+type Source<'a> = (&'a Tensor, Option<&'a Tensor>);
 
 /// `t` with `rows` rows: itself, or its one row copied to each.
 fn widen(t: &Tensor, rows: usize) -> Result<Tensor> {
